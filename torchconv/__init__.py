@@ -1,0 +1,21 @@
+"""torchconv: hand-written conv2d, conv_transpose2d, max_pool2d and avg_pool2d for PyTorch.
+
+Functional ops with ``torch.nn.functional``'s signatures, ``nn.Module``
+twins of ``torch.nn``'s layers, and :func:`convert` to swap them into a
+model. The arithmetic runs in ``torchconv::`` custom ops on the backend of
+:mod:`torchconv.backends`.
+"""
+
+from . import backends, functional
+from .functional import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "backends",
+    "functional",
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "avg_pool2d",
+]

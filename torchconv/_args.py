@@ -1,0 +1,323 @@
+"""Argument normalisation, validation and output shapes, to torch's letter.
+
+Every public op checks its arguments here before any kernel runs, so that a
+bad argument fails the same way on every backend: with the exception type
+torch raises, and a message that contains torch's own wording (so code and
+tests that match torch's messages keep working) and names the argument.
+
+The shape rules mirror ATen's ``ConvUtils.h`` (``check_shape_forward``) and
+``Pool.h`` (``pooling_output_shape``, ``pool2d_shape_check``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import torch
+
+__all__ = [
+    "pair",
+    "memory_format_of",
+    "conv_output_size",
+    "conv_transpose_output_size",
+    "pool_output_size",
+]
+
+
+def _is_int(value) -> bool:
+    # bool is an int to Python but not to torch's int[] parser.
+    return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
+
+
+def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
+    """Expands an int, or a sequence of one or two ints, to a list of two ints.
+
+    Torch accepts ``2``, ``(2,)`` and ``(2, 3)`` for every 2-d size argument;
+    anything else is a TypeError (wrong type) or a RuntimeError (wrong length,
+    with ``message`` when torch has a specific one for this argument).
+    """
+    if _is_int(value):
+        return [value, value]
+    if isinstance(value, torch.Tensor) or not isinstance(value, Sequence) or isinstance(value, str):
+        raise TypeError(
+            f"{op}(): argument '{name}' must be an int or a tuple of two ints, "
+            f"but got {type(value).__name__}"
+        )
+    items = list(value)
+    for item in items:
+        if not _is_int(item):
+            raise TypeError(
+                f"{op}(): argument '{name}' must be an int or a tuple of two ints, "
+                f"but got an element of type {type(item).__name__}: {value!r}"
+            )
+    if len(items) == 1:
+        return items * 2
+    if len(items) != 2:
+        raise RuntimeError(
+            message
+            or f"{op}: expected {name} to be a single integer value or a list of 2 values "
+            f"to match the convolution dimensions, but got {name}={items}"
+        )
+    return items
+
+
+def memory_format_of(tensor: torch.Tensor) -> torch.memory_format:
+    """Python twin of ATen's ``Tensor::suggest_memory_format`` for 4-d tensors.
+
+    Torch gives the output of a convolution or a pooling the layout its input
+    suggests; this is the rule it uses to read a layout off the strides
+    (``is_channels_last_strides_2d_s4`` in c10), ambiguous cases falling back
+    to contiguous.
+    """
+    if tensor.dim() != 4 or tensor.layout != torch.strided:
+        return torch.contiguous_format
+    sizes, strides = tensor.shape, tensor.stride()
+    if strides[1] == 0:
+        return torch.contiguous_format
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < smallest:
+            return torch.contiguous_format
+        if d == 0 and smallest == strides[1]:
+            return torch.contiguous_format
+        smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return torch.channels_last
+
+
+def _trunc_div(a: int, b: int) -> int:
+    """Integer division rounding toward zero, as C++ does it (ATen's checks rely on it)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+# --------------------------------------------------------------------------- conv
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a convolution along one axis."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(
+    size: int, kernel: int, stride: int, padding: int, output_padding: int, dilation: int
+) -> int:
+    """Output length of a transposed convolution along one axis."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def check_tensors(op: str, input, weight, bias) -> None:
+    """Types, dtypes and devices of conv inputs; dimensions of input and weight."""
+    for name, t in (("input", input), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}(): argument '{name}' must be Tensor, not {type(t).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"{op}(): argument 'bias' must be Tensor or None, not {type(bias).__name__}")
+    if weight.dim() != 4:
+        raise RuntimeError(
+            f"{op}: expected a 4-dimensional weight, but got weight of size {list(weight.shape)} "
+            f"(Expected {weight.dim()}-dimensional input for {weight.dim()}-dimensional weight "
+            f"{list(weight.shape)}, but got {input.dim()}-dimensional input of size "
+            f"{list(input.shape)} instead)"
+        )
+    if input.dim() not in (3, 4):
+        raise RuntimeError(
+            f"Expected 3D (unbatched) or 4D (batched) input to {op}, "
+            f"but got input of size: {list(input.shape)}"
+        )
+    _check_same_kind(op, input, "weight", weight)
+    if bias is not None:
+        _check_same_kind(op, input, "bias", bias)
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(
+            f"{op}: expected a floating-point input (float16, bfloat16, float32 or float64), "
+            f"but got input of dtype {input.dtype}"
+        )
+
+
+def _check_same_kind(op: str, input: torch.Tensor, name: str, other: torch.Tensor) -> None:
+    if other.dtype != input.dtype:
+        raise RuntimeError(
+            f"{op}: Input type ({_short(input.dtype)}) and {name} type ({_short(other.dtype)}) "
+            f"should be the same"
+        )
+    if other.device != input.device:
+        raise RuntimeError(
+            f"{op}: Input and {name} should be on the same device, but got input on "
+            f"{input.device} and {name} on {other.device}"
+        )
+
+
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def check_conv_params(op: str, stride, padding, dilation, groups, output_padding=None) -> None:
+    """Sign checks on conv arguments, in the order ATen makes them."""
+    if not _is_int(groups):
+        raise TypeError(f"{op}(): argument 'groups' must be int, not {type(groups).__name__}")
+    if groups <= 0:
+        raise RuntimeError(f"{op}: non-positive groups is not supported, but got groups={groups}")
+    if any(p < 0 for p in padding):
+        raise RuntimeError(f"{op}: negative padding is not supported, but got padding={padding}")
+    if output_padding is not None and any(p < 0 for p in output_padding):
+        raise RuntimeError(
+            f"{op}: negative output_padding is not supported, but got output_padding={output_padding}"
+        )
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"{op}: non-positive stride is not supported, but got stride={stride}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(
+            f"{op}: dilation should be greater than zero, but got dilation={dilation}"
+        )
+
+
+def check_conv_shapes(
+    op: str, input, weight, bias, stride, padding, dilation, groups, output_padding=None
+) -> list[int]:
+    """Channel, group, bias and size checks; returns the output size (N, C, H, W).
+
+    ``output_padding`` is None for conv2d and a pair for conv_transpose2d.
+    ``input`` is 4-d here (unbatched inputs are given a batch dimension first).
+    """
+    transposed = output_padding is not None
+    w_shape = list(weight.shape)
+    if weight.shape[0] < groups:
+        raise RuntimeError(
+            f"{op}: Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+            f"but got weight of size {w_shape} instead"
+        )
+    if weight.shape[0] % groups != 0:
+        raise RuntimeError(
+            f"{op}: Given groups={groups}, expected weight to be divisible by {groups} at "
+            f"dimension 0, but got weight of size {w_shape} instead"
+        )
+    in_channels = weight.shape[0] if transposed else weight.shape[1] * groups
+    out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
+    if input.shape[1] != in_channels:
+        prefix = "Given transposed=1" if transposed else f"Given groups={groups}"
+        raise RuntimeError(
+            f"{op}: {prefix}, weight of size {w_shape}, expected input{list(input.shape)} to have "
+            f"{in_channels} channels, but got {input.shape[1]} channels instead"
+        )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
+        prefix = "Given transposed=1, weight" if transposed else "Given weight"
+        raise RuntimeError(
+            f"{op}: {prefix} of size {w_shape}, expected bias to be 1-dimensional with "
+            f"{out_channels} elements, but got bias of size {list(bias.shape)} instead"
+        )
+    kernel = w_shape[2:]
+    spatial = list(input.shape[2:])
+    if transposed:
+        if any(op_ >= s and op_ >= d for op_, s, d in zip(output_padding, stride, dilation)):
+            raise RuntimeError(
+                f"{op}: output padding must be smaller than either stride or dilation, but got "
+                f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
+            )
+        out = [
+            conv_transpose_output_size(n, k, s, p, o, d)
+            for n, k, s, p, o, d in zip(spatial, kernel, stride, padding, output_padding, dilation)
+        ]
+        if any(o <= 0 for o in out):
+            raise RuntimeError(
+                f"{op}: Given input size per channel: ({spatial[0]} x {spatial[1]}). Calculated "
+                f"output size per channel: ({out[0]} x {out[1]}). Output size is too small"
+            )
+    else:
+        padded = [n + 2 * p for n, p in zip(spatial, padding)]
+        effective = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        if any(p < e for p, e in zip(padded, effective)):
+            raise RuntimeError(
+                f"{op}: Calculated padded input size per channel: ({padded[0]} x {padded[1]}). "
+                f"Kernel size: ({effective[0]} x {effective[1]}). Kernel size can't be greater "
+                f"than actual input size"
+            )
+        if (input.shape[0] != 0 and input.shape[1] != 0) and 0 in spatial:
+            raise RuntimeError(
+                f"{op}: Only zero batch or zero channel inputs are supported, but got input shape: "
+                f"{list(input.shape)}"
+            )
+        out = [conv_output_size(n, k, s, p, d) for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)]
+    return [input.shape[0], out_channels, *out]
+
+
+def same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Padding for ``padding='same'``: (symmetric part, extra on the bottom/right).
+
+    An even effective kernel needs one more row or column on one side; torch
+    puts it at the end, and so do we.
+    """
+    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    return [t // 2 for t in total], [t % 2 for t in total]
+
+
+# --------------------------------------------------------------------------- pool
+
+
+def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
+    """ATen's ``pooling_output_shape``: with ceil_mode, the last window must start
+    inside the input or its left padding."""
+    if stride == 0:
+        raise RuntimeError("stride should not be zero")
+    if pad < 0:
+        raise RuntimeError(f"pad must be non-negative, but got pad: {pad}")
+    if pad > _trunc_div((kernel - 1) * dilation + 1, 2):
+        raise RuntimeError(
+            f"pad should be at most half of effective kernel size, but got pad={pad}, "
+            f"kernel_size={kernel} and dilation={dilation}"
+        )
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def pool_args(op: str, kernel_size, stride, padding, dilation=1):
+    """Normalises pooling size arguments; an omitted stride is the kernel size."""
+    kernel = pair(kernel_size, "kernel_size", op, f"{op}: kernel_size must either be a single int, or a tuple of two ints")
+    if stride is None or (isinstance(stride, Sequence) and len(stride) == 0):
+        strides = list(kernel)
+    else:
+        strides = pair(stride, "stride", op, f"{op}: stride must either be omitted, a single int, or a tuple of two ints")
+    pads = pair(padding, "padding", op, f"{op}: padding must either be a single int, or a tuple of two ints")
+    dilations = pair(dilation, "dilation", op, f"{op}: dilation must be either a single int, or a tuple of two ints")
+    return kernel, strides, pads, dilations
+
+
+def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> list[int]:
+    """Pooling checks in ATen's order; returns the output size of a 4-d input."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    if input.dim() not in (3, 4) or 0 in input.shape[-3:]:
+        raise RuntimeError(
+            f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+            f"but got: {list(input.shape)}"
+        )
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(
+            f"{op}: expected a floating-point input (float16, bfloat16, float32 or float64), "
+            f"but got input of dtype {input.dtype}"
+        )
+    height, width = input.shape[-2:]
+    out_h = pool_output_size(height, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    out_w = pool_output_size(width, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    if kernel[0] <= 0 or kernel[1] <= 0:
+        raise RuntimeError(
+            f"{op}: kernel size should be greater than zero, but got kH: {kernel[0]} kW: {kernel[1]}"
+        )
+    if stride[0] <= 0 or stride[1] <= 0:
+        raise RuntimeError(
+            f"{op}: stride should be greater than zero, but got dH: {stride[0]} dW: {stride[1]}"
+        )
+    if dilation[0] <= 0 or dilation[1] <= 0:
+        raise RuntimeError(
+            f"{op}: dilation should be greater than zero, but got dilationH: {dilation[0]} "
+            f"dilationW: {dilation[1]}"
+        )
+    if out_h < 1 or out_w < 1:
+        channels = input.shape[-3]
+        raise RuntimeError(
+            f"{op}: Given input size: ({channels}x{height}x{width}). Calculated output size: "
+            f"({channels}x{out_h}x{out_w}). Output size is too small"
+        )
+    return [*input.shape[:-2], out_h, out_w]

@@ -1,0 +1,248 @@
+"""Autograd for the ``torchconv::`` ops: one ``torch.autograd.Function`` per op.
+
+Every backward is written with the package's own ops, which are themselves
+differentiable, so gradients of gradients (double backward) need nothing more.
+The derivations, for y = conv2d(x, W) with stride s, padding p, dilation d:
+
+* conv2d is linear in x: y = A_W x, where A_W is im2col followed by a GEMM
+  with W. Its adjoint A_W^T (GEMM with W^T, then col2im) is by definition
+  conv_transpose2d(., W), so dL/dx = conv_transpose2d(dL/dy, W), with the
+  output_padding that restores x's size (strided convs drop trailing rows).
+* conv2d is linear in W too: y[n,o,:] = sum W[o,:] . cols(x)[n,:], so
+  dL/dW = sum_n dL/dy[n] . cols(x)[n]^T: the ``conv2d_weight`` op.
+* conv_transpose2d(x, W) = A_W^T x, so dL/dx = A_W dL/dy = conv2d(dL/dy, W),
+  and dL/dW = conv2d_weight(dL/dy, x): the same GEMM with the roles of
+  input and output gradient exchanged.
+* conv2d_weight(x, g) is bilinear; its gradients are conv_transpose2d(g, .)
+  with respect to x and conv2d(x, .) with respect to g.
+* dL/db = sum of dL/dy over batch and space, for both convolutions.
+* max_pool2d routes each window's maximum: the backward scatters dL/dy to the
+  recorded indices, and the backward of that scatter gathers from them.
+* avg_pool2d is linear: the backward spreads dL/dy over each window with the
+  forward's divisor, and the backward of that is avg_pool2d again.
+
+The classes use the ``setup_context`` form so that the very same functions
+serve as the ops' ``torch.library.register_autograd`` formulas (the path
+the public API and ``torch.compile`` take) and as ``Function.apply``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _library as ops
+
+__all__ = [
+    "Conv2dFunction",
+    "ConvTranspose2dFunction",
+    "Conv2dWeightFunction",
+    "MaxPool2dFunction",
+    "MaxPool2dBackwardFunction",
+    "AvgPool2dFunction",
+    "AvgPool2dBackwardFunction",
+]
+
+
+def _conv2d_sized(x, weight, size, stride, padding, dilation, groups):
+    """conv2d(x, weight), cut to spatial ``size``.
+
+    As an adjoint of conv_transpose2d, conv2d may compute rows past ``size``
+    (when output_padding >= stride, allowed if it is below dilation); they
+    are no part of the adjoint.
+    """
+    y = ops.conv2d(x, weight, None, stride, padding, dilation, groups)
+    if tuple(y.shape[2:]) != tuple(size):
+        y = y[:, :, : size[0], : size[1]]
+    return y
+
+
+def _conv_transpose2d_sized(x, weight, size, stride, padding, dilation, groups):
+    """conv_transpose2d(x, weight) with the output_padding that yields spatial ``size``."""
+    output_padding = [
+        target - ((n - 1) * s - 2 * p + d * (k - 1) + 1)
+        for target, n, k, s, p, d in zip(size, x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    ]
+    return ops.conv_transpose2d(x, weight, None, stride, padding, output_padding, groups, dilation)
+
+
+def _bias_grad(grad_output):
+    return grad_output.sum((0, 2, 3))
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """y = conv2d(x, W, b); backward: conv_transpose2d, conv2d_weight, a sum."""
+
+    @staticmethod
+    def forward(input, weight, bias, stride, padding, dilation, groups):
+        return ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, _, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.conv = (stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_input = grad_weight = grad_bias = None
+        if need_input:
+            grad_input = _conv_transpose2d_sized(
+                grad_output, weight, input.shape[2:], stride, padding, dilation, groups
+            )
+        if need_weight:
+            grad_weight = ops.conv2d_weight(input, grad_output, weight.shape, stride, padding, dilation, groups)
+        if need_bias:
+            grad_bias = _bias_grad(grad_output)
+        return grad_input, grad_weight, grad_bias, None, None, None, None
+
+
+class ConvTranspose2dFunction(torch.autograd.Function):
+    """y = conv_transpose2d(x, W, b); backward: conv2d, conv2d_weight, a sum."""
+
+    @staticmethod
+    def forward(input, weight, bias, stride, padding, output_padding, groups, dilation):
+        return ops.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, _, stride, padding, _, groups, dilation = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.conv = (stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_input = grad_weight = grad_bias = None
+        if need_input:
+            grad_input = _conv2d_sized(grad_output, weight, input.shape[2:], stride, padding, dilation, groups)
+        if need_weight:
+            grad_weight = ops.conv2d_weight(grad_output, input, weight.shape, stride, padding, dilation, groups)
+        if need_bias:
+            grad_bias = _bias_grad(grad_output)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+class Conv2dWeightFunction(torch.autograd.Function):
+    """G = conv2d_weight(x, g): bilinear, so each gradient is a convolution with dL/dG."""
+
+    @staticmethod
+    def forward(input, grad_output, weight_size, stride, padding, dilation, groups):
+        return ops.conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, grad_output, _, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(input, grad_output)
+        ctx.conv = (stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad_grad_weight):
+        input, grad_output = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        grad_input = grad_grad_output = None
+        if ctx.needs_input_grad[0]:
+            grad_input = _conv_transpose2d_sized(
+                grad_output, grad_grad_weight, input.shape[2:], stride, padding, dilation, groups
+            )
+        if ctx.needs_input_grad[1]:
+            grad_grad_output = _conv2d_sized(
+                input, grad_grad_weight, grad_output.shape[2:], stride, padding, dilation, groups
+            )
+        return grad_input, grad_grad_output, None, None, None, None, None
+
+
+class MaxPool2dFunction(torch.autograd.Function):
+    """(y, idx) = max_pool2d(x); backward: scatter dL/dy to idx."""
+
+    @staticmethod
+    def forward(input, kernel_size, stride, padding, dilation, ceil_mode):
+        return ops.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+        ctx.input_size = inputs[0].shape[2:]
+
+    @staticmethod
+    def backward(ctx, grad_output, _grad_indices):
+        (indices,) = ctx.saved_tensors
+        grad_input = ops.max_pool2d_backward(grad_output, indices, ctx.input_size)
+        return grad_input, None, None, None, None, None
+
+
+class MaxPool2dBackwardFunction(torch.autograd.Function):
+    """gx = scatter(g, idx); it is linear in g, its adjoint a gather at idx."""
+
+    @staticmethod
+    def forward(grad_output, indices, input_size):
+        return ops.max_pool2d_backward(grad_output, indices, input_size)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx, grad_grad_input):
+        (indices,) = ctx.saved_tensors
+        n, c = indices.shape[:2]
+        gathered = grad_grad_input.reshape(n, c, -1).gather(2, indices.reshape(n, c, -1))
+        return gathered.reshape(indices.shape), None, None
+
+
+class AvgPool2dFunction(torch.autograd.Function):
+    """y = avg_pool2d(x): linear; backward spreads dL/dy over the windows."""
+
+    @staticmethod
+    def forward(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        return ops.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.input_size = inputs[0].shape[2:]
+        ctx.pool = inputs[1:]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_input = ops.avg_pool2d_backward(grad_output, ctx.input_size, *ctx.pool)
+        return grad_input, None, None, None, None, None, None
+
+
+class AvgPool2dBackwardFunction(torch.autograd.Function):
+    """gx = avg_pool2d_backward(g): linear in g; its adjoint is avg_pool2d."""
+
+    @staticmethod
+    def forward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        return ops.avg_pool2d_backward(
+            grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.pool = inputs[2:]
+
+    @staticmethod
+    def backward(ctx, grad_grad_input):
+        grad_grad_output = ops.avg_pool2d(grad_grad_input, *ctx.pool)
+        return grad_grad_output, None, None, None, None, None, None, None
+
+
+def _register() -> None:
+    for op, function in (
+        (ops.conv2d, Conv2dFunction),
+        (ops.conv_transpose2d, ConvTranspose2dFunction),
+        (ops.conv2d_weight, Conv2dWeightFunction),
+        (ops.max_pool2d, MaxPool2dFunction),
+        (ops.max_pool2d_backward, MaxPool2dBackwardFunction),
+        (ops.avg_pool2d, AvgPool2dFunction),
+        (ops.avg_pool2d_backward, AvgPool2dBackwardFunction),
+    ):
+        op.register_autograd(function.backward, setup_context=function.setup_context)
+
+
+_register()

@@ -1,0 +1,163 @@
+"""Backend registry: which implementation of the kernels runs.
+
+A backend is a set of kernels with one signature per computation (see
+``torchconv.backends.reference`` for the list and their contracts) that runs
+on some device types. The custom ops of ``torchconv`` look the backend up at
+every call, so a choice made here applies to eager mode, to backward passes
+and to ``torch.compile``d graphs alike.
+
+Which backend runs, in order of precedence:
+
+1. the innermost ``with torchconv.backends.use(name):`` block;
+2. the ``TORCHCONV_BACKEND`` environment variable;
+3. the fastest backend available for the tensor's device.
+
+Examples::
+
+    >>> torchconv.backends.available("cpu")
+    ['reference']
+    >>> with torchconv.backends.use("reference"):
+    ...     y = torchconv.conv2d(x, w)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Callable, Iterator
+
+import torch
+
+from . import reference
+
+__all__ = ["Backend", "register", "registered", "available", "use", "current", "kernels", "ENV_VAR"]
+
+ENV_VAR = "TORCHCONV_BACKEND"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A named set of kernels.
+
+    Args:
+        name: what users pass to :func:`use` and ``TORCHCONV_BACKEND``.
+        kernels: a module (or any object) with the functions of
+            ``torchconv.backends.reference``.
+        devices: device types it runs on, e.g. ``("cpu",)``.
+        priority: among available backends, the highest runs by default.
+        is_available: says whether it can run now (e.g. its extension is built).
+        how_to_enable: shown to users when it is not available.
+    """
+
+    name: str
+    kernels: object
+    devices: tuple[str, ...]
+    priority: int = 0
+    is_available: Callable[[], bool] = field(default=lambda: True)
+    how_to_enable: str = ""
+
+
+_REGISTRY: dict[str, Backend] = {}
+# Process-wide rather than thread-local: autograd may run backward on another
+# thread, and it must see the choice made around the forward.
+_CHOICES: list[str] = []
+
+
+def register(backend: Backend) -> None:
+    """Adds a backend to the registry (replacing one of the same name)."""
+    _REGISTRY[backend.name] = backend
+
+
+def registered() -> dict[str, Backend]:
+    """All registered backends by name, available or not."""
+    return dict(_REGISTRY)
+
+
+def _device_type(device) -> str:
+    return torch.device(device).type
+
+
+def available(device="cpu") -> list[str]:
+    """Names of the backends usable on ``device``, fastest first.
+
+    Args:
+        device (str or torch.device): e.g. ``"cpu"`` or ``"cuda:0"``.
+    """
+    kind = _device_type(device)
+    usable = [b for b in _REGISTRY.values() if kind in b.devices and b.is_available()]
+    return [b.name for b in sorted(usable, key=lambda b: -b.priority)]
+
+
+def _requested() -> str | None:
+    if _CHOICES:
+        return _CHOICES[-1]
+    return os.environ.get(ENV_VAR) or None
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(
+            f"torchconv.backends: unknown backend {name!r}; registered backends are "
+            f"{sorted(_REGISTRY)}"
+        )
+
+
+@contextlib.contextmanager
+def use(name: str) -> Iterator[None]:
+    """Context manager that makes backend ``name`` run inside its block.
+
+    Args:
+        name (str): one of :func:`registered`'s names.
+
+    Raises:
+        ValueError: if no backend of that name is registered.
+    """
+    _check_name(name)
+    _CHOICES.append(name)
+    try:
+        yield
+    finally:
+        _CHOICES.pop()
+
+
+def current(device="cpu") -> str:
+    """The name of the backend that runs on ``device`` now.
+
+    Raises:
+        RuntimeError: if the requested backend cannot run on ``device``.
+    """
+    kind = _device_type(device)
+    requested = _requested()
+    if requested is None:
+        names = available(kind)
+        if not names:
+            raise RuntimeError(f"torchconv: no backend is available for device type '{kind}'")
+        return names[0]
+    source = "torchconv.backends.use()" if _CHOICES else f"the {ENV_VAR} environment variable"
+    if requested not in _REGISTRY:
+        raise RuntimeError(
+            f"torchconv: backend {requested!r} requested by {source} is not registered; "
+            f"registered backends are {sorted(_REGISTRY)}"
+        )
+    backend = _REGISTRY[requested]
+    if kind not in backend.devices:
+        raise RuntimeError(
+            f"torchconv: backend {requested!r} (requested by {source}) does not run on "
+            f"'{kind}' tensors; backends available there: {available(kind)}"
+        )
+    if not backend.is_available():
+        raise RuntimeError(
+            f"torchconv: backend {requested!r} (requested by {source}) is not available. "
+            f"{backend.how_to_enable}"
+        )
+    return requested
+
+
+def kernels(device) -> ModuleType:
+    """The kernels of the backend that runs on ``device`` now."""
+    return _REGISTRY[current(device)].kernels
+
+
+register(Backend("reference", reference, devices=("cpu", "cuda"), priority=0))

@@ -1,0 +1,198 @@
+"""The public functional ops, with ``torch.nn.functional``'s signatures.
+
+Each function checks its arguments as torch does (same exception types, torch's
+wording, the offending argument named), normalises them, gives unbatched
+(C, H, W) inputs a batch dimension, and calls the ``torchconv::`` op that
+does the work. Gradients flow through the ops' autograd formulas
+(``torchconv._autograd``), to any order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _args
+from . import _autograd  # noqa: F401  (registers the ops' autograd formulas)
+from . import _library as ops
+
+__all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"]
+
+
+def _batched(input: Tensor) -> tuple[Tensor, bool]:
+    if input.dim() == 3:
+        return input.unsqueeze(0), True
+    return input, False
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+    r"""2-d convolution over an input of several planes, as :func:`torch.nn.functional.conv2d`.
+
+    Args:
+        input: :math:`(N, C_{in}, H, W)` or unbatched :math:`(C_{in}, H, W)`.
+        weight: :math:`(C_{out}, C_{in} / groups, kH, kW)`.
+        bias: optional :math:`(C_{out})`.
+        stride (int or tuple): stride of the kernel. Default: 1.
+        padding (int, tuple, 'valid' or 'same'): implicit zero padding on both
+            sides; 'same' (stride 1 only) keeps the input size, adding any odd
+            extra row or column at the bottom/right as torch does. Default: 0.
+        dilation (int or tuple): spacing between kernel taps. Default: 1.
+        groups (int): split input and output channels into this many groups.
+
+    Returns:
+        :math:`(N, C_{out}, H_{out}, W_{out})`, with
+        :math:`H_{out} = \lfloor (H + 2p - d (kH - 1) - 1) / s \rfloor + 1`;
+        channels_last if input or weight is.
+
+    Examples::
+
+        >>> x = torch.randn(10, 3, 32, 32)
+        >>> torchconv.conv2d(x, torch.randn(1, 3, 5, 5), padding=2).shape
+        torch.Size([10, 1, 32, 32])
+    """
+    op = "conv2d"
+    _args.check_tensors(op, input, weight, bias)
+    stride = _args.pair(stride, "stride", op)
+    dilation = _args.pair(dilation, "dilation", op)
+    extra = None
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = [0, 0]
+        elif padding == "same":
+            if any(s != 1 for s in stride):
+                raise RuntimeError(f"{op}: padding='same' is not supported for strided convolutions (stride={stride})")
+            padding, extra = _args.same_padding(weight.shape[2:], dilation)
+        else:
+            raise RuntimeError(f"{op}: Invalid padding string: '{padding}' (expected 'same', 'valid', an int or a pair)")
+    else:
+        padding = _args.pair(padding, "padding", op)
+    _args.check_conv_params(op, stride, padding, dilation, groups)
+    x, unbatched = _batched(input)
+    if extra is not None and any(extra):
+        # Even effective kernel: the odd row/column of padding goes last.
+        x = F.pad(x, (0, extra[1], 0, extra[0]))
+    _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups)
+    y = ops.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose2d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+) -> Tensor:
+    r"""2-d transposed convolution, as :func:`torch.nn.functional.conv_transpose2d`.
+
+    The adjoint of :func:`conv2d` with the same weight: it maps conv2d's
+    output shape back to its input shape ("deconvolution").
+
+    Args:
+        input: :math:`(N, C_{in}, H, W)` or unbatched :math:`(C_{in}, H, W)`.
+        weight: :math:`(C_{in}, C_{out} / groups, kH, kW)`.
+        bias: optional :math:`(C_{out})`.
+        stride (int or tuple): Default: 1.
+        padding (int or tuple): ``dilation * (k - 1) - padding`` zeros are
+            added to both sides of the input, in effect. Default: 0.
+        output_padding (int or tuple): extra size added to one side of the
+            output; smaller than stride or dilation. Default: 0.
+        groups (int): Default: 1.
+        dilation (int or tuple): Default: 1.
+
+    Returns:
+        :math:`(N, C_{out}, H_{out}, W_{out})`, with
+        :math:`H_{out} = (H - 1) s - 2p + d (kH - 1) + output\_padding + 1`.
+
+    Examples::
+
+        >>> # 1-d in spirit: [a, b] with filter [x, y, z] at stride 2
+        >>> torchconv.conv_transpose2d(torch.tensor([[[[1., 2.]]]]),
+        ...                            torch.tensor([[[[1., 10., 100.]]]]), stride=2)
+        tensor([[[[  1.,  10., 102.,  20., 200.]]]])
+    """
+    op = "conv_transpose2d"
+    _args.check_tensors(op, input, weight, bias)
+    if isinstance(padding, str):
+        raise TypeError(f"{op}(): argument 'padding' must be tuple of ints, not str")
+    stride = _args.pair(stride, "stride", op)
+    padding = _args.pair(padding, "padding", op)
+    output_padding = _args.pair(output_padding, "output_padding", op)
+    dilation = _args.pair(dilation, "dilation", op)
+    _args.check_conv_params(op, stride, padding, dilation, groups, output_padding)
+    x, unbatched = _batched(input)
+    _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups, output_padding)
+    y = ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
+    return y.squeeze(0) if unbatched else y
+
+
+def max_pool2d(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    r"""2-d max pooling, as :func:`torch.nn.functional.max_pool2d`.
+
+    Args:
+        input: :math:`(N, C, H, W)` or unbatched :math:`(C, H, W)`.
+        kernel_size (int or tuple): window size.
+        stride (int or tuple, optional): Default: ``kernel_size``.
+        padding (int or tuple): implicit -inf padding, at most half the
+            effective kernel. Default: 0.
+        dilation (int or tuple): spacing between window taps. Default: 1.
+        ceil_mode (bool): round the output size up; a last window must still
+            start inside the input or its left padding. Default: False.
+        return_indices (bool): also return the flat index ``h * W + w`` of
+            each maximum within its input plane. Default: False.
+
+    Returns:
+        :math:`(N, C, H_{out}, W_{out})`, and int64 indices of the same shape
+        if ``return_indices``.
+
+    Examples::
+
+        >>> torchconv.max_pool2d(torch.randn(64, 32, 28, 28), 2).shape
+        torch.Size([64, 32, 14, 14])
+    """
+    op = "max_pool2d"
+    kernel, stride, padding, dilation = _args.pool_args(op, kernel_size, stride, padding, dilation)
+    _args.check_pool(op, input, kernel, stride, padding, dilation, ceil_mode)
+    x, unbatched = _batched(input)
+    values, indices = ops.max_pool2d(x, kernel, stride, padding, dilation, bool(ceil_mode))
+    if unbatched:
+        values, indices = values.squeeze(0), indices.squeeze(0)
+    return (values, indices) if return_indices else values
+
+
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+) -> Tensor:
+    r"""2-d average pooling, as :func:`torch.nn.functional.avg_pool2d`.
+
+    Args:
+        input: :math:`(N, C, H, W)` or unbatched :math:`(C, H, W)`.
+        kernel_size (int or tuple): window size.
+        stride (int or tuple, optional): Default: ``kernel_size``.
+        padding (int or tuple): implicit zero padding, at most half the
+            kernel. Default: 0.
+        ceil_mode (bool): round the output size up. Default: False.
+        count_include_pad (bool): count padding cells in the divisor.
+            Default: True.
+        divisor_override (int, optional): divide every window sum by this.
+
+    Returns:
+        :math:`(N, C, H_{out}, W_{out})`.
+
+    Examples::
+
+        >>> torchconv.avg_pool2d(torch.randn(32, 64, 28, 28), 2).shape
+        torch.Size([32, 64, 14, 14])
+    """
+    op = "avg_pool2d"
+    kernel, stride, padding, _ = _args.pool_args(op, kernel_size, stride, padding)
+    if divisor_override is not None:
+        if not _args._is_int(divisor_override):
+            raise TypeError(
+                f"{op}(): argument 'divisor_override' must be int or None, not {type(divisor_override).__name__}"
+            )
+        if divisor_override == 0:
+            raise RuntimeError(f"{op}: divisor must be not zero (divisor_override=0)")
+    _args.check_pool(op, input, kernel, stride, padding, [1, 1], ceil_mode)
+    x, unbatched = _batched(input)
+    y = ops.avg_pool2d(x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override)
+    return y.squeeze(0) if unbatched else y
