@@ -56,7 +56,9 @@ def _in_layout(out: Tensor, memory_format: torch.memory_format) -> Tensor:
 
 
 def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
-    return like.new_empty(shape, dtype=dtype, memory_format=memory_format)
+    return torch.empty(
+        shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format
+    )
 
 
 # ----------------------------------------------------------------------- conv
