@@ -6,8 +6,10 @@ model. The arithmetic runs in ``torchconv::`` custom ops on the backend of
 :mod:`torchconv.backends`.
 """
 
-from . import backends, functional
+from . import backends, functional, nn
+from .convert import convert
 from .functional import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
+from .nn import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d
 
 __version__ = "0.1.0"
 
@@ -18,4 +20,10 @@ __all__ = [
     "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",
+    "nn",
+    "Conv2d",
+    "ConvTranspose2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "convert",
 ]
