@@ -148,8 +148,12 @@ def _check_same_kind(op: str, input: torch.Tensor, name: str, other: torch.Tenso
         )
 
 
+_C_TYPE_NAMES = {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half", torch.bfloat16: "c10::BFloat16"}
+
+
 def _short(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+    """The name torch's messages give a dtype (its C++ scalar type)."""
+    return _C_TYPE_NAMES.get(dtype, str(dtype)[len("torch."):])
 
 
 def check_conv_params(op: str, stride, padding, dilation, groups, output_padding=None) -> None:

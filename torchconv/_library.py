@@ -79,7 +79,7 @@ def conv2d(
 
 
 @conv2d.register_fake
-def _(input, weight, bias, stride, padding, dilation, groups):
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     spatial = [
         conv_output_size(n, k, s, p, d)
         for n, k, s, p, d in zip(input.shape[2:], weight.shape[2:], stride, padding, dilation)
@@ -105,7 +105,7 @@ def conv_transpose2d(
 
 
 @conv_transpose2d.register_fake
-def _(input, weight, bias, stride, padding, output_padding, groups, dilation):
+def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):
     spatial = [
         conv_transpose_output_size(n, k, s, p, o, d)
         for n, k, s, p, o, d in zip(input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
@@ -131,7 +131,7 @@ def conv2d_weight(
 
 
 @conv2d_weight.register_fake
-def _(input, grad_output, weight_size, stride, padding, dilation, groups):
+def _conv2d_weight_fake(input, grad_output, weight_size, stride, padding, dilation, groups):
     return _empty(input, weight_size, _conv_layout(input, grad_output))
 
 
@@ -162,7 +162,7 @@ def max_pool2d(
 
 
 @max_pool2d.register_fake
-def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     spatial = _pool_spatial(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     shape, layout = (*input.shape[:2], *spatial), memory_format_of(input)
     return _empty(input, shape, layout), _empty(input, shape, layout, dtype=torch.int64)
@@ -176,7 +176,7 @@ def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequen
 
 
 @max_pool2d_backward.register_fake
-def _(grad_output, indices, input_size):
+def _max_pool2d_backward_fake(grad_output, indices, input_size):
     return _empty(grad_output, (*grad_output.shape[:2], *input_size), memory_format_of(grad_output))
 
 
@@ -197,7 +197,7 @@ def avg_pool2d(
 
 
 @avg_pool2d.register_fake
-def _(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     spatial = _pool_spatial(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
     return _empty(input, (*input.shape[:2], *spatial), memory_format_of(input))
 
@@ -221,5 +221,17 @@ def avg_pool2d_backward(
 
 
 @avg_pool2d_backward.register_fake
-def _(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     return _empty(grad_output, (*grad_output.shape[:2], *input_size), memory_format_of(grad_output))
+
+
+def _register_compiled_fakes() -> None:
+    """Gives the compiled ``torchconv_cpp::`` ops (csrc/ops.cpp) the same fake
+    kernels: one definition of every output's shape and layout for both."""
+    if not backends.cpp.is_available():
+        return
+    for name in __all__:
+        torch.library.register_fake(f"torchconv_cpp::{name}")(globals()[f"_{name}_fake"])
+
+
+_register_compiled_fakes()

@@ -14,8 +14,8 @@ Which backend runs, in order of precedence:
 
 Examples::
 
-    >>> torchconv.backends.available("cpu")
-    ['reference']
+    >>> torchconv.backends.available("cpu")   # with the extension built
+    ['cpp', 'reference']
     >>> with torchconv.backends.use("reference"):
     ...     y = torchconv.conv2d(x, w)
 """
@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import reference
+from . import cpp, reference
 
 __all__ = ["Backend", "register", "registered", "available", "use", "current", "kernels", "ENV_VAR"]
 
@@ -161,3 +161,13 @@ def kernels(device) -> ModuleType:
 
 
 register(Backend("reference", reference, devices=("cpu", "cuda"), priority=0))
+register(
+    Backend(
+        "cpp",
+        cpp,
+        devices=("cpu",),
+        priority=10,
+        is_available=cpp.is_available,
+        how_to_enable=cpp.HOW_TO_ENABLE,
+    )
+)

@@ -1,0 +1,615 @@
+// GotoBLAS/BLIS-style GEMM with an AVX-512 micro-kernel; see gemm.h for the
+// contract.
+//
+// Loop nest (per call, single thread):
+//
+//   for jc in N by NC:                 B block KC x NC, packed, lives in L2
+//     for pc in K by KC:
+//       pack B[pc:+KC, jc:+NC] into NR-wide panels (transposing if transB)
+//       for ir in M by MR:             A micro-panel MR x KC, lives in L1
+//         pack A[ir:+MR, pc:+KC]        (transposing unless transA)
+//         for jr in NC by NR:          stream one B panel from L2
+//           micro-kernel: C[ir:+MR, jc+jr:+NR] (+)= alpha * Apanel @ Bpanel
+//
+// This is the BLIS nest with the two innermost loops swapped: the L1-resident
+// operand is the A micro-panel (MR*KC*4 B = 16 KiB) instead of the B one,
+// because an 8x48 tile's B panel (48*KC*4 B) would not fit the 32 KiB L1D
+// for a useful KC, whereas the A panel does. Each B panel is then streamed
+// from L2 once per MR rows: 3 zmm loads per 24 FMAs, far below L2 bandwidth.
+//
+// Everything AVX-512 is compiled under a target pragma, so this file builds
+// with plain -O2/-O3 and the fast path is chosen at run time.
+
+#include "gemm.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TORCHCONV_GEMM_X86 1
+#include <immintrin.h>
+#else
+#define TORCHCONV_GEMM_X86 0
+#endif
+
+namespace torchconv {
+namespace cpu {
+namespace {
+
+int64_t div_up(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// C = beta * C without reading C when beta == 0 (BLAS semantics).
+template <typename T>
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
+  if (beta == T(1)) {
+    return;
+  }
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    if (beta == T(0)) {
+      std::fill(c, c + N, T(0));
+    } else {
+      for (int64_t j = 0; j < N; ++j) {
+        c[j] *= beta;
+      }
+    }
+  }
+}
+
+// Reference loop nest for CPUs without AVX-512: i-k-j order so that the
+// inner loop is unit-stride (vectorizable) unless B is transposed, in which
+// case each C element is a unit-stride dot product instead.
+template <typename T>
+void gemm_portable(int64_t M, int64_t N, int64_t K, T alpha,
+                   const T* A, int64_t lda, bool transA,
+                   const T* B, int64_t ldb, bool transB,
+                   T beta, T* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) {
+    return;
+  }
+  scale_c(M, N, beta, C, ldc);
+  if (alpha == T(0) || K <= 0) {
+    return;
+  }
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    if (transB) {
+      for (int64_t j = 0; j < N; ++j) {
+        const T* b = B + j * ldb;
+        T sum = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          sum += (transA ? A[k * lda + i] : A[i * lda + k]) * b[k];
+        }
+        c[j] += alpha * sum;
+      }
+    } else {
+      for (int64_t k = 0; k < K; ++k) {
+        const T a = alpha * (transA ? A[k * lda + i] : A[i * lda + k]);
+        const T* b = B + k * ldb;
+        for (int64_t j = 0; j < N; ++j) {
+          c[j] += a * b[j];
+        }
+      }
+    }
+  }
+}
+
+#if TORCHCONV_GEMM_X86
+
+// ------------------------------------------------------------- blocking --
+//
+// Micro-tile MR x (NV zmm vectors): 8 x 48 floats / 8 x 24 doubles.
+// Register budget (32 zmm): 24 accumulators + 3 B vectors + 1 broadcast A
+// = 28. Per k step: 3 vector loads + 8 broadcasts feed 24 FMAs, so the FMA
+// pipe (one zmm FMA per cycle on Zen 4, two on Intel server cores) stays
+// the bottleneck. MR = 8 divides every channel count the convolutions use
+// (M = C_out or C_in*kh*kw), so M edges are rare; N (= H_out*W_out) is
+// ragged, and NV-templated kernels cover its remainder 16 lanes at a time
+// with only the last vector masked.
+constexpr int MR = 8;
+constexpr int NV = 3;
+
+// A micro-panel MR x KC kept in L1D (32 KiB on Zen 4 / recent Intel) next
+// to the B panel stream: half of L1D gives KC = 512 floats / 256 doubles.
+constexpr int64_t kAPanelBytes = 16 * 1024;
+// Packed B block KC x NC kept in L2 (2 MiB per core here, >= 1 MiB on
+// Intel server parts); half of it leaves room for C tiles and the A panels
+// passing through.
+constexpr int64_t kBBlockBytes = 1024 * 1024;
+
+// Splits `total` into the fewest blocks of at most `max_block` (a multiple
+// of `align`), equalised so that no block is a sliver; returns the block
+// size rounded up to `align`.
+int64_t balanced_block(int64_t total, int64_t max_block, int64_t align) {
+  const int64_t nblocks = div_up(total, max_block);
+  return div_up(div_up(total, nblocks), align) * align;
+}
+
+// Per-thread packing buffer for the B block. Grows monotonically; lives as
+// long as the thread (pool threads are long-lived, so it is reused).
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    std::free(ptr_);
+  }
+  void* get(size_t bytes) {
+    if (bytes > size_) {
+      std::free(ptr_);
+      ptr_ = nullptr;
+      size_ = 0;
+      const size_t rounded = (bytes + 63) / 64 * 64;
+      ptr_ = std::aligned_alloc(64, rounded);
+      if (ptr_ == nullptr) {
+        throw std::bad_alloc();
+      }
+      size_ = rounded;
+    }
+    return ptr_;
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+thread_local Scratch tls_bblock;
+
+// Everything between push and pop is compiled for AVX-512; no headers are
+// included inside, so no inline function from a header gets an AVX-512
+// definition that could leak to callers on other CPUs.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+#endif
+
+template <typename T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  using reg = __m512;
+  using mask = __mmask16;
+  static constexpr int L = 16;
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg set1(float x) { return _mm512_set1_ps(x); }
+  static reg load(const float* p) { return _mm512_load_ps(p); }
+  static reg loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static reg maskz_loadu(mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+  static void storeu(float* p, reg v) { _mm512_storeu_ps(p, v); }
+  static void mask_storeu(float* p, mask m, reg v) { _mm512_mask_storeu_ps(p, m, v); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static mask tail_mask(int n) { return static_cast<mask>((1u << n) - 1u); }
+};
+
+template <>
+struct Vec<double> {
+  using reg = __m512d;
+  using mask = __mmask8;
+  static constexpr int L = 8;
+  static reg zero() { return _mm512_setzero_pd(); }
+  static reg set1(double x) { return _mm512_set1_pd(x); }
+  static reg load(const double* p) { return _mm512_load_pd(p); }
+  static reg loadu(const double* p) { return _mm512_loadu_pd(p); }
+  static reg maskz_loadu(mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+  static void storeu(double* p, reg v) { _mm512_storeu_pd(p, v); }
+  static void mask_storeu(double* p, mask m, reg v) { _mm512_mask_storeu_pd(p, m, v); }
+  static reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
+  static reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
+  static mask tail_mask(int n) { return static_cast<mask>((1u << n) - 1u); }
+};
+
+template <typename T>
+constexpr int kNR = NV * Vec<T>::L;
+
+// C[0:mr, 0:(nv-1)*L + popcount(last)] = alpha * A @ B + beta * C, where
+// a is a packed MR x kc panel (k-major, MR values per k) and b a packed
+// kc x NR panel (NR values per k); only the first mr rows / nv vectors are
+// computed, the rest of the packed layout is padding. The last vector of
+// every row is loaded/stored under `last` (all ones for a full tile).
+template <typename T, int mr, int nv>
+void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b,
+                  T* __restrict c, int64_t ldc, T alpha, T beta,
+                  typename Vec<T>::mask last) {
+  using V = Vec<T>;
+  using reg = typename V::reg;
+  constexpr int L = V::L;
+  constexpr int NR = kNR<T>;
+
+  reg acc[mr][nv];
+#pragma GCC unroll 8
+  for (int i = 0; i < mr; ++i) {
+#pragma GCC unroll 3
+    for (int j = 0; j < nv; ++j) {
+      acc[i][j] = V::zero();
+    }
+  }
+
+  for (int64_t k = 0; k < kc; ++k) {
+    reg bv[nv];
+#pragma GCC unroll 3
+    for (int j = 0; j < nv; ++j) {
+      bv[j] = V::load(b + j * L);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; ++i) {
+      const reg av = V::set1(a[i]);
+#pragma GCC unroll 3
+      for (int j = 0; j < nv; ++j) {
+        acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
+      }
+    }
+    a += MR;
+    b += NR;
+  }
+
+  // Write-back. Branch once per tile; the j == nv - 1 tests are resolved
+  // at compile time after unrolling.
+  const reg va = V::set1(alpha);
+  if (beta == T(0)) {
+    const bool unit = alpha == T(1);
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; ++i) {
+      T* ci = c + i * ldc;
+#pragma GCC unroll 3
+      for (int j = 0; j < nv; ++j) {
+        const reg r = unit ? acc[i][j] : V::mul(acc[i][j], va);
+        if (j == nv - 1) {
+          V::mask_storeu(ci + j * L, last, r);
+        } else {
+          V::storeu(ci + j * L, r);
+        }
+      }
+    }
+  } else {
+    const bool unit = beta == T(1);
+    const reg vb = V::set1(beta);
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; ++i) {
+      T* ci = c + i * ldc;
+#pragma GCC unroll 3
+      for (int j = 0; j < nv; ++j) {
+        const bool tail = j == nv - 1;
+        reg old = tail ? V::maskz_loadu(last, ci + j * L) : V::loadu(ci + j * L);
+        if (!unit) {
+          old = V::mul(old, vb);
+        }
+        const reg r = V::fmadd(acc[i][j], va, old);
+        if (tail) {
+          V::mask_storeu(ci + j * L, last, r);
+        } else {
+          V::storeu(ci + j * L, r);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+using KernelFn = void (*)(int64_t, const T*, const T*, T*, int64_t, T, T,
+                          typename Vec<T>::mask);
+
+template <typename T, int mr, int... nv>
+constexpr std::array<KernelFn<T>, NV> kernel_row(std::integer_sequence<int, nv...>) {
+  return {&micro_kernel<T, mr, nv + 1>...};
+}
+
+template <typename T, int... mr>
+constexpr std::array<std::array<KernelFn<T>, NV>, MR> kernel_table(
+    std::integer_sequence<int, mr...>) {
+  return {kernel_row<T, mr + 1>(std::make_integer_sequence<int, NV>{})...};
+}
+
+// kKernels<T>[mr - 1][nv - 1]: the micro-kernel for an mr x nv-vector tile.
+template <typename T>
+constexpr std::array<std::array<KernelFn<T>, NV>, MR> kKernels =
+    kernel_table<T>(std::make_integer_sequence<int, MR>{});
+
+// dst[k*W + c] = c < w ? src[k*ld + c] : 0, for k < kc, c < W.
+// Used for B (W = NR) and for transposed A (W = MR): the source rows are
+// already k-major, so this is a (masked) copy.
+template <typename T>
+void pack_direct(const T* src, int64_t ld, int64_t kc, int w, int W, T* dst) {
+  using V = Vec<T>;
+  constexpr int L = V::L;
+  if (w == W && W % L == 0) {
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int c0 = 0; c0 < W; c0 += L) {
+        V::storeu(dst + k * W + c0, V::loadu(src + k * ld + c0));
+      }
+    }
+    return;
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    for (int c0 = 0; c0 < W; c0 += L) {
+      const int cnt = std::min(L, W - c0);
+      const int valid = std::max(0, std::min(cnt, w - c0));
+      V::mask_storeu(dst + k * W + c0, V::tail_mask(cnt),
+                     V::maskz_loadu(V::tail_mask(valid), src + k * ld + c0));
+    }
+  }
+}
+
+// In-register transpose of an 8x8 float block held in 8 ymm rows.
+inline void transpose8x8(__m256 r[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  __m256 s[8];
+  for (int h = 0; h < 2; ++h) {
+    const int o = 4 * h;
+    s[o + 0] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    s[o + 1] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    s[o + 2] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    s[o + 3] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+  }
+}
+
+// dst[k*W + c] = c < w ? src[c*ld + k] : 0, for k < kc, c < W (W % 8 == 0
+// for float). Used for non-transposed A (W = MR) and transposed B (W = NR):
+// the source is c-major, so 8x8 blocks are transposed in registers (about
+// 0.2 cycles per element, versus ~1 for a scalar gather).
+template <typename T>
+void pack_transposed(const T* src, int64_t ld, int64_t kc, int w, int W, T* dst) {
+  if constexpr (std::is_same_v<T, float>) {
+    for (int c0 = 0; c0 < W; c0 += 8) {
+      const int rows = std::max(0, std::min(8, w - c0));
+      for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+        const int kn = static_cast<int>(std::min<int64_t>(8, kc - k0));
+        const __mmask8 km = static_cast<__mmask8>((1u << kn) - 1u);
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i) {
+          r[i] = i < rows ? _mm256_maskz_loadu_ps(km, src + (c0 + i) * ld + k0)
+                          : _mm256_setzero_ps();
+        }
+        transpose8x8(r);
+        for (int i = 0; i < kn; ++i) {
+          _mm256_storeu_ps(dst + (k0 + i) * W + c0, r[i]);
+        }
+      }
+    }
+  } else {
+    for (int c = 0; c < W; ++c) {
+      if (c < w) {
+        const T* s = src + c * ld;
+        for (int64_t k = 0; k < kc; ++k) {
+          dst[k * W + c] = s[k];
+        }
+      } else {
+        for (int64_t k = 0; k < kc; ++k) {
+          dst[k * W + c] = T(0);
+        }
+      }
+    }
+  }
+}
+
+// Single-threaded blocked GEMM; requires M, N, K > 0 and alpha != 0.
+template <typename T>
+void gemm_avx512(int64_t M, int64_t N, int64_t K, T alpha,
+                 const T* A, int64_t lda, bool transA,
+                 const T* B, int64_t ldb, bool transB,
+                 T beta, T* C, int64_t ldc) {
+  using V = Vec<T>;
+  constexpr int L = V::L;
+  constexpr int NR = kNR<T>;
+  constexpr int64_t kc_max = kAPanelBytes / (MR * static_cast<int64_t>(sizeof(T)));
+
+  const int64_t KC = balanced_block(K, kc_max, 1);
+  const int64_t nc_max =
+      std::max<int64_t>(NR, kBBlockBytes / (KC * static_cast<int64_t>(sizeof(T))) / NR * NR);
+  const int64_t NC = balanced_block(N, nc_max, NR);
+
+  T* bblock = static_cast<T*>(tls_bblock.get(KC * NC * sizeof(T)));
+  alignas(64) T apanel[kAPanelBytes / sizeof(T)];
+
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    const int64_t npanels = div_up(nc, NR);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      for (int64_t p = 0; p < npanels; ++p) {
+        const int64_t n0 = jc + p * NR;
+        const int w = static_cast<int>(std::min<int64_t>(NR, N - n0));
+        T* dst = bblock + p * kc * NR;
+        if (transB) {
+          pack_transposed(B + n0 * ldb + pc, ldb, kc, w, NR, dst);
+        } else {
+          pack_direct(B + pc * ldb + n0, ldb, kc, w, NR, dst);
+        }
+      }
+      // Later K blocks accumulate onto the partial result of earlier ones.
+      const T beta_k = pc == 0 ? beta : T(1);
+      for (int64_t ir = 0; ir < M; ir += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, M - ir));
+        if (transA) {
+          pack_direct(A + pc * lda + ir, lda, kc, mr, MR, apanel);
+        } else {
+          pack_transposed(A + ir * lda + pc, lda, kc, mr, MR, apanel);
+        }
+        const auto& row = kKernels<T>[mr - 1];
+        for (int64_t p = 0; p < npanels; ++p) {
+          const int64_t n0 = jc + p * NR;
+          const int w = static_cast<int>(std::min<int64_t>(NR, N - n0));
+          const int nv = static_cast<int>(div_up(w, L));
+          row[nv - 1](kc, apanel, bblock + p * kc * NR, C + ir * ldc + n0, ldc,
+                      alpha, beta_k, V::tail_mask(w - (nv - 1) * L));
+        }
+      }
+    }
+  }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+bool detect_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("fma");
+}
+
+#endif  // TORCHCONV_GEMM_X86
+
+template <typename T>
+void gemm_dispatch(int64_t M, int64_t N, int64_t K, T alpha,
+                   const T* A, int64_t lda, bool transA,
+                   const T* B, int64_t ldb, bool transB,
+                   T beta, T* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) {
+    return;
+  }
+#if TORCHCONV_GEMM_X86
+  if (gemm_available()) {
+    if (alpha == T(0) || K <= 0) {
+      scale_c(M, N, beta, C, ldc);
+    } else {
+      gemm_avx512(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+    }
+    return;
+  }
+#endif
+  gemm_portable(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+}
+
+// Below this many multiply-adds (~10 us of one core) the fork/join of
+// at::parallel_for costs more than a second thread saves.
+constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
+
+// Splits C into a tm x tn grid of per-thread blocks, M in units of MR rows
+// and N in units of 16 lanes (the kernels handle any multiple of 16 columns
+// without padding, so N splits need not be NR-aligned). The grid minimises
+// the per-thread critical path: padded tile area * K in FMA lanes, plus the
+// packing each thread repeats (all of its B columns, and its A rows once per
+// NC block, approximated as once).
+template <typename T>
+void gemm_parallel_impl(int64_t M, int64_t N, int64_t K, T alpha,
+                        const T* A, int64_t lda, bool transA,
+                        const T* B, int64_t ldb, bool transB,
+                        T beta, T* C, int64_t ldc) {
+  const int64_t nthreads = at::get_num_threads();
+  if (nthreads <= 1 || at::in_parallel_region() || M <= 0 || N <= 0 ||
+      M * N * std::max<int64_t>(K, 1) < kMinParallelMacs) {
+    gemm_dispatch(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+    return;
+  }
+  constexpr int64_t kRowUnit = 8;
+  constexpr int64_t kColUnit = 16;
+  const int64_t mu = div_up(M, kRowUnit);
+  const int64_t nu = div_up(N, kColUnit);
+  int64_t best_tm = 1, best_tn = 1;
+  double best_cost = -1;
+  for (int64_t tm = 1; tm <= nthreads; ++tm) {
+    const int64_t tn = nthreads / tm;
+    const double rows = static_cast<double>(div_up(mu, tm) * kRowUnit);
+    const double cols = static_cast<double>(div_up(nu, tn) * kColUnit);
+    const double kk = static_cast<double>(std::max<int64_t>(K, 1));
+    const double cost = rows * cols * kk / 16.0 + 0.5 * kk * (rows + cols);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best_tm = tm;
+      best_tn = tn;
+    }
+  }
+  const int64_t mstep = div_up(mu, best_tm) * kRowUnit;
+  const int64_t nstep = div_up(nu, best_tn) * kColUnit;
+  const int64_t tm = div_up(M, mstep);
+  const int64_t tn = div_up(N, nstep);
+  at::parallel_for(0, tm * tn, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t m0 = (t / tn) * mstep;
+      const int64_t n0 = (t % tn) * nstep;
+      const int64_t mb = std::min(mstep, M - m0);
+      const int64_t nb = std::min(nstep, N - n0);
+      const T* a = transA ? A + m0 : A + m0 * lda;
+      const T* b = transB ? B + n0 * ldb : B + n0;
+      gemm_dispatch(mb, nb, K, alpha, a, lda, transA, b, ldb, transB, beta,
+                    C + m0 * ldc + n0, ldc);
+    }
+  });
+}
+
+}  // namespace
+
+bool gemm_available() {
+#if TORCHCONV_GEMM_X86
+  static const bool available = detect_avx512();
+  return available;
+#else
+  return false;
+#endif
+}
+
+void sgemm(int64_t M, int64_t N, int64_t K, float alpha,
+           const float* A, int64_t lda, bool transA,
+           const float* B, int64_t ldb, bool transB,
+           float beta, float* C, int64_t ldc) {
+  gemm_dispatch(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+}
+
+void dgemm(int64_t M, int64_t N, int64_t K, double alpha,
+           const double* A, int64_t lda, bool transA,
+           const double* B, int64_t ldb, bool transB,
+           double beta, double* C, int64_t ldc) {
+  gemm_dispatch(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+}
+
+void sgemm_parallel(int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, bool transA,
+                    const float* B, int64_t ldb, bool transB,
+                    float beta, float* C, int64_t ldc) {
+  gemm_parallel_impl(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+}
+
+void dgemm_parallel(int64_t M, int64_t N, int64_t K, double alpha,
+                    const double* A, int64_t lda, bool transA,
+                    const double* B, int64_t ldb, bool transB,
+                    double beta, double* C, int64_t ldc) {
+  gemm_parallel_impl(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+}
+
+namespace detail {
+
+void sgemm_portable(int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, bool transA,
+                    const float* B, int64_t ldb, bool transB,
+                    float beta, float* C, int64_t ldc) {
+  gemm_portable(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+}
+
+void dgemm_portable(int64_t M, int64_t N, int64_t K, double alpha,
+                    const double* A, int64_t lda, bool transA,
+                    const double* B, int64_t ldb, bool transB,
+                    double beta, double* C, int64_t ldc) {
+  gemm_portable(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+}
+
+}  // namespace detail
+
+}  // namespace cpu
+}  // namespace torchconv
