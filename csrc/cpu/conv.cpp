@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <memory>
 #include <vector>
 
 #include "blas.h"
@@ -46,17 +47,21 @@ Window make_window(const at::Tensor& weight, at::IntArrayRef stride, at::IntArra
                 padding[0],     padding[1],     dilation[0], dilation[1]};
 }
 
-// Runs fn(n) for every sample. With enough samples, samples go to threads and
-// each GEMM runs single-threaded inside its worker; otherwise samples run in
-// turn and the GEMM uses the threads.
-template <typename Fn>
-void for_each_sample(int64_t batch, const Fn& fn) {
+// Runs fn(n, buffer) for every sample, buffer being `buffer_size` scratch
+// elements owned by the running thread (allocated once per thread, not per
+// sample, and never initialised: im2col writes all of it). With enough
+// samples, samples go to threads and each GEMM runs single-threaded inside
+// its worker; otherwise samples run in turn and the GEMM uses the threads.
+template <typename scalar_t, typename Fn>
+void for_each_sample(int64_t batch, int64_t buffer_size, const Fn& fn) {
+  auto run = [&](int64_t begin, int64_t end) {
+    std::unique_ptr<scalar_t[]> buffer(buffer_size > 0 ? new scalar_t[buffer_size] : nullptr);
+    for (int64_t n = begin; n < end; ++n) fn(n, buffer.get());
+  };
   if (batch >= at::get_num_threads()) {
-    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) fn(n);
-    });
+    at::parallel_for(0, batch, 1, run);
   } else {
-    for (int64_t n = 0; n < batch; ++n) fn(n);
+    run(0, batch);
   }
 }
 
@@ -197,17 +202,15 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* we
   if (s.image_group() == 1) return conv2d_direct(s, input, weight, bias, output);
   const int64_t rows = s.column_rows(), grid = s.grid_size();
   const bool pointwise = s.is_pointwise();
-  for_each_sample(s.batch, [&](int64_t n) {
+  for_each_sample<scalar_t>(s.batch, pointwise ? 0 : rows * grid, [&](int64_t n, scalar_t* buffer) {
     const scalar_t* image = input + n * s.image_channels * s.image_size();
     scalar_t* out = output + n * s.grid_channels * grid;
-    std::vector<scalar_t> buffer(pointwise ? 0 : rows * grid);
     for (int64_t g = 0; g < s.groups; ++g) {
       const scalar_t* group_image = image + g * s.image_group() * s.image_size();
       const scalar_t* columns = group_image;
       if (!pointwise) {
-        im2col(group_image, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window,
-               buffer.data());
-        columns = buffer.data();
+        im2col(group_image, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window, buffer);
+        columns = buffer;
       }
       // out[g] (Cout/G x L) = W[g] (Cout/G x rows) . columns (rows x L)
       gemm<scalar_t>(false, false, s.grid_group(), grid, rows, 1, weight + g * s.grid_group() * rows,
@@ -227,14 +230,13 @@ void conv_transpose2d_kernel(const ConvShape& s, const scalar_t* input, const sc
   if (s.image_group() == 1) return conv_transpose2d_direct(s, input, weight, bias, output);
   const int64_t rows = s.column_rows(), grid = s.grid_size();
   const bool pointwise = s.is_pointwise();
-  for_each_sample(s.batch, [&](int64_t n) {
+  for_each_sample<scalar_t>(s.batch, pointwise ? 0 : rows * grid, [&](int64_t n, scalar_t* buffer) {
     const scalar_t* x = input + n * s.grid_channels * grid;
     scalar_t* image = output + n * s.image_channels * s.image_size();
-    std::vector<scalar_t> buffer(pointwise ? 0 : rows * grid);
     if (!pointwise) std::fill(image, image + s.image_channels * s.image_size(), scalar_t(0));
     for (int64_t g = 0; g < s.groups; ++g) {
       scalar_t* group_image = image + g * s.image_group() * s.image_size();
-      scalar_t* columns = pointwise ? group_image : buffer.data();
+      scalar_t* columns = pointwise ? group_image : buffer;
       // columns (rows x L) = W[g]^T (rows x Cin/G) . x[g] (Cin/G x L); W[g] is Cin/G x rows.
       gemm<scalar_t>(true, false, rows, grid, s.grid_group(), 1, weight + g * s.grid_group() * rows,
                      std::max<int64_t>(rows, 1), x + g * s.grid_group() * grid,
@@ -263,18 +265,16 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const scala
   const bool threaded_batch = s.batch >= at::get_num_threads();
   const int64_t partials = threaded_batch ? at::get_num_threads() : 1;
   std::vector<scalar_t> sums(partials * weight_numel, scalar_t(0));
-  for_each_sample(s.batch, [&](int64_t n) {
+  for_each_sample<scalar_t>(s.batch, pointwise ? 0 : rows * grid, [&](int64_t n, scalar_t* buffer) {
     scalar_t* sum = sums.data() + (threaded_batch ? at::get_thread_num() : 0) * weight_numel;
     const scalar_t* image = input + n * s.image_channels * s.image_size();
     const scalar_t* dy = grad_output + n * s.grid_channels * grid;
-    std::vector<scalar_t> buffer(pointwise ? 0 : rows * grid);
     for (int64_t g = 0; g < s.groups; ++g) {
       const scalar_t* group_image = image + g * s.image_group() * s.image_size();
       const scalar_t* columns = group_image;
       if (!pointwise) {
-        im2col(group_image, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window,
-               buffer.data());
-        columns = buffer.data();
+        im2col(group_image, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window, buffer);
+        columns = buffer;
       }
       // sum[g] (Cout/G x rows) += dy[g] (Cout/G x L) . columns^T (L x rows)
       gemm<scalar_t>(false, true, s.grid_group(), rows, grid, 1, dy + g * s.grid_group() * grid,
