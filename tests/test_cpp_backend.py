@@ -1,0 +1,178 @@
+"""The compiled C++ backend: agreement with the reference backend, and safety
+of the compiled ops when called directly with any arguments.
+
+Every other test file already runs on each available backend through the
+``backend`` fixture; this one checks what is specific to the compiled ops.
+"""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import torchconv
+
+pytestmark = pytest.mark.skipif(
+    "cpp" not in torchconv.backends.available("cpu"),
+    reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
+)
+
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _on(backend, fn, *tensors):
+    """fn's output and the gradients of a fixed random projection of it, on ``backend``."""
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    with torchconv.backends.use(backend):
+        out = fn(*leaves)
+        values = out[0] if isinstance(out, tuple) else out
+        torch.manual_seed(1)
+        grads = torch.autograd.grad((values * torch.randn_like(values)).sum(), leaves)
+    return out, grads
+
+
+def _assert_backends_agree(fn, *tensors):
+    out_ref, grads_ref = _on("reference", fn, *tensors)
+    out_cpp, grads_cpp = _on("cpp", fn, *tensors)
+    torch.testing.assert_close(out_cpp, out_ref)
+    for a, b in zip(grads_cpp, grads_ref):
+        torch.testing.assert_close(a, b)
+
+
+@st.composite
+def conv_configs(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    depthwise = draw(st.booleans())
+    c_in = groups * (1 if depthwise else draw(st.integers(1, 3)))
+    c_out = groups * draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    size = [draw(st.integers(1, 9)) + d * (k - 1) for k, d in zip(kernel, dilation)]
+    batch = draw(st.integers(0, 5))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    channels_last = draw(st.booleans())
+    return dict(groups=groups, c_in=c_in, c_out=c_out, kernel=kernel, stride=stride, dilation=dilation,
+                padding=padding, size=size, batch=batch, dtype=dtype, channels_last=channels_last)
+
+
+def _input(cfg, channels):
+    x = torch.randn(cfg["batch"], channels, *cfg["size"], dtype=cfg["dtype"])
+    return x.contiguous(memory_format=torch.channels_last) if cfg["channels_last"] else x
+
+
+@FAST
+@given(conv_configs())
+def test_conv2d_backends_agree(cfg):
+    x = _input(cfg, cfg["c_in"])
+    w = torch.randn(cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"], dtype=cfg["dtype"])
+    b = torch.randn(cfg["c_out"], dtype=cfg["dtype"])
+    _assert_backends_agree(
+        lambda x, w, b: torchconv.conv2d(x, w, b, cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"]),
+        x, w, b,
+    )
+
+
+@FAST
+@given(conv_configs(), st.integers(0, 2))
+def test_conv_transpose2d_backends_agree(cfg, output_padding):
+    output_padding = min(output_padding, max(max(cfg["stride"]), max(cfg["dilation"])) - 1)
+    x = _input(cfg, cfg["c_in"])
+    w = torch.randn(cfg["c_in"], cfg["c_out"] // cfg["groups"], *cfg["kernel"], dtype=cfg["dtype"])
+    b = torch.randn(cfg["c_out"], dtype=cfg["dtype"])
+
+    def fn(x, w, b):
+        return torchconv.conv_transpose2d(
+            x, w, b, cfg["stride"], cfg["padding"], output_padding, cfg["groups"], cfg["dilation"]
+        )
+
+    try:  # torch skips its checks on an empty batch, so ask it about one sample
+        torch.nn.functional.conv_transpose2d(
+            x[:1] if len(x) else torch.randn(1, *x.shape[1:], dtype=x.dtype), w, b, cfg["stride"], cfg["padding"], output_padding, cfg["groups"], cfg["dilation"]
+        )
+    except RuntimeError:
+        return  # an invalid combination (e.g. output_padding vs stride per axis): covered elsewhere
+    _assert_backends_agree(fn, x, w, b)
+
+
+@FAST
+@given(conv_configs(), st.booleans(), st.booleans(), st.sampled_from([None, 1, 5]))
+def test_pools_backends_agree(cfg, ceil_mode, count_include_pad, divisor_override):
+    x = _input(cfg, cfg["c_in"])
+    if cfg["batch"] == 0:
+        x = torch.randn(1, cfg["c_in"], *cfg["size"], dtype=cfg["dtype"])
+    kernel, dilation = cfg["kernel"], cfg["dilation"]
+    padding = [min(p, ((k - 1) * d + 1) // 2) for p, k, d in zip(cfg["padding"], kernel, dilation)]
+    _assert_backends_agree(
+        lambda x: torchconv.max_pool2d(x, kernel, cfg["stride"], padding, dilation, ceil_mode, True), x
+    )
+    padding = [min(p, k // 2) for p, k in zip(cfg["padding"], kernel)]
+    _assert_backends_agree(
+        lambda x: torchconv.avg_pool2d(x, kernel, cfg["stride"], padding, ceil_mode, count_include_pad, divisor_override),
+        x,
+    )
+
+
+# ------------------------------------------------ direct calls with any arguments
+
+_small = st.integers(-2, 6)
+_pair = st.lists(_small, min_size=0, max_size=3)
+_shape = st.lists(st.integers(0, 5), min_size=0, max_size=5)
+_dtype = st.sampled_from([torch.float32, torch.float64, torch.int64, torch.float16])
+
+
+def _tensor(shape, dtype):
+    return torch.zeros(shape, dtype=dtype) if dtype == torch.int64 else torch.randn(shape).to(dtype)
+
+
+def _call_raises_or_returns(op, *args):
+    """Any outcome but a crash: the op returns, or raises a RuntimeError-like error."""
+    try:
+        op(*args)
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(_shape, _shape, st.one_of(st.none(), _shape), _pair, _pair, _pair, _small, _dtype, _dtype)
+def test_compiled_conv_ops_never_crash(x_shape, w_shape, b_shape, stride, padding, dilation, groups, dtype, w_dtype):
+    ops = torch.ops.torchconv_cpp
+    x, w = _tensor(x_shape, dtype), _tensor(w_shape, w_dtype)
+    b = None if b_shape is None else _tensor(b_shape, dtype)
+    _call_raises_or_returns(ops.conv2d, x, w, b, stride, padding, dilation, groups)
+    _call_raises_or_returns(ops.conv_transpose2d, x, w, b, stride, padding, padding, groups, dilation)
+    _call_raises_or_returns(ops.conv2d_weight, x, w, w_shape, stride, padding, dilation, groups)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_shape, _shape, _pair, _pair, _pair, _pair, st.booleans(), st.one_of(st.none(), _small), _dtype)
+def test_compiled_pool_ops_never_crash(x_shape, g_shape, kernel, stride, padding, dilation, ceil_mode, divisor, dtype):
+    ops = torch.ops.torchconv_cpp
+    x, g = _tensor(x_shape, dtype), _tensor(g_shape, dtype)
+    indices = torch.randint(-3, 40, g_shape, dtype=torch.int64)
+    _call_raises_or_returns(ops.max_pool2d, x, kernel, stride, padding, dilation, ceil_mode)
+    _call_raises_or_returns(ops.max_pool2d_backward, g, indices, x_shape[-2:])
+    _call_raises_or_returns(ops.avg_pool2d, x, kernel, stride, padding, ceil_mode, True, divisor)
+    _call_raises_or_returns(ops.avg_pool2d_backward, g, x_shape[-2:], kernel, stride, padding, ceil_mode, False, divisor)
+
+
+def test_compiled_ops_name_the_problem():
+    ops = torch.ops.torchconv_cpp
+    x = torch.randn(1, 2, 5, 5)
+    with pytest.raises(RuntimeError, match=r"conv2d: expected stride values >= 1"):
+        ops.conv2d(x, torch.randn(3, 2, 3, 3), None, [0, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match=r"max_pool2d_backward: index 99 is outside the input plane"):
+        ops.max_pool2d_backward(torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 99), [2, 2])
+    with pytest.raises(RuntimeError, match=r"expected a float32 or float64 input"):
+        ops.avg_pool2d(x.long(), [2, 2], [2, 2], [0, 0], False, True, None)
+
+
+def test_backward_is_deterministic():
+    x = torch.randn(8, 16, 12, 12, requires_grad=True)
+    w = torch.randn(32, 16, 3, 3, requires_grad=True)
+    with torchconv.backends.use("cpp"):
+        runs = [torch.autograd.grad(torchconv.conv2d(x, w, padding=1).square().sum(), (x, w)) for _ in range(3)]
+    for grads in runs[1:]:
+        for a, b in zip(grads, runs[0]):
+            assert torch.equal(a, b)
