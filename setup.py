@@ -1,0 +1,200 @@
+"""Build script of torchconv: the Python package, plus the compiled kernels in csrc/.
+
+Install (torch must already be installed: the extension compiles against it)::
+
+    pip install torch==2.13.0
+    pip install --no-build-isolation -e ".[test]"
+
+What gets built:
+
+* ``torchconv._C`` from every ``csrc/**/*.cpp`` file, with
+  ``torch.utils.cpp_extension`` (``CppExtension``), when there is at least
+  one. With none, no extension is built and the package is pure Python
+  (the ``reference`` backend runs everything).
+* CUDA: ``csrc/**/*.cu`` files, and every source under ``csrc/cuda/`` (host
+  code that includes CUDA headers), join the same extension, built as a
+  ``CUDAExtension`` with ``-DTORCHCONV_WITH_CUDA``, only when torch was
+  built with CUDA (``torch.version.cuda``) and ``nvcc`` is found (under
+  ``CUDA_HOME`` or on ``PATH``). A GPU is not needed to build. Otherwise
+  those sources are left out.
+
+Environment variables:
+
+* ``TORCHCONV_BUILD_CUDA=1`` forces the CUDA build (an error if torch has no
+  CUDA or nvcc is missing); ``=0`` disables it. Unset: detected as above.
+* ``TORCHCONV_BUILD_CPP=0`` builds no extension at all (a pure-Python
+  install even when csrc/ has sources).
+* ``MAX_JOBS``: parallel compile jobs (``torch.utils.cpp_extension``'s own
+  variable; used when ninja is installed).
+
+Compiler flags: ``-O3`` for the C++ and CUDA compilers; ``-fopenmp`` on
+Linux so that ``at::parallel_for`` in the kernels runs on torch's threads
+(the OpenMP runtime torch loads serves both).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = "csrc"
+
+
+def _version() -> str:
+    """``__version__`` from torchconv/__init__.py, read without importing the package."""
+    with open(os.path.join(ROOT, "torchconv", "__init__.py"), encoding="utf-8") as f:
+        match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', f.read(), re.MULTILINE)
+    if not match:
+        raise RuntimeError("torchconv/__init__.py defines no __version__")
+    return match.group(1)
+
+
+def _readme() -> str:
+    path = os.path.join(ROOT, "README.md")
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _flag(name: str) -> bool | None:
+    """True/False for an environment variable set to 1/0 (yes/no, true/false, on/off); None if unset."""
+    value = os.environ.get(name, "").strip().lower()
+    if value == "":
+        return None
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise RuntimeError(f"{name}={os.environ[name]!r}: expected 0 or 1")
+
+
+def _sources(pattern: str) -> list[str]:
+    # Relative paths: setuptools wants them relative to setup.py's directory.
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, CSRC, pattern), recursive=True))
+
+
+def _is_cuda_source(path: str) -> bool:
+    parts = path.split(os.sep)
+    return path.endswith(".cu") or (len(parts) > 1 and parts[1] == "cuda")
+
+
+def _nvcc(cuda_home: str | None) -> str | None:
+    if cuda_home:
+        candidate = os.path.join(cuda_home, "bin", "nvcc")
+        if os.path.exists(candidate):
+            return candidate
+    return shutil.which("nvcc")
+
+
+def _want_cuda(has_cuda_sources: bool) -> bool:
+    forced = _flag("TORCHCONV_BUILD_CUDA")
+    if forced is False or not has_cuda_sources:
+        if forced:
+            print("torchconv setup: TORCHCONV_BUILD_CUDA=1 but csrc/ has no CUDA sources", file=sys.stderr)
+        return False
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = _nvcc(CUDA_HOME)
+    reasons = []
+    if not torch.version.cuda:
+        reasons.append(f"torch {torch.__version__} was built without CUDA")
+    if nvcc is None:
+        reasons.append("nvcc was not found (set CUDA_HOME or put nvcc on PATH)")
+    if forced and reasons:
+        raise RuntimeError("TORCHCONV_BUILD_CUDA=1, but " + "; ".join(reasons))
+    if reasons:
+        print("torchconv setup: CUDA kernels not built: " + "; ".join(reasons), file=sys.stderr)
+        return False
+    print(f"torchconv setup: building CUDA kernels with {nvcc} (torch CUDA {torch.version.cuda})", file=sys.stderr)
+    return True
+
+
+def extensions():
+    """(ext_modules, cmdclass) for csrc/: empty when there is nothing to build."""
+    if _flag("TORCHCONV_BUILD_CPP") is False:
+        print("torchconv setup: TORCHCONV_BUILD_CPP=0: no extension built", file=sys.stderr)
+        return [], {}
+    all_sources = _sources("**/*.cpp") + _sources("**/*.cu")
+    cpu_sources = [s for s in all_sources if not _is_cuda_source(s)]
+    cuda_sources = [s for s in all_sources if _is_cuda_source(s)]
+    if not cpu_sources and not cuda_sources:
+        return [], {}
+
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    cxx_flags = ["-O3"]
+    link_flags = []
+    if sys.platform.startswith("linux"):
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
+    include_dirs = [os.path.join(ROOT, CSRC)]
+
+    if _want_cuda(bool(cuda_sources)):
+        extension = CUDAExtension(
+            "torchconv._C",
+            cpu_sources + cuda_sources,
+            include_dirs=include_dirs,
+            define_macros=[("TORCHCONV_WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_link_args=link_flags,
+        )
+    elif cpu_sources:
+        extension = CppExtension(
+            "torchconv._C",
+            cpu_sources,
+            include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
+        )
+    else:
+        return [], {}
+
+    class BuildExtensionKeepingObjects(BuildExtension):
+        """Object files go to build/temp, not to the throw-away directory of a pip
+        editable install, so that a reinstall recompiles only the sources that
+        changed (ninja tracks sources and the headers they include)."""
+
+        def initialize_options(self):
+            super().initialize_options()
+            self.build_temp = os.path.join(ROOT, "build", "temp")
+
+    return [extension], {"build_ext": BuildExtensionKeepingObjects}
+
+
+ext_modules, cmdclass = extensions()
+
+setup(
+    name="torchconv",
+    version=_version(),
+    description=(
+        "Hand-written conv2d, conv_transpose2d, max_pool2d and avg_pool2d for PyTorch, "
+        "with torch.nn.functional's signatures, double backward and pluggable backends"
+    ),
+    long_description=_readme(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["torchconv", "torchconv.*"]),
+    python_requires=">=3.10",
+    # The exact torch the kernels are compiled and tested against (a CPU
+    # wheel of it is what `pip install torch==2.13.0` takes here).
+    install_requires=["torch==2.13.0"],
+    extras_require={
+        "test": ["pytest", "hypothesis", "expecttest"],
+        "examples": ["tqdm", "matplotlib", "mlxtend"],
+    },
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: C++",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
