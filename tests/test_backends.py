@@ -1,0 +1,317 @@
+"""The backend registry: torchconv.backends.
+
+Precedence: the innermost ``use(name)`` block, then the TORCHCONV_BACKEND
+environment variable, then the highest-priority backend available for the
+device. Fake backends registered here are removed from the registry in a
+``finally``.
+
+Tests that check what runs *by default* or *by the environment variable*
+cannot take the ``backend`` fixture (its ``use()`` block would take
+precedence over both); the tests that select with ``use()`` take it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import torchconv
+from torchconv import backends
+from torchconv.backends import reference
+
+ENV = "TORCHCONV_BACKEND"
+KERNEL_NAMES = reference.__all__
+
+
+@contextlib.contextmanager
+def temporary(backend: backends.Backend):
+    """Registers ``backend`` for the duration of the block, then removes it
+    (restoring whatever it replaced)."""
+    previous = backends.registered().get(backend.name)
+    backends.register(backend)
+    try:
+        yield backend
+    finally:
+        if previous is None:
+            backends._REGISTRY.pop(backend.name, None)
+        else:
+            backends.register(previous)
+
+
+def counting_kernels():
+    """The reference kernels, each counting its calls in ``.calls``."""
+    calls = Counter()
+
+    def wrap(name):
+        fn = getattr(reference, name)
+
+        def kernel(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return kernel
+
+    return SimpleNamespace(calls=calls, **{name: wrap(name) for name in KERNEL_NAMES})
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    assert not backends._CHOICES, "a use() block leaked into this test"
+
+
+def _all_ops():
+    """Runs every torchconv op forward and backward."""
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    y = torchconv.conv2d(x, w, padding=1)
+    y = torchconv.conv_transpose2d(y, w)  # 4 -> 3 channels
+    y = torchconv.max_pool2d(y, 2)
+    y = torchconv.avg_pool2d(y, 2)
+    y.sum().backward()
+    return y
+
+
+# ---------------------------------------------------------------- listing
+
+
+def test_reference_is_registered_and_available():
+    assert "reference" in backends.registered()
+    assert "reference" in backends.available("cpu")
+    assert "reference" in backends.available(torch.device("cpu"))
+    assert "reference" in backends.available("cpu:0")
+    assert backends.ENV_VAR == ENV
+
+
+def test_registered_returns_a_copy():
+    listing = backends.registered()
+    listing.pop("reference")
+    assert "reference" in backends.registered()
+
+
+def test_available_is_sorted_by_priority():
+    names = backends.available("cpu")
+    registry = backends.registered()
+    priorities = [registry[n].priority for n in names]
+    assert priorities == sorted(priorities, reverse=True)
+    for name, b in registry.items():
+        assert (name in names) == ("cpu" in b.devices and b.is_available())
+
+
+# ---------------------------------------------------------------- use()
+
+
+def test_use_sets_current_nests_and_restores(backend):
+    # The fixture's own use() block is in force.
+    assert backends.current("cpu") == backend
+    with temporary(backends.Backend("_test_other", counting_kernels(), devices=("cpu",), priority=-50)):
+        with backends.use("_test_other"):
+            assert backends.current("cpu") == "_test_other"
+            with backends.use("reference"):
+                assert backends.current("cpu") == "reference"
+                with backends.use("_test_other"):
+                    assert backends.current() == "_test_other"
+                assert backends.current("cpu") == "reference"
+            assert backends.current("cpu") == "_test_other"
+        assert backends.current("cpu") == backend
+
+
+def test_use_restores_after_an_exception(backend):
+    with temporary(backends.Backend("_test_other", counting_kernels(), devices=("cpu",), priority=-50)):
+        with pytest.raises(KeyError):
+            with backends.use("_test_other"):
+                raise KeyError("boom")
+        assert backends.current("cpu") == backend
+
+
+def test_use_runs_the_chosen_kernels(backend):
+    kernels = counting_kernels()
+    with temporary(backends.Backend("_test_counting", kernels, devices=("cpu",), priority=-50)):
+        y_ref = None
+        with backends.use("reference"):
+            torch.manual_seed(0)
+            y_ref = _all_ops()
+        assert sum(kernels.calls.values()) == 0
+        with backends.use("_test_counting"):
+            torch.manual_seed(0)
+            y = _all_ops()
+        torch.testing.assert_close(y, y_ref)
+        # forward and backward of every op
+        assert set(kernels.calls) == set(KERNEL_NAMES), kernels.calls
+        # and nothing after the block
+        before = sum(kernels.calls.values())
+        _all_ops()
+        assert sum(kernels.calls.values()) == before
+
+
+@pytest.mark.parametrize("name", ["nope", "", "REFERENCE", None, 3])
+def test_use_rejects_unknown_names(name):
+    with pytest.raises(ValueError, match=r"unknown backend .*registered backends are \[.*'reference'.*\]"):
+        with backends.use(name):
+            pass  # pragma: no cover
+    assert not backends._CHOICES
+
+
+def test_use_error_names_every_registered_backend():
+    with temporary(backends.Backend("_test_listed", counting_kernels(), devices=("cpu",))):
+        with pytest.raises(ValueError) as info:
+            with backends.use("nope"):
+                pass  # pragma: no cover
+        for name in backends.registered():
+            assert repr(name) in str(info.value)
+
+
+def test_use_applies_to_backward_run_on_another_thread(backend):
+    """The choice is process-wide, so a backward run by another thread sees it."""
+    kernels = counting_kernels()
+    with temporary(backends.Backend("_test_counting", kernels, devices=("cpu",), priority=-50)):
+        with backends.use("_test_counting"):
+            x = torch.randn(1, 2, 5, 5, requires_grad=True)
+            y = torchconv.conv2d(x, torch.randn(3, 2, 3, 3))
+            errors = []
+
+            def run():
+                try:
+                    y.sum().backward()
+                except Exception as e:  # pragma: no cover
+                    errors.append(e)
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join()
+        assert not errors
+        assert kernels.calls["conv_transpose2d"] == 1
+
+
+# ---------------------------------------------------------------- default: highest priority
+
+
+def test_current_default_is_highest_priority_available(no_env):
+    names = backends.available("cpu")
+    assert backends.current("cpu") == names[0]
+    registry = backends.registered()
+    best = max(registry[n].priority for n in names)
+    assert registry[backends.current()].priority == best
+
+
+def test_higher_priority_backend_becomes_default_and_runs(no_env):
+    kernels = counting_kernels()
+    top = max(b.priority for b in backends.registered().values()) + 100
+    with temporary(backends.Backend("_test_fast", kernels, devices=("cpu",), priority=top)):
+        assert backends.available("cpu")[0] == "_test_fast"
+        assert backends.current("cpu") == "_test_fast"
+        y = _all_ops()
+        assert set(kernels.calls) == set(KERNEL_NAMES), kernels.calls
+        # an explicit choice still wins
+        with backends.use("reference"):
+            before = sum(kernels.calls.values())
+            _all_ops()
+            assert sum(kernels.calls.values()) == before
+        assert y.shape == (2, 3, 2, 2)
+    assert "_test_fast" not in backends.registered()
+    assert backends.current("cpu") != "_test_fast"
+
+
+def test_cuda_only_backend_is_not_listed_for_cpu(no_env):
+    kernels = counting_kernels()
+    with temporary(backends.Backend("_test_cuda", kernels, devices=("cuda",), priority=10_000)):
+        assert "_test_cuda" not in backends.available("cpu")
+        assert "_test_cuda" in backends.available("cuda")
+        assert backends.available("cuda")[0] == "_test_cuda"
+        assert "_test_cuda" in backends.registered()
+        assert backends.current("cpu") != "_test_cuda"
+        _all_ops()
+        assert not kernels.calls
+        # Forcing it onto CPU tensors is an error that says why.
+        with backends.use("_test_cuda"):
+            with pytest.raises(RuntimeError, match=r"'_test_cuda'.*does not run on 'cpu' tensors"):
+                backends.current("cpu")
+            with pytest.raises(RuntimeError, match=r"'_test_cuda'.*does not run on 'cpu' tensors"):
+                torchconv.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 2, 2))
+
+
+HOW_TO = "Build it with `make magic` (test backend)."
+
+
+def test_unavailable_backend_is_not_listed_and_says_how_to_enable(no_env):
+    kernels = counting_kernels()
+    with temporary(backends.Backend("_test_off", kernels, devices=("cpu",), priority=10_000,
+                                    is_available=lambda: False, how_to_enable=HOW_TO)):
+        assert "_test_off" not in backends.available("cpu")
+        assert "_test_off" in backends.registered()
+        assert backends.current("cpu") != "_test_off"  # not the default despite its priority
+        with backends.use("_test_off"):  # a registered name: use() accepts it...
+            with pytest.raises(RuntimeError, match=r"'_test_off'.*is not available\..*" + "make magic"):
+                backends.current("cpu")
+            # ...but running an op says it cannot run, and how to enable it.
+            with pytest.raises(RuntimeError, match=r"make magic"):
+                torchconv.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 2, 2))
+            with pytest.raises(RuntimeError, match=r"make magic"):
+                torchconv.max_pool2d(torch.randn(1, 1, 4, 4), 2)
+        assert not kernels.calls
+
+
+def test_register_replaces_a_backend_of_the_same_name(no_env):
+    first, second = counting_kernels(), counting_kernels()
+    with temporary(backends.Backend("_test_twice", first, devices=("cpu",), priority=-5)):
+        with temporary(backends.Backend("_test_twice", second, devices=("cpu",), priority=-5)):
+            with backends.use("_test_twice"):
+                torchconv.avg_pool2d(torch.randn(1, 1, 4, 4), 2)
+            assert second.calls["avg_pool2d"] == 1 and not first.calls
+        assert backends.registered()["_test_twice"].kernels is first
+
+
+# ---------------------------------------------------------------- TORCHCONV_BACKEND
+
+
+def test_env_var_selects(monkeypatch, no_env):
+    kernels = counting_kernels()
+    top = max(b.priority for b in backends.registered().values()) + 100
+    with temporary(backends.Backend("_test_fast", kernels, devices=("cpu",), priority=top)):
+        monkeypatch.setenv(ENV, "reference")
+        assert backends.current("cpu") == "reference"
+        _all_ops()
+        assert not kernels.calls  # the higher-priority default did not run
+        monkeypatch.setenv(ENV, "_test_fast")
+        assert backends.current("cpu") == "_test_fast"
+        # use() beats the environment variable
+        with backends.use("reference"):
+            assert backends.current("cpu") == "reference"
+        monkeypatch.setenv(ENV, "")  # empty: as if unset
+        assert backends.current("cpu") == "_test_fast"
+
+
+def test_env_var_picks_a_lower_priority_backend(monkeypatch, no_env):
+    kernels = counting_kernels()
+    with temporary(backends.Backend("_test_slow", kernels, devices=("cpu",), priority=-1000)):
+        monkeypatch.setenv(ENV, "_test_slow")
+        assert backends.current("cpu") == "_test_slow"
+        _all_ops()
+        assert set(kernels.calls) == set(KERNEL_NAMES)
+
+
+def test_env_var_invalid_value_fails_clearly_when_an_op_runs(monkeypatch, no_env):
+    monkeypatch.setenv(ENV, "no_such_backend")
+    pattern = rf"'no_such_backend'.*{ENV}.*not registered.*registered backends are \[.*'reference'.*\]"
+    with pytest.raises(RuntimeError, match=pattern):
+        backends.current("cpu")
+    with pytest.raises(RuntimeError, match=pattern):
+        torchconv.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 2, 2))
+    with pytest.raises(RuntimeError, match=pattern):
+        torchconv.avg_pool2d(torch.randn(1, 1, 4, 4), 2)
+    # An explicit use() still works.
+    with backends.use("reference"):
+        torchconv.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 2, 2))
+
+
+def test_env_var_unavailable_backend_says_how_to_enable(monkeypatch, no_env):
+    with temporary(backends.Backend("_test_off", counting_kernels(), devices=("cpu",),
+                                    is_available=lambda: False, how_to_enable=HOW_TO)):
+        monkeypatch.setenv(ENV, "_test_off")
+        with pytest.raises(RuntimeError, match=rf"'_test_off'.*{ENV}.*not available\..*make magic"):
+            torchconv.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 2, 2))
