@@ -87,22 +87,6 @@ def _ids(configs):
     return [c["id"] for c in configs]
 
 
-# Known torchconv bugs (see the report of this file's author):
-# * the reference backend's max_pool2d and max_pool2d_backward kernels fail
-#   on a batch of 0 (``windows.reshape(n, c, oh, ow, -1)``,
-#   ``indices.reshape(n, c, -1)`` of a 0-element tensor);
-# * MaxPool2dBackwardFunction.backward (max_pool2d's double backward, every
-#   backend) fails on a batch of 0 (``grad_grad_input.reshape(n, c, -1)``).
-_BUG_REF_MAXPOOL_BATCH0 = "torchconv bug: reference max_pool2d kernel reshapes a 0-element tensor with -1 (batch 0)"
-_BUG_MAXPOOL_DOUBLE_BACKWARD_BATCH0 = (
-    "torchconv bug: MaxPool2dBackwardFunction.backward reshapes a 0-element tensor with -1 (batch 0)"
-)
-
-
-def _xfail(request, reason):
-    request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 # ---------------------------------------------------------------- conv2d
 
 CONV2D = [
@@ -244,17 +228,13 @@ def _maxpool_case(cfg):
 
 
 @pytest.mark.parametrize("cfg", MAXPOOL, ids=_ids(MAXPOOL))
-def test_max_pool2d_gradcheck(request, backend, cfg):
-    if cfg["id"] == "batch0":
-        _xfail(request, _BUG_MAXPOOL_DOUBLE_BACKWARD_BATCH0 if backend != "reference" else _BUG_REF_MAXPOOL_BATCH0)
+def test_max_pool2d_gradcheck(backend, cfg):
     ours, _, inputs = _maxpool_case(cfg)
     _check(ours, inputs)
 
 
 @pytest.mark.parametrize("cfg", MAXPOOL, ids=_ids(MAXPOOL))
-def test_max_pool2d_grads_match_torch(request, backend, cfg):
-    if cfg["id"] == "batch0" and backend == "reference":
-        _xfail(request, _BUG_REF_MAXPOOL_BATCH0)
+def test_max_pool2d_grads_match_torch(backend, cfg):
     ours, theirs, inputs = _maxpool_case(cfg)
     if cfg.get("return_indices"):
         a, ia = ours(*inputs)
@@ -318,10 +298,8 @@ def test_avg_pool2d_grads_match_torch(backend, cfg):
     _grads_like_torch(ours, theirs, inputs)
 
 
-@pytest.mark.xfail(strict=True, reason=_BUG_MAXPOOL_DOUBLE_BACKWARD_BATCH0)
 def test_max_pool2d_double_backward_batch0(backend):
-    """The double-backward bug on its own (on the reference backend the
-    max_pool2d_backward kernel fails first, with the same reshape error)."""
+    """Double backward of max_pool2d on an empty batch (a 0-element reshape once failed here)."""
     x = torch.randn(0, 2, 4, 4, dtype=DT)
     indices = torch.zeros(0, 2, 2, 2, dtype=torch.int64)
     gy = torch.randn(0, 2, 2, 2, dtype=DT, requires_grad=True)

@@ -213,6 +213,7 @@ def check_conv_shapes(
     kernel = w_shape[2:]
     spatial = list(input.shape[2:])
     if transposed:
+        _check_nonempty_planes(op, input)
         if any(op_ >= s and op_ >= d for op_, s, d in zip(output_padding, stride, dilation)):
             raise RuntimeError(
                 f"{op}: output padding must be smaller than either stride or dilation, but got "
@@ -236,13 +237,18 @@ def check_conv_shapes(
                 f"Kernel size: ({effective[0]} x {effective[1]}). Kernel size can't be greater "
                 f"than actual input size"
             )
-        if (input.shape[0] != 0 and input.shape[1] != 0) and 0 in spatial:
-            raise RuntimeError(
-                f"{op}: Only zero batch or zero channel inputs are supported, but got input shape: "
-                f"{list(input.shape)}"
-            )
+        _check_nonempty_planes(op, input)
         out = [conv_output_size(n, k, s, p, d) for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)]
     return [input.shape[0], out_channels, *out]
+
+
+def _check_nonempty_planes(op: str, input) -> None:
+    # An empty batch or channel set is fine (an empty result); empty planes are not.
+    if input.shape[0] != 0 and input.shape[1] != 0 and 0 in input.shape[2:]:
+        raise RuntimeError(
+            f"{op}: Only zero batch or zero channel inputs are supported, but got input shape: "
+            f"{list(input.shape)}"
+        )
 
 
 def same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -292,6 +298,12 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
     """Pooling checks in ATen's order; returns the output size of a 4-d input."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    if op == "avg_pool2d" and input.dim() < 3:
+        # torch's avg_pool2d indexes dimension -3 before any check: an IndexError.
+        raise IndexError(
+            f"{op}: Dimension out of range: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
+            f"but got input of size {list(input.shape)}"
+        )
     if input.dim() not in (3, 4) or 0 in input.shape[-3:]:
         raise RuntimeError(
             f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "

@@ -190,8 +190,10 @@ class MaxPool2dBackwardFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_grad_input):
         (indices,) = ctx.saved_tensors
-        n, c = indices.shape[:2]
-        gathered = grad_grad_input.reshape(n, c, -1).gather(2, indices.reshape(n, c, -1))
+        n, c, out_h, out_w = indices.shape
+        in_h, in_w = grad_grad_input.shape[2:]
+        flat_indices = indices.reshape(n, c, out_h * out_w)
+        gathered = grad_grad_input.reshape(n, c, in_h * in_w).gather(2, flat_indices)
         return gathered.reshape(indices.shape), None, None
 
 

@@ -98,7 +98,7 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
     cols = _im2col(input, (k_h, k_w), stride, padding, dilation, (out_h, out_w))
     # (N, G, C/G * kH * kW, L): the copy that makes the view GEMM-ready.
     cols = cols.reshape(n, groups, (c_in // groups) * k_h * k_w, out_h * out_w)
-    kernels = weight.reshape(groups, c_out // groups, -1)
+    kernels = weight.reshape(groups, c_out // groups, (c_in // groups) * k_h * k_w)
     out = torch.matmul(kernels, cols).reshape(n, c_out, out_h, out_w)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
@@ -178,14 +178,18 @@ def max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     n, c, h, w = input.shape
     out_size = _out_size(input, kernel_size, stride, padding, dilation, ceil_mode)
     windows = _pool_windows(input, kernel_size, stride, padding, dilation, out_size, float("-inf"))
-    values, tap = windows.reshape(n, c, out_size[0], out_size[1], -1).max(dim=-1)
+    taps = kernel_size[0] * kernel_size[1]
+    if n * c == 0:  # max() cannot reduce an empty batch; nothing to compute
+        empty = input.new_empty(n, c, *out_size)
+        return empty, empty.long()
+    values, tap = windows.reshape(n, c, out_size[0], out_size[1], taps).max(dim=-1)
 
     rows = _tap_positions(out_size[0], kernel_size[0], stride[0], padding[0], dilation[0], input.device)
     cols = _tap_positions(out_size[1], kernel_size[1], stride[1], padding[1], dilation[1], input.device)
     # Flat input index of every tap of every window: (outH, outW, kH * kW).
-    flat = (rows[:, None, :, None] * w + cols[None, :, None, :]).reshape(out_size[0], out_size[1], -1)
+    flat = (rows[:, None, :, None] * w + cols[None, :, None, :]).reshape(out_size[0], out_size[1], taps)
     inside = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[None, :, None, :]
-    inside = inside.reshape(out_size[0], out_size[1], -1)
+    inside = inside.reshape(out_size[0], out_size[1], taps)
     # A window whose inputs are all -inf ties with its padding; torch then
     # reports the window's first in-bounds tap, so we do too.
     first_inside = flat.gather(-1, inside.to(torch.uint8).argmax(-1, keepdim=True)).squeeze(-1)
@@ -199,7 +203,8 @@ def max_pool2d_backward(grad_output, indices, input_size):
     """Each output gradient goes to the input pixel its window's maximum came from."""
     n, c = grad_output.shape[:2]
     grad = grad_output.new_zeros(n, c, input_size[0] * input_size[1])
-    grad.scatter_add_(2, indices.reshape(n, c, -1), grad_output.reshape(n, c, -1))
+    plane = grad_output.shape[2] * grad_output.shape[3]
+    grad.scatter_add_(2, indices.reshape(n, c, plane), grad_output.reshape(n, c, plane))
     return grad.reshape(n, c, input_size[0], input_size[1])
 
 
