@@ -21,9 +21,13 @@ The derivations, for y = conv2d(x, W) with stride s, padding p, dilation d:
 * avg_pool2d is linear: the backward spreads dL/dy over each window with the
   forward's divisor, and the backward of that is avg_pool2d again.
 
-The classes use the ``setup_context`` form so that the very same functions
-serve as the ops' ``torch.library.register_autograd`` formulas (the path
-the public API and ``torch.compile`` take) and as ``Function.apply``.
+The public functions call these classes' ``apply``; each ``forward`` runs one
+``torchconv::`` custom op, and backward and forward-mode (``jvp``) formulas
+call ``apply`` again, so gradients of any order, forward-mode AD and the
+``torch.func`` transforms (grad, jacrev, jacfwd, vmap) all go through this
+file. The ``setup_context`` form lets the very same functions also serve as
+the custom ops' ``torch.library.register_autograd`` formulas, for code that
+calls ``torch.ops.torchconv.*`` directly.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _conv2d_sized(x, weight, size, stride, padding, dilation, groups):
     (when output_padding >= stride, allowed if it is below dilation); they
     are no part of the adjoint.
     """
-    y = ops.conv2d(x, weight, None, stride, padding, dilation, groups)
+    y = Conv2dFunction.apply(x, weight, None, stride, padding, dilation, groups)
     if tuple(y.shape[2:]) != tuple(size):
         y = y[:, :, : size[0], : size[1]]
     return y
@@ -62,15 +66,39 @@ def _conv_transpose2d_sized(x, weight, size, stride, padding, dilation, groups):
         target - ((n - 1) * s - 2 * p + d * (k - 1) + 1)
         for target, n, k, s, p, d in zip(size, x.shape[2:], weight.shape[2:], stride, padding, dilation)
     ]
-    return ops.conv_transpose2d(x, weight, None, stride, padding, output_padding, groups, dilation)
+    return ConvTranspose2dFunction.apply(x, weight, None, stride, padding, output_padding, groups, dilation)
 
 
 def _bias_grad(grad_output):
     return grad_output.sum((0, 2, 3))
 
 
+def _tangent(ctx, *terms):
+    """Sum of the tangent terms that exist (forward-mode AD): a None tangent
+    means that input is held constant, and an all-None sum is zero."""
+    total = torch.zeros(ctx.output_shape, dtype=ctx.output_dtype, device=ctx.output_device)
+    for term in terms:
+        if term is not None:
+            total = total + term
+    return total
+
+
+def _remember_output(ctx, output):
+    ctx.output_shape, ctx.output_dtype, ctx.output_device = output.shape, output.dtype, output.device
+
+
+def _gather_at(values, indices):
+    """values[n, c].flatten()[indices[n, c]]: the adjoint of max pooling's scatter."""
+    n, c, out_h, out_w = indices.shape
+    in_h, in_w = values.shape[2:]
+    flat_indices = indices.reshape(n, c, out_h * out_w)
+    return values.reshape(n, c, in_h * in_w).gather(2, flat_indices).reshape(indices.shape)
+
+
 class Conv2dFunction(torch.autograd.Function):
     """y = conv2d(x, W, b); backward: conv_transpose2d, conv2d_weight, a sum."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(input, weight, bias, stride, padding, dilation, groups):
@@ -80,7 +108,21 @@ class Conv2dFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         input, weight, _, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(input, weight)
+        ctx.save_for_forward(input, weight)
         ctx.conv = (stride, padding, dilation, groups)
+        _remember_output(ctx, output)
+
+    @staticmethod
+    def jvp(ctx, input_t, weight_t, bias_t, *_):
+        # Bilinear in (x, W), affine in b: d(x * W + b) = dx * W + x * dW + db.
+        input, weight = ctx.saved_tensors
+        conv = ctx.conv
+        return _tangent(
+            ctx,
+            None if input_t is None else Conv2dFunction.apply(input_t, weight, None, *conv),
+            None if weight_t is None else Conv2dFunction.apply(input, weight_t, None, *conv),
+            None if bias_t is None else bias_t.view(1, -1, 1, 1),
+        )
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -93,7 +135,7 @@ class Conv2dFunction(torch.autograd.Function):
                 grad_output, weight, input.shape[2:], stride, padding, dilation, groups
             )
         if need_weight:
-            grad_weight = ops.conv2d_weight(input, grad_output, weight.shape, stride, padding, dilation, groups)
+            grad_weight = Conv2dWeightFunction.apply(input, grad_output, weight.shape, stride, padding, dilation, groups)
         if need_bias:
             grad_bias = _bias_grad(grad_output)
         return grad_input, grad_weight, grad_bias, None, None, None, None
@@ -102,15 +144,31 @@ class Conv2dFunction(torch.autograd.Function):
 class ConvTranspose2dFunction(torch.autograd.Function):
     """y = conv_transpose2d(x, W, b); backward: conv2d, conv2d_weight, a sum."""
 
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(input, weight, bias, stride, padding, output_padding, groups, dilation):
         return ops.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, _, stride, padding, _, groups, dilation = inputs
+        input, weight, _, stride, padding, output_padding, groups, dilation = inputs
         ctx.save_for_backward(input, weight)
+        ctx.save_for_forward(input, weight)
         ctx.conv = (stride, padding, dilation, groups)
+        ctx.transposed = (stride, padding, output_padding, groups, dilation)
+        _remember_output(ctx, output)
+
+    @staticmethod
+    def jvp(ctx, input_t, weight_t, bias_t, *_):
+        input, weight = ctx.saved_tensors
+        conv = ctx.transposed
+        return _tangent(
+            ctx,
+            None if input_t is None else ConvTranspose2dFunction.apply(input_t, weight, None, *conv),
+            None if weight_t is None else ConvTranspose2dFunction.apply(input, weight_t, None, *conv),
+            None if bias_t is None else bias_t.view(1, -1, 1, 1),
+        )
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -121,7 +179,7 @@ class ConvTranspose2dFunction(torch.autograd.Function):
         if need_input:
             grad_input = _conv2d_sized(grad_output, weight, input.shape[2:], stride, padding, dilation, groups)
         if need_weight:
-            grad_weight = ops.conv2d_weight(grad_output, input, weight.shape, stride, padding, dilation, groups)
+            grad_weight = Conv2dWeightFunction.apply(grad_output, input, weight.shape, stride, padding, dilation, groups)
         if need_bias:
             grad_bias = _bias_grad(grad_output)
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
@@ -130,15 +188,30 @@ class ConvTranspose2dFunction(torch.autograd.Function):
 class Conv2dWeightFunction(torch.autograd.Function):
     """G = conv2d_weight(x, g): bilinear, so each gradient is a convolution with dL/dG."""
 
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(input, grad_output, weight_size, stride, padding, dilation, groups):
         return ops.conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, grad_output, _, stride, padding, dilation, groups = inputs
+        input, grad_output, weight_size, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(input, grad_output)
+        ctx.save_for_forward(input, grad_output)
         ctx.conv = (stride, padding, dilation, groups)
+        ctx.weight_size = weight_size
+        _remember_output(ctx, output)
+
+    @staticmethod
+    def jvp(ctx, input_t, grad_output_t, *_):
+        input, grad_output = ctx.saved_tensors
+        size, conv = ctx.weight_size, ctx.conv
+        return _tangent(
+            ctx,
+            None if input_t is None else Conv2dWeightFunction.apply(input_t, grad_output, size, *conv),
+            None if grad_output_t is None else Conv2dWeightFunction.apply(input, grad_output_t, size, *conv),
+        )
 
     @staticmethod
     def backward(ctx, grad_grad_weight):
@@ -159,6 +232,8 @@ class Conv2dWeightFunction(torch.autograd.Function):
 class MaxPool2dFunction(torch.autograd.Function):
     """(y, idx) = max_pool2d(x); backward: scatter dL/dy to idx."""
 
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(input, kernel_size, stride, padding, dilation, ceil_mode):
         return ops.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
@@ -167,17 +242,25 @@ class MaxPool2dFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(output[1])
+        ctx.save_for_forward(output[1])
         ctx.input_size = inputs[0].shape[2:]
+
+    @staticmethod
+    def jvp(ctx, input_t, *_):
+        (indices,) = ctx.saved_tensors
+        return _gather_at(input_t, indices), None
 
     @staticmethod
     def backward(ctx, grad_output, _grad_indices):
         (indices,) = ctx.saved_tensors
-        grad_input = ops.max_pool2d_backward(grad_output, indices, ctx.input_size)
+        grad_input = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size)
         return grad_input, None, None, None, None, None
 
 
 class MaxPool2dBackwardFunction(torch.autograd.Function):
     """gx = scatter(g, idx); it is linear in g, its adjoint a gather at idx."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(grad_output, indices, input_size):
@@ -186,19 +269,24 @@ class MaxPool2dBackwardFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[1])
+        ctx.save_for_forward(inputs[1])
+        ctx.input_size = inputs[2]
+
+    @staticmethod
+    def jvp(ctx, grad_output_t, *_):
+        (indices,) = ctx.saved_tensors
+        return MaxPool2dBackwardFunction.apply(grad_output_t, indices, ctx.input_size)
 
     @staticmethod
     def backward(ctx, grad_grad_input):
         (indices,) = ctx.saved_tensors
-        n, c, out_h, out_w = indices.shape
-        in_h, in_w = grad_grad_input.shape[2:]
-        flat_indices = indices.reshape(n, c, out_h * out_w)
-        gathered = grad_grad_input.reshape(n, c, in_h * in_w).gather(2, flat_indices)
-        return gathered.reshape(indices.shape), None, None
+        return _gather_at(grad_grad_input, indices), None, None
 
 
 class AvgPool2dFunction(torch.autograd.Function):
     """y = avg_pool2d(x): linear; backward spreads dL/dy over the windows."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
@@ -210,13 +298,19 @@ class AvgPool2dFunction(torch.autograd.Function):
         ctx.pool = inputs[1:]
 
     @staticmethod
+    def jvp(ctx, input_t, *_):
+        return AvgPool2dFunction.apply(input_t, *ctx.pool)
+
+    @staticmethod
     def backward(ctx, grad_output):
-        grad_input = ops.avg_pool2d_backward(grad_output, ctx.input_size, *ctx.pool)
+        grad_input = AvgPool2dBackwardFunction.apply(grad_output, ctx.input_size, *ctx.pool)
         return grad_input, None, None, None, None, None, None
 
 
 class AvgPool2dBackwardFunction(torch.autograd.Function):
     """gx = avg_pool2d_backward(g): linear in g; its adjoint is avg_pool2d."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
@@ -226,11 +320,16 @@ class AvgPool2dBackwardFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        ctx.input_size = inputs[1]
         ctx.pool = inputs[2:]
 
     @staticmethod
+    def jvp(ctx, grad_output_t, *_):
+        return AvgPool2dBackwardFunction.apply(grad_output_t, ctx.input_size, *ctx.pool)
+
+    @staticmethod
     def backward(ctx, grad_grad_input):
-        grad_grad_output = ops.avg_pool2d(grad_grad_input, *ctx.pool)
+        grad_grad_output = AvgPool2dFunction.apply(grad_grad_input, *ctx.pool)
         return grad_grad_output, None, None, None, None, None, None, None
 
 

@@ -14,10 +14,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _args
-from . import _autograd  # noqa: F401  (registers the ops' autograd formulas)
 from . import _library as ops
+from ._autograd import AvgPool2dFunction, Conv2dFunction, ConvTranspose2dFunction, MaxPool2dFunction
 
 __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"]
+
+
+def _run(function, op, *args):
+    """Runs an op through its autograd.Function in eager mode, and as the bare
+    custom op under torch.compile.
+
+    Both carry the same formulas (``torchconv._autograd``): the Function adds
+    forward-mode AD and the torch.func transforms, which Dynamo cannot trace
+    (it rejects Functions with a custom jvp); the custom op, with the same
+    backward registered, is what a compiled graph holds as one opaque node.
+    """
+    if torch.compiler.is_compiling():
+        return op(*args)
+    return function.apply(*args)
 
 
 def _batched(input: Tensor) -> tuple[Tensor, bool]:
@@ -73,7 +87,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         # Even effective kernel: the odd row/column of padding goes last.
         x = F.pad(x, (0, extra[1], 0, extra[0]))
     _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups)
-    y = ops.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    y = _run(Conv2dFunction, ops.conv2d, x, weight, bias, stride, padding, dilation, groups)
     return y.squeeze(0) if unbatched else y
 
 
@@ -119,7 +133,9 @@ def conv_transpose2d(
     _args.check_conv_params(op, stride, padding, dilation, groups, output_padding)
     x, unbatched = _batched(input)
     _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups, output_padding)
-    y = ops.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
+    y = _run(
+        ConvTranspose2dFunction, ops.conv_transpose2d, x, weight, bias, stride, padding, output_padding, groups, dilation
+    )
     return y.squeeze(0) if unbatched else y
 
 
@@ -153,7 +169,7 @@ def max_pool2d(
     kernel, stride, padding, dilation = _args.pool_args(op, kernel_size, stride, padding, dilation)
     _args.check_pool(op, input, kernel, stride, padding, dilation, ceil_mode)
     x, unbatched = _batched(input)
-    values, indices = ops.max_pool2d(x, kernel, stride, padding, dilation, bool(ceil_mode))
+    values, indices = _run(MaxPool2dFunction, ops.max_pool2d, x, kernel, stride, padding, dilation, bool(ceil_mode))
     if unbatched:
         values, indices = values.squeeze(0), indices.squeeze(0)
     return (values, indices) if return_indices else values
@@ -194,5 +210,7 @@ def avg_pool2d(
             raise RuntimeError(f"{op}: divisor must be not zero (divisor_override=0)")
     _args.check_pool(op, input, kernel, stride, padding, [1, 1], ceil_mode)
     x, unbatched = _batched(input)
-    y = ops.avg_pool2d(x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override)
+    y = _run(
+        AvgPool2dFunction, ops.avg_pool2d, x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override
+    )
     return y.squeeze(0) if unbatched else y
