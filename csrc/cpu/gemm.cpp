@@ -5,10 +5,11 @@
 //
 //   for jc in N by NC:                 B block KC x NC, packed, lives in L2
 //     for pc in K by KC:
-//       pack B[pc:+KC, jc:+NC] into NR-wide panels (transposing if transB)
 //       for ir in M by MR:             A micro-panel MR x KC, lives in L1
 //         pack A[ir:+MR, pc:+KC]        (transposing unless transA)
 //         for jr in NC by NR:          stream one B panel from L2
+//           (ir == 0: pack B[pc:+KC, jc+jr:+NR] first, transposing if transB,
+//            unless B is used in place, see kInPlaceMaxRows)
 //           micro-kernel: C[ir:+MR, jc+jr:+NR] (+)= alpha * Apanel @ Bpanel
 //
 // This is the BLIS nest with the two innermost loops swapped: the L1-resident
@@ -16,6 +17,8 @@
 // because an 8x48 tile's B panel (48*KC*4 B) would not fit the 32 KiB L1D
 // for a useful KC, whereas the A panel does. Each B panel is then streamed
 // from L2 once per MR rows: 3 zmm loads per 24 FMAs, far below L2 bandwidth.
+// Packing sources are prefetched into L2 by the kernel call that precedes
+// each packing step (see Prefetch).
 //
 // Everything AVX-512 is compiled under a target pragma, so this file builds
 // with plain -O2/-O3 and the fast path is chosen at run time.
@@ -26,10 +29,12 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <new>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TORCHCONV_GEMM_X86 1
@@ -110,10 +115,11 @@ void gemm_portable(int64_t M, int64_t N, int64_t K, T alpha,
 // Register budget (32 zmm): 24 accumulators + 3 B vectors + 1 broadcast A
 // = 28. Per k step: 3 vector loads + 8 broadcasts feed 24 FMAs, so the FMA
 // pipe (one zmm FMA per cycle on Zen 4, two on Intel server cores) stays
-// the bottleneck. MR = 8 divides every channel count the convolutions use
-// (M = C_out or C_in*kh*kw), so M edges are rare; N (= H_out*W_out) is
-// ragged, and NV-templated kernels cover its remainder 16 lanes at a time
-// with only the last vector masked.
+// the bottleneck. MR = 8 divides the usual channel counts (M = C_out or
+// C_in*kh*kw), so M edges are rare; N (= H_out*W_out) is often ragged,
+// and NV-templated kernels cover its remainder 16 lanes at a time with only
+// the last vector masked. Wider tiles were not better: 8x32 (16 acc) to
+// 14x32 (28 acc) all reach the FMA peak with L1-resident operands here.
 constexpr int MR = 8;
 constexpr int NV = 3;
 
@@ -185,12 +191,10 @@ struct Vec<float> {
   static constexpr int L = 16;
   static reg zero() { return _mm512_setzero_ps(); }
   static reg set1(float x) { return _mm512_set1_ps(x); }
-  static reg load(const float* p) { return _mm512_load_ps(p); }
   static reg loadu(const float* p) { return _mm512_loadu_ps(p); }
   static reg maskz_loadu(mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
   static void storeu(float* p, reg v) { _mm512_storeu_ps(p, v); }
   static void mask_storeu(float* p, mask m, reg v) { _mm512_mask_storeu_ps(p, m, v); }
-  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static mask tail_mask(int n) { return static_cast<mask>((1u << n) - 1u); }
@@ -203,12 +207,10 @@ struct Vec<double> {
   static constexpr int L = 8;
   static reg zero() { return _mm512_setzero_pd(); }
   static reg set1(double x) { return _mm512_set1_pd(x); }
-  static reg load(const double* p) { return _mm512_load_pd(p); }
   static reg loadu(const double* p) { return _mm512_loadu_pd(p); }
   static reg maskz_loadu(mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
   static void storeu(double* p, reg v) { _mm512_storeu_pd(p, v); }
   static void mask_storeu(double* p, mask m, reg v) { _mm512_mask_storeu_pd(p, m, v); }
-  static reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
   static reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
   static mask tail_mask(int n) { return static_cast<mask>((1u << n) - 1u); }
@@ -217,15 +219,43 @@ struct Vec<double> {
 template <typename T>
 constexpr int kNR = NV * Vec<T>::L;
 
+// A source region to pull into L2 while a micro-kernel runs, so that the
+// next packing step copies from L2 instead of stalling on L3/DRAM (measured
+// with B always packed: at M = 64, packing took ~20% of the time without
+// it, ~7% with it).
+// Iteration k of the kernel's loop (k < count) touches the NR-element run
+// starting at base + (k % rows) * ld + (k / rows) * NR: a walk down `rows`
+// rows, then the next NR columns. One NR run is 3 cache lines per k step,
+// next to 24 FMAs, so the extra loads are free. Lines go to L2, not L1:
+// a whole panel (up to 96 KiB) would flush the L1-resident A panel.
+template <typename T>
+struct Prefetch {
+  const T* base = nullptr;  // nullptr: nothing to prefetch
+  int64_t ld = 0;
+  int64_t rows = 1;
+  int64_t count = 0;
+};
+
+// The source of a panel of `w` columns/rows stored k-major (row k at
+// src + k * ld, kc rows) or k-minor (w rows of kc elements each).
+template <typename T>
+Prefetch<T> prefetch_panel(const T* src, int64_t ld, int64_t kc, int64_t w, bool k_major) {
+  if (k_major) {
+    return {src, ld, kc, kc};
+  }
+  return {src, ld, w, w * div_up(kc, kNR<T>)};
+}
+
 // C[0:mr, 0:(nv-1)*L + popcount(last)] = alpha * A @ B + beta * C, where
-// a is a packed MR x kc panel (k-major, MR values per k) and b a packed
-// kc x NR panel (NR values per k); only the first mr rows / nv vectors are
-// computed, the rest of the packed layout is padding. The last vector of
-// every row is loaded/stored under `last` (all ones for a full tile).
+// a is a packed MR x kc panel (k-major, MR values per k) and b a kc x NR
+// panel with row stride ldbk (NR when packed, ldb when B is used in place).
+// Only the first mr rows / nv vectors are computed; the rest of the packed
+// layout is padding. The last vector of every row is loaded/stored under
+// `last` (all ones for a full tile). Meanwhile `pf` is prefetched into L2.
 template <typename T, int mr, int nv>
-void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b,
+void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, int64_t ldbk,
                   T* __restrict c, int64_t ldc, T alpha, T beta,
-                  typename Vec<T>::mask last) {
+                  typename Vec<T>::mask last, const Prefetch<T>& pf) {
   using V = Vec<T>;
   using reg = typename V::reg;
   constexpr int L = V::L;
@@ -240,11 +270,31 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b,
     }
   }
 
+  const char* pf_col = reinterpret_cast<const char*>(pf.base);
+  const char* pf_row = pf_col;
+  const int64_t pf_ld = pf.ld * static_cast<int64_t>(sizeof(T));
+  int64_t pf_left = pf.base == nullptr ? 0 : pf.count;
+  int64_t pf_rows_left = pf.rows;
   for (int64_t k = 0; k < kc; ++k) {
+    if (pf_left > 0) {
+      // Bytes 0, 64, 128 and the last element: every line of the run
+      // (3 or 4 lines, depending on its alignment).
+      _mm_prefetch(pf_row, _MM_HINT_T1);
+      _mm_prefetch(pf_row + 64, _MM_HINT_T1);
+      _mm_prefetch(pf_row + 128, _MM_HINT_T1);
+      _mm_prefetch(pf_row + (NR - 1) * sizeof(T), _MM_HINT_T1);
+      --pf_left;
+      pf_row += pf_ld;
+      if (--pf_rows_left == 0) {
+        pf_rows_left = pf.rows;
+        pf_col += NR * sizeof(T);
+        pf_row = pf_col;
+      }
+    }
     reg bv[nv];
 #pragma GCC unroll 3
     for (int j = 0; j < nv; ++j) {
-      bv[j] = V::load(b + j * L);
+      bv[j] = V::loadu(b + j * L);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < mr; ++i) {
@@ -255,7 +305,7 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b,
       }
     }
     a += MR;
-    b += NR;
+    b += ldbk;
   }
 
   // Write-back. Branch once per tile; the j == nv - 1 tests are resolved
@@ -301,8 +351,8 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b,
 }
 
 template <typename T>
-using KernelFn = void (*)(int64_t, const T*, const T*, T*, int64_t, T, T,
-                          typename Vec<T>::mask);
+using KernelFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t, T, T,
+                          typename Vec<T>::mask, const Prefetch<T>&);
 
 template <typename T, int mr, int... nv>
 constexpr std::array<KernelFn<T>, NV> kernel_row(std::integer_sequence<int, nv...>) {
@@ -348,11 +398,13 @@ void pack_direct(const T* src, int64_t ld, int64_t kc, int w, int W, T* dst) {
 // In-register transpose of an 8x8 float block held in 8 ymm rows.
 inline void transpose8x8(__m256 r[8]) {
   __m256 t[8];
+#pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
     t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
   __m256 s[8];
+#pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {
     const int o = 4 * h;
     s[o + 0] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(1, 0, 1, 0));
@@ -360,6 +412,7 @@ inline void transpose8x8(__m256 r[8]) {
     s[o + 2] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(1, 0, 1, 0));
     s[o + 3] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(3, 2, 3, 2));
   }
+#pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
     r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
     r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
@@ -375,17 +428,36 @@ void pack_transposed(const T* src, int64_t ld, int64_t kc, int w, int W, T* dst)
   if constexpr (std::is_same_v<T, float>) {
     for (int c0 = 0; c0 < W; c0 += 8) {
       const int rows = std::max(0, std::min(8, w - c0));
-      for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+      const T* s = src + c0 * ld;
+      T* d = dst + c0;
+      int64_t k0 = 0;
+      if (rows == 8) {
+        // Common case, unmasked: ~8 loads + 24 shuffles + 8 stores per 64.
+        for (; k0 + 8 <= kc; k0 += 8) {
+          __m256 r[8];
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; ++i) {
+            r[i] = _mm256_loadu_ps(s + i * ld + k0);
+          }
+          transpose8x8(r);
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; ++i) {
+            _mm256_storeu_ps(d + (k0 + i) * W, r[i]);
+          }
+        }
+      }
+      // Ragged rows (zero-filled) and the k tail, under masks.
+      for (; k0 < kc; k0 += 8) {
         const int kn = static_cast<int>(std::min<int64_t>(8, kc - k0));
         const __mmask8 km = static_cast<__mmask8>((1u << kn) - 1u);
         __m256 r[8];
+#pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) {
-          r[i] = i < rows ? _mm256_maskz_loadu_ps(km, src + (c0 + i) * ld + k0)
-                          : _mm256_setzero_ps();
+          r[i] = i < rows ? _mm256_maskz_loadu_ps(km, s + i * ld + k0) : _mm256_setzero_ps();
         }
         transpose8x8(r);
         for (int i = 0; i < kn; ++i) {
-          _mm256_storeu_ps(dst + (k0 + i) * W + c0, r[i]);
+          _mm256_storeu_ps(d + (k0 + i) * W, r[i]);
         }
       }
     }
@@ -404,6 +476,56 @@ void pack_transposed(const T* src, int64_t ld, int64_t kc, int w, int W, T* dst)
     }
   }
 }
+
+// B is read in place instead of packed when it is not transposed, its rows
+// are not a multiple of 4 KiB apart (rows that alias in L1/L2 sets would
+// evict each other), and there are at most this many rows of C: each row
+// panel re-reads the strided source (extra TLB and L2 traffic), while
+// packing costs a copy per element up front. Measured on conv shapes: in
+// place +7% at M = 64 (K = 576), +5% at M = 32 (K = 9), +1% at M = 256,
+// -3% at M = 576.
+constexpr int64_t kInPlaceMaxRows = 256;
+constexpr int64_t kAliasBytes = 4096;
+
+// One KC x NC block of B, as NR-wide panels: packed on demand, or (full
+// panels of a non-transposed B, see kInPlaceMaxRows) used in place.
+template <typename T>
+struct BBlock {
+  const T* B;
+  int64_t ldb;
+  bool transB;
+  bool in_place;
+  int64_t N;
+  int64_t jc, nc, pc, kc;
+
+  int64_t panels() const { return div_up(nc, kNR<T>); }
+  int64_t col(int64_t p) const { return jc + p * kNR<T>; }
+  int width(int64_t p) const {
+    return static_cast<int>(std::min<int64_t>(kNR<T>, N - col(p)));
+  }
+  const T* source(int64_t p) const {
+    return transB ? B + col(p) * ldb + pc : B + pc * ldb + col(p);
+  }
+  bool packed(int64_t p) const { return !(in_place && width(p) == kNR<T>); }
+  Prefetch<T> prefetch(int64_t p) const {
+    return prefetch_panel(source(p), ldb, kc, width(p), !transB);
+  }
+  void pack(int64_t p, T* bblock) const {
+    if (!packed(p)) {
+      return;
+    }
+    T* dst = bblock + p * kc * kNR<T>;
+    if (transB) {
+      pack_transposed(source(p), ldb, kc, width(p), kNR<T>, dst);
+    } else {
+      pack_direct(source(p), ldb, kc, width(p), kNR<T>, dst);
+    }
+  }
+  const T* panel(int64_t p, const T* bblock) const {
+    return packed(p) ? bblock + p * kc * kNR<T> : source(p);
+  }
+  int64_t panel_ld(int64_t p) const { return packed(p) ? kNR<T> : ldb; }
+};
 
 // Single-threaded blocked GEMM; requires M, N, K > 0 and alpha != 0.
 template <typename T>
@@ -424,37 +546,60 @@ void gemm_avx512(int64_t M, int64_t N, int64_t K, T alpha,
   T* bblock = static_cast<T*>(tls_bblock.get(KC * NC * sizeof(T)));
   alignas(64) T apanel[kAPanelBytes / sizeof(T)];
 
+  const auto a_source = [&](int64_t ir, int64_t pc) {
+    return transA ? A + pc * lda + ir : A + ir * lda + pc;
+  };
+  const bool in_place = !transB && M <= kInPlaceMaxRows &&
+      (ldb * static_cast<int64_t>(sizeof(T))) % kAliasBytes != 0;
+  const auto block_at = [&](int64_t jc, int64_t pc) {
+    return BBlock<T>{B, ldb, transB, in_place, N, jc, std::min(NC, N - jc), pc,
+                     std::min(KC, K - pc)};
+  };
+
+  // Software pipeline: the kernel call that runs just before a packing step
+  // prefetches that step's source. While the first row panel (ir == 0) is
+  // computed, B panels are packed on first use, each one's source fetched
+  // during the previous panel's kernel; the last kernel call of every row
+  // panel fetches the next A panel, or, after the last row panel, the first
+  // B panel of the next block.
   for (int64_t jc = 0; jc < N; jc += NC) {
-    const int64_t nc = std::min(NC, N - jc);
-    const int64_t npanels = div_up(nc, NR);
     for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = std::min(KC, K - pc);
-      for (int64_t p = 0; p < npanels; ++p) {
-        const int64_t n0 = jc + p * NR;
-        const int w = static_cast<int>(std::min<int64_t>(NR, N - n0));
-        T* dst = bblock + p * kc * NR;
-        if (transB) {
-          pack_transposed(B + n0 * ldb + pc, ldb, kc, w, NR, dst);
-        } else {
-          pack_direct(B + pc * ldb + n0, ldb, kc, w, NR, dst);
-        }
-      }
+      const BBlock<T> blk = block_at(jc, pc);
+      const int64_t kc = blk.kc;
+      const int64_t npanels = blk.panels();
+      blk.pack(0, bblock);
       // Later K blocks accumulate onto the partial result of earlier ones.
       const T beta_k = pc == 0 ? beta : T(1);
       for (int64_t ir = 0; ir < M; ir += MR) {
         const int mr = static_cast<int>(std::min<int64_t>(MR, M - ir));
         if (transA) {
-          pack_direct(A + pc * lda + ir, lda, kc, mr, MR, apanel);
+          pack_direct(a_source(ir, pc), lda, kc, mr, MR, apanel);
         } else {
-          pack_transposed(A + ir * lda + pc, lda, kc, mr, MR, apanel);
+          pack_transposed(a_source(ir, pc), lda, kc, mr, MR, apanel);
         }
         const auto& row = kKernels<T>[mr - 1];
         for (int64_t p = 0; p < npanels; ++p) {
-          const int64_t n0 = jc + p * NR;
-          const int w = static_cast<int>(std::min<int64_t>(NR, N - n0));
+          if (ir == 0 && p > 0) {
+            blk.pack(p, bblock);
+          }
+          Prefetch<T> pf;
+          if (ir == 0 && p + 1 < npanels) {
+            pf = blk.prefetch(p + 1);
+          } else if (p + 1 == npanels) {
+            if (ir + MR < M) {
+              const int64_t next_mr = std::min<int64_t>(MR, M - ir - MR);
+              pf = prefetch_panel(a_source(ir + MR, pc), lda, kc, next_mr, transA);
+            } else if (pc + KC < K) {
+              pf = block_at(jc, pc + KC).prefetch(0);
+            } else if (jc + NC < N) {
+              pf = block_at(jc + NC, 0).prefetch(0);
+            }
+          }
+          const int64_t n0 = blk.col(p);
+          const int w = blk.width(p);
           const int nv = static_cast<int>(div_up(w, L));
-          row[nv - 1](kc, apanel, bblock + p * kc * NR, C + ir * ldc + n0, ldc,
-                      alpha, beta_k, V::tail_mask(w - (nv - 1) * L));
+          row[nv - 1](kc, apanel, blk.panel(p, bblock), blk.panel_ld(p), C + ir * ldc + n0, ldc,
+                      alpha, beta_k, V::tail_mask(w - (nv - 1) * L), pf);
         }
       }
     }
@@ -500,21 +645,33 @@ void gemm_dispatch(int64_t M, int64_t N, int64_t K, T alpha,
 // Below this many multiply-adds (~10 us of one core) the fork/join of
 // at::parallel_for costs more than a second thread saves.
 constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
+// Up to this many chunks per thread: threads claim chunks dynamically, so
+// when the machine is shared and one thread is descheduled the others take
+// over its share instead of leaving it on the critical path.
+constexpr int64_t kMaxChunksPerThread = 4;
+// Candidate grids within this factor of the best estimated makespan are
+// considered equal, and the one with the most chunks wins.
+constexpr double kMakespanSlack = 1.03;
+// Packing cost per element relative to one FMA-vector cycle (16 lanes):
+// a copy plus, for transposing packs, in-register shuffles.
+constexpr double kPackCyclesPerElement = 0.5;
 
-// Splits C into a tm x tn grid of per-thread blocks, M in units of MR rows
-// and N in units of 16 lanes (the kernels handle any multiple of 16 columns
-// without padding, so N splits need not be NR-aligned). The grid minimises
-// the per-thread critical path: padded tile area * K in FMA lanes, plus the
-// packing each thread repeats (all of its B columns, and its A rows once per
-// NC block, approximated as once).
+// Splits C into a tm x tn grid of chunks, M in units of 8 rows (MR) and N
+// in units of 16 columns (the kernels cover any multiple of 16 columns
+// without padding, so chunks need not be NR-aligned). Each chunk is an
+// independent serial GEMM that packs its own A rows and B columns. The grid
+// minimises an estimate of the makespan in quiet conditions: rounds of
+// chunks times the chunk cost (padded FMA work + its packing), preferring
+// more chunks (up to kMaxChunksPerThread per thread) when that costs less
+// than kMakespanSlack.
 template <typename T>
 void gemm_parallel_impl(int64_t M, int64_t N, int64_t K, T alpha,
                         const T* A, int64_t lda, bool transA,
                         const T* B, int64_t ldb, bool transB,
                         T beta, T* C, int64_t ldc) {
   const int64_t nthreads = at::get_num_threads();
-  if (nthreads <= 1 || at::in_parallel_region() || M <= 0 || N <= 0 ||
-      M * N * std::max<int64_t>(K, 1) < kMinParallelMacs) {
+  if (nthreads <= 1 || at::in_parallel_region() || M <= 0 || N <= 0 || K <= 0 ||
+      M * N * K < kMinParallelMacs) {
     gemm_dispatch(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
     return;
   }
@@ -522,30 +679,45 @@ void gemm_parallel_impl(int64_t M, int64_t N, int64_t K, T alpha,
   constexpr int64_t kColUnit = 16;
   const int64_t mu = div_up(M, kRowUnit);
   const int64_t nu = div_up(N, kColUnit);
-  int64_t best_tm = 1, best_tn = 1;
-  double best_cost = -1;
-  for (int64_t tm = 1; tm <= nthreads; ++tm) {
-    const int64_t tn = nthreads / tm;
-    const double rows = static_cast<double>(div_up(mu, tm) * kRowUnit);
-    const double cols = static_cast<double>(div_up(nu, tn) * kColUnit);
-    const double kk = static_cast<double>(std::max<int64_t>(K, 1));
-    const double cost = rows * cols * kk / 16.0 + 0.5 * kk * (rows + cols);
-    if (best_cost < 0 || cost < best_cost) {
-      best_cost = cost;
-      best_tm = tm;
-      best_tn = tn;
+  const int64_t max_chunks =
+      std::min(nthreads * kMaxChunksPerThread, std::max<int64_t>(1, M * N * K / kMinParallelMacs));
+
+  struct Grid {
+    int64_t mstep, nstep, chunks;
+    double makespan;
+  };
+  std::vector<Grid> grids;
+  for (int64_t tm = 1; tm <= std::min(mu, max_chunks); ++tm) {
+    for (int64_t tn = 1; tm * tn <= max_chunks && tn <= nu; ++tn) {
+      const int64_t mstep = div_up(mu, tm) * kRowUnit;
+      const int64_t nstep = div_up(nu, tn) * kColUnit;
+      const int64_t chunks = div_up(M, mstep) * div_up(N, nstep);
+      const double work = static_cast<double>(mstep) * nstep * K / kColUnit;
+      const double pack = kPackCyclesPerElement * K * (mstep + nstep);
+      const double makespan = static_cast<double>(div_up(chunks, nthreads)) * (work + pack);
+      grids.push_back({mstep, nstep, chunks, makespan});
     }
   }
-  const int64_t mstep = div_up(mu, best_tm) * kRowUnit;
-  const int64_t nstep = div_up(nu, best_tn) * kColUnit;
-  const int64_t tm = div_up(M, mstep);
-  const int64_t tn = div_up(N, nstep);
-  at::parallel_for(0, tm * tn, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t m0 = (t / tn) * mstep;
-      const int64_t n0 = (t % tn) * nstep;
-      const int64_t mb = std::min(mstep, M - m0);
-      const int64_t nb = std::min(nstep, N - n0);
+  double best_makespan = grids.front().makespan;
+  for (const Grid& g : grids) {
+    best_makespan = std::min(best_makespan, g.makespan);
+  }
+  Grid grid = grids.front();
+  grid.chunks = 0;
+  for (const Grid& g : grids) {
+    if (g.makespan <= best_makespan * kMakespanSlack && g.chunks > grid.chunks) {
+      grid = g;
+    }
+  }
+
+  const int64_t tn = div_up(N, grid.nstep);
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min(nthreads, grid.chunks), 1, [&](int64_t, int64_t) {
+    for (int64_t t = next++; t < grid.chunks; t = next++) {
+      const int64_t m0 = (t / tn) * grid.mstep;
+      const int64_t n0 = (t % tn) * grid.nstep;
+      const int64_t mb = std::min(grid.mstep, M - m0);
+      const int64_t nb = std::min(grid.nstep, N - n0);
       const T* a = transA ? A + m0 : A + m0 * lda;
       const T* b = transB ? B + n0 * ldb : B + n0;
       gemm_dispatch(mb, nb, K, alpha, a, lda, transA, b, ldb, transB, beta,

@@ -56,25 +56,26 @@ void dgemm_parallel(int64_t M, int64_t N, int64_t K, double alpha,
                     double beta, double* C, int64_t ldc);
 
 // Overloads for code templated on scalar_t (AT_DISPATCH_FLOATING_TYPES).
-inline void gemm(int64_t M, int64_t N, int64_t K, float alpha,
+// (Named apart from blas.h's gemm<scalar_t>, which has another argument order.)
+inline void fast_gemm(int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, bool transA,
                  const float* B, int64_t ldb, bool transB,
                  float beta, float* C, int64_t ldc) {
   sgemm(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
 }
-inline void gemm(int64_t M, int64_t N, int64_t K, double alpha,
+inline void fast_gemm(int64_t M, int64_t N, int64_t K, double alpha,
                  const double* A, int64_t lda, bool transA,
                  const double* B, int64_t ldb, bool transB,
                  double beta, double* C, int64_t ldc) {
   dgemm(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
 }
-inline void gemm_parallel(int64_t M, int64_t N, int64_t K, float alpha,
+inline void fast_gemm_parallel(int64_t M, int64_t N, int64_t K, float alpha,
                           const float* A, int64_t lda, bool transA,
                           const float* B, int64_t ldb, bool transB,
                           float beta, float* C, int64_t ldc) {
   sgemm_parallel(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
 }
-inline void gemm_parallel(int64_t M, int64_t N, int64_t K, double alpha,
+inline void fast_gemm_parallel(int64_t M, int64_t N, int64_t K, double alpha,
                           const double* A, int64_t lda, bool transA,
                           const double* B, int64_t ldb, bool transB,
                           double beta, double* C, int64_t ldc) {
