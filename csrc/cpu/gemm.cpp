@@ -32,7 +32,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -395,83 +394,104 @@ void pack_direct(const T* src, int64_t ld, int64_t kc, int w, int W, T* dst) {
   }
 }
 
-// In-register transpose of an 8x8 float block held in 8 ymm rows.
-inline void transpose8x8(__m256 r[8]) {
-  __m256 t[8];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  __m256 s[8];
-#pragma GCC unroll 2
-  for (int h = 0; h < 2; ++h) {
-    const int o = 4 * h;
-    s[o + 0] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    s[o + 1] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    s[o + 2] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    s[o + 3] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
-  }
-}
+// Square blocks transposed in registers by pack_transposed: 8x8 floats or
+// 4x4 doubles, one ymm per row.
+template <typename T>
+struct Tile;
 
-// dst[k*W + c] = c < w ? src[c*ld + k] : 0, for k < kc, c < W (W % 8 == 0
-// for float). Used for non-transposed A (W = MR) and transposed B (W = NR):
-// the source is c-major, so 8x8 blocks are transposed in registers (about
-// 0.2 cycles per element, versus ~1 for a scalar gather).
+template <>
+struct Tile<float> {
+  using reg = __m256;
+  static constexpr int S = 8;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static reg maskz_loadu(__mmask8 m, const float* p) { return _mm256_maskz_loadu_ps(m, p); }
+  static void storeu(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  static void transpose(reg r[8]) {
+    reg t[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    reg u[8];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int o = 4 * h;
+      u[o + 0] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[o + 1] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      u[o + 2] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      u[o + 3] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+      r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+  }
+};
+
+template <>
+struct Tile<double> {
+  using reg = __m256d;
+  static constexpr int S = 4;
+  static reg zero() { return _mm256_setzero_pd(); }
+  static reg loadu(const double* p) { return _mm256_loadu_pd(p); }
+  static reg maskz_loadu(__mmask8 m, const double* p) { return _mm256_maskz_loadu_pd(m, p); }
+  static void storeu(double* p, reg v) { _mm256_storeu_pd(p, v); }
+  static void transpose(reg r[4]) {
+    const reg t0 = _mm256_unpacklo_pd(r[0], r[1]);
+    const reg t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const reg t2 = _mm256_unpacklo_pd(r[2], r[3]);
+    const reg t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+  }
+};
+
+// dst[k*W + c] = c < w ? src[c*ld + k] : 0, for k < kc, c < W (W a
+// multiple of the tile size S). Used for non-transposed A (W = MR) and
+// transposed B (W = NR): the source is c-major, so S x S blocks are
+// transposed in registers (8x8 floats: 8 loads + 24 shuffles + 8 stores,
+// ~0.2 cycles per element, versus ~1 for a scalar gather).
 template <typename T>
 void pack_transposed(const T* src, int64_t ld, int64_t kc, int w, int W, T* dst) {
-  if constexpr (std::is_same_v<T, float>) {
-    for (int c0 = 0; c0 < W; c0 += 8) {
-      const int rows = std::max(0, std::min(8, w - c0));
-      const T* s = src + c0 * ld;
-      T* d = dst + c0;
-      int64_t k0 = 0;
-      if (rows == 8) {
-        // Common case, unmasked: ~8 loads + 24 shuffles + 8 stores per 64.
-        for (; k0 + 8 <= kc; k0 += 8) {
-          __m256 r[8];
+  using X = Tile<T>;
+  using reg = typename X::reg;
+  constexpr int S = X::S;
+  for (int c0 = 0; c0 < W; c0 += S) {
+    const int rows = std::max(0, std::min(S, w - c0));
+    const T* s = src + c0 * ld;
+    T* d = dst + c0;
+    int64_t k0 = 0;
+    if (rows == S) {
+      for (; k0 + S <= kc; k0 += S) {
+        reg r[S];
 #pragma GCC unroll 8
-          for (int i = 0; i < 8; ++i) {
-            r[i] = _mm256_loadu_ps(s + i * ld + k0);
-          }
-          transpose8x8(r);
-#pragma GCC unroll 8
-          for (int i = 0; i < 8; ++i) {
-            _mm256_storeu_ps(d + (k0 + i) * W, r[i]);
-          }
+        for (int i = 0; i < S; ++i) {
+          r[i] = X::loadu(s + i * ld + k0);
         }
-      }
-      // Ragged rows (zero-filled) and the k tail, under masks.
-      for (; k0 < kc; k0 += 8) {
-        const int kn = static_cast<int>(std::min<int64_t>(8, kc - k0));
-        const __mmask8 km = static_cast<__mmask8>((1u << kn) - 1u);
-        __m256 r[8];
+        X::transpose(r);
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) {
-          r[i] = i < rows ? _mm256_maskz_loadu_ps(km, s + i * ld + k0) : _mm256_setzero_ps();
-        }
-        transpose8x8(r);
-        for (int i = 0; i < kn; ++i) {
-          _mm256_storeu_ps(d + (k0 + i) * W, r[i]);
+        for (int i = 0; i < S; ++i) {
+          X::storeu(d + (k0 + i) * W, r[i]);
         }
       }
     }
-  } else {
-    for (int c = 0; c < W; ++c) {
-      if (c < w) {
-        const T* s = src + c * ld;
-        for (int64_t k = 0; k < kc; ++k) {
-          dst[k * W + c] = s[k];
-        }
-      } else {
-        for (int64_t k = 0; k < kc; ++k) {
-          dst[k * W + c] = T(0);
-        }
+    // Ragged rows (zero-filled) and the k tail, under masks.
+    for (; k0 < kc; k0 += S) {
+      const int kn = static_cast<int>(std::min<int64_t>(S, kc - k0));
+      const __mmask8 km = static_cast<__mmask8>((1u << kn) - 1u);
+      reg r[S];
+#pragma GCC unroll 8
+      for (int i = 0; i < S; ++i) {
+        r[i] = i < rows ? X::maskz_loadu(km, s + i * ld + k0) : X::zero();
+      }
+      X::transpose(r);
+      for (int i = 0; i < kn; ++i) {
+        X::storeu(d + (k0 + i) * W, r[i]);
       }
     }
   }
@@ -642,8 +662,9 @@ void gemm_dispatch(int64_t M, int64_t N, int64_t K, T alpha,
   gemm_portable(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
 }
 
-// Below this many multiply-adds (~10 us of one core) the fork/join of
-// at::parallel_for costs more than a second thread saves.
+// Below this many multiply-adds (~20 us on one core) the fork/join of
+// at::parallel_for costs more than a second thread saves (measured: the
+// crossover is near 1M; a 32x784x9 product ran 4x slower split in three).
 constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
 // Up to this many chunks per thread: threads claim chunks dynamically, so
 // when the machine is shared and one thread is descheduled the others take
