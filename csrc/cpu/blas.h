@@ -1,6 +1,8 @@
 // Row-major GEMM for the conv kernels: C[M,N] = alpha * op(A) @ op(B) + beta * C.
 //
-// The product itself is the BLAS that torch's CPU build carries (MKL's
+// On CPUs with AVX-512 the product is this project's own GEMM (gemm.h): it
+// runs 1.1-1.4x faster than MKL's sgemm here (benchmarks/gemm_bench). On
+// other CPUs it is the BLAS that torch's CPU build carries (MKL's
 // sgemm_/dgemm_, exported by libtorch_cpu; ATen's own cpublas wrappers are not
 // exported to extensions). BLAS is column-major: a row-major C = A B is the
 // column-major C^T = B^T A^T, so the operands swap places. beta == 0 never
@@ -10,6 +12,8 @@
 #include <ATen/ATen.h>
 
 #include <climits>
+
+#include "gemm.h"
 
 extern "C" {
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
@@ -44,6 +48,11 @@ template <typename scalar_t>
 inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, scalar_t alpha, const scalar_t* a,
                  int64_t lda, const scalar_t* b, int64_t ldb, scalar_t beta, scalar_t* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  if (gemm_available()) {
+    // Threads over blocks of C, or single-threaded inside a caller's parallel region.
+    fast_gemm_parallel(m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc);
+    return;
+  }
   if (k == 0) {  // BLAS would scale C by beta; make beta == 0 write zeros without reading C.
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == scalar_t(0) ? scalar_t(0) : beta * c[i * ldc + j];
