@@ -1,0 +1,464 @@
+"""Output layouts, odd input layouts, empty batches, unbatched inputs, dtypes.
+
+Every test runs torchconv's op and torch.nn.functional's on the same tensors
+and compares values and layout: ``is_contiguous()`` and
+``is_contiguous(memory_format=torch.channels_last)`` must agree with torch's,
+and so must the strides themselves.
+
+Known disagreements (``strict`` xfails, so that a fix shows as XPASS):
+
+* a channels_last input whose output is (N, C, 1, 1): torch allocates the
+  output channels_last, strides (C, 1, C, C); torchconv returns (C, 1, 1, 1).
+  Both "are" contiguous in both formats, but ``suggest_memory_format()``
+  differs, so the layout of what is computed next differs;
+* gradients when the output gradient's layout differs from the input's or
+  weight's: torch gives each gradient the layout of its forward operands
+  (``input.suggest_memory_format()``; for a convolution channels_last if input
+  or weight is), torchconv follows the output gradient's layout;
+* empty batches: a channels_last input's gradient is channels_last for torch's
+  convolutions, contiguous for torchconv; with a channels_last weight torch's
+  output is contiguous, torchconv's channels_last.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchconv
+
+CL = torch.channels_last
+DTYPES = (torch.float32, torch.float64)
+
+OPS = {
+    "conv2d": (torchconv.conv2d, F.conv2d),
+    "conv_transpose2d": (torchconv.conv_transpose2d, F.conv_transpose2d),
+    "max_pool2d": (torchconv.max_pool2d, F.max_pool2d),
+    "avg_pool2d": (torchconv.avg_pool2d, F.avg_pool2d),
+}
+# Arguments after the tensors, chosen so that every op has strided, padded,
+# overlapping windows.
+ARGS = {
+    "conv2d": dict(stride=2, padding=1),
+    "conv_transpose2d": dict(stride=2, padding=1, output_padding=1),
+    "max_pool2d": dict(kernel_size=3, stride=2, padding=1),
+    "avg_pool2d": dict(kernel_size=3, stride=2, padding=1),
+}
+CONV_OPS = ("conv2d", "conv_transpose2d")
+POOL_OPS = ("max_pool2d", "avg_pool2d")
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small tensors: intra-op threads only add overhead (4x the runtime on a
+    busy 2-core machine). Restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4), torch.float64: dict(rtol=1e-7, atol=1e-7)}
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def memory_formats(t: torch.Tensor) -> tuple[bool, bool]:
+    cl = t.dim() == 4 and t.is_contiguous(memory_format=CL)
+    return t.is_contiguous(), cl
+
+
+def assert_same(got: torch.Tensor, expected: torch.Tensor, what: str = "output", tol=None, strides=True):
+    assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != torch's {tuple(expected.shape)}"
+    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != torch's {expected.dtype}"
+    if expected.dtype.is_floating_point:
+        torch.testing.assert_close(got, expected, msg=lambda m: f"{what}: {m}", **(tol or {}))
+    else:
+        assert torch.equal(got, expected), f"{what}: differs from torch's"
+    assert memory_formats(got) == memory_formats(expected), (
+        f"{what}: (contiguous, channels_last) {memory_formats(got)} != torch's {memory_formats(expected)}, "
+        f"strides {got.stride()} vs {expected.stride()}"
+    )
+    if strides:
+        assert got.stride() == expected.stride(), f"{what}: strides {got.stride()} != torch's {expected.stride()}"
+
+
+def relayout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``t`` (4-d) in another memory layout (the same values, except "expanded")."""
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.contiguous(memory_format=CL)
+    if layout == "sliced":  # every other element of a bigger tensor, in C and W
+        n, c, h, w = t.shape
+        big = t.new_zeros(n, 2 * c, h, 2 * w)
+        big[:, ::2, :, ::2] = t
+        return big[:, ::2, :, ::2]
+    if layout == "transposed":  # H and W swapped in memory
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    if layout == "sliced_channels_last":
+        n, c, h, w = t.shape
+        big = t.new_zeros(n, c, h + 3, w + 2).contiguous(memory_format=CL)
+        big[:, :, 1 : h + 1, 2:] = t
+        return big[:, :, 1 : h + 1, 2:]
+    if layout == "expanded":  # the first image broadcast over the batch: batch stride 0
+        return t[:1].expand_as(t)
+    raise ValueError(layout)
+
+
+def make(shape, dtype, layout="contiguous", requires_grad=True):
+    return relayout(torch.randn(shape, dtype=dtype), layout).requires_grad_(requires_grad)
+
+
+def operands(op, dtype, x_layout="contiguous", w_layout="contiguous", batch=2, unbatched=False, bias=True):
+    """(tensors, kwargs) for ``op``: input (and weight, bias) in the given layouts."""
+    shape = (batch, 4, 9, 8)
+    x = make(shape, dtype, x_layout)
+    if unbatched:
+        x = x[0].detach().requires_grad_()
+    if op in POOL_OPS:
+        return [x], dict(ARGS[op])
+    w_shape = (6, 2, 3, 3) if op == "conv2d" else (4, 3, 3, 3)  # groups=2
+    tensors = [x, make(w_shape, dtype, w_layout)]
+    if bias:
+        tensors.append(make((6,), dtype))
+    return tensors, dict(ARGS[op], groups=2)
+
+
+def run(op, tensors, kwargs):
+    """(ours, torch's): outputs, values only (max_pool2d's indices compared separately)."""
+    ours, theirs = OPS[op]
+    return ours(*tensors, **kwargs), theirs(*tensors, **kwargs)
+
+
+def grads(out, tensors, grad_output):
+    needs = [t for t in tensors if t.requires_grad]
+    return torch.autograd.grad(out, needs, grad_output)
+
+
+# ------------------------------------------------------------ forward output layout
+
+X_LAYOUTS = ("contiguous", "channels_last", "sliced", "transposed", "sliced_channels_last", "expanded")
+W_LAYOUTS = ("contiguous", "channels_last", "transposed")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("w_layout", W_LAYOUTS)
+@pytest.mark.parametrize("x_layout", X_LAYOUTS)
+@pytest.mark.parametrize("op", CONV_OPS)
+def test_conv_output_layout(backend, op, x_layout, w_layout, dtype):
+    """channels_last out exactly when torch gives it; same strides; same values; same grads."""
+    tensors, kwargs = operands(op, dtype, x_layout, w_layout)
+    got, expected = run(op, tensors, kwargs)
+    assert_same(got, expected, tol=TOL[dtype])
+    # Output gradient in the output's own layout (what the next op usually hands back).
+    grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape, dtype=dtype))
+    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
+        assert_same(g, e, what=f"grad {k}", tol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("x_layout", X_LAYOUTS)
+@pytest.mark.parametrize("op", POOL_OPS)
+def test_pool_output_layout(backend, op, x_layout, dtype):
+    tensors, kwargs = operands(op, dtype, x_layout)
+    if op == "max_pool2d":
+        kwargs["return_indices"] = True
+    got, expected = run(op, tensors, kwargs)
+    if op == "max_pool2d":
+        (got, got_idx), (expected, expected_idx) = got, expected
+        assert_same(got_idx, expected_idx, what="indices")
+    assert_same(got, expected, tol=TOL[dtype])
+    grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape, dtype=dtype))
+    (g,), (e,) = grads(got, tensors, grad_output), grads(expected, tensors, grad_output)
+    assert_same(g, e, what="grad input", tol=TOL[dtype])
+
+
+@pytest.mark.parametrize("op", CONV_OPS)
+def test_channels_last_only_when_torch(backend, op):
+    """The rule, spelled out: a conv's output is channels_last iff input or weight is."""
+    for x_layout in ("contiguous", "channels_last"):
+        for w_layout in ("contiguous", "channels_last"):
+            tensors, kwargs = operands(op, torch.float32, x_layout, w_layout)
+            got, expected = run(op, tensors, kwargs)
+            want = "channels_last" in (x_layout, w_layout)
+            assert expected.is_contiguous(memory_format=CL) == want  # torch's rule (a sanity check)
+            assert got.is_contiguous(memory_format=CL) == want, (x_layout, w_layout, got.stride())
+            assert got.is_contiguous() == (not want)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_channels_last_single_channel(backend, op):
+    """C == 1: channels_last and contiguous strides coincide; the ambiguity resolves as torch's."""
+    x = torch.randn(2, 1, 7, 6).contiguous(memory_format=CL).requires_grad_()
+    if op in POOL_OPS:
+        tensors, kwargs = [x], dict(ARGS[op])
+    elif op == "conv2d":
+        tensors, kwargs = [x, torch.randn(3, 1, 3, 3).contiguous(memory_format=CL)], dict(ARGS[op])
+    else:
+        tensors, kwargs = [x, torch.randn(1, 3, 3, 3).contiguous(memory_format=CL)], dict(ARGS[op])
+    got, expected = run(op, tensors, kwargs)
+    assert_same(got, expected, tol=TOL[torch.float32])
+
+
+# --------------------------------------------------- known layout disagreements
+
+_SIZE1 = (
+    "channels_last input with an (N, C, 1, 1) output: torch's strides are (C, 1, C, C), torchconv's "
+    "(C, 1, 1, 1); both are contiguous in both formats, but suggest_memory_format() differs "
+    "(torch: channels_last, torchconv: contiguous)"
+)
+
+
+def _size1_operands(op):
+    x = torch.randn(2, 4, 3, 3).contiguous(memory_format=CL)
+    if op == "conv2d":
+        return [x, torch.randn(6, 4, 3, 3)], {}
+    if op == "conv_transpose2d":
+        return [x[:, :, :1, :1], torch.randn(4, 6, 1, 1)], {}
+    return [x], dict(kernel_size=3)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_size1_output_memory_format(backend, op):
+    """What does agree for (N, C, 1, 1) outputs: values and memory format."""
+    tensors, kwargs = _size1_operands(op)
+    got, expected = run(op, tensors, kwargs)
+    assert_same(got, expected, tol=TOL[torch.float32], strides=False)
+
+
+@pytest.mark.parametrize("op", [pytest.param(op, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=_SIZE1)) for op in OPS])
+def test_size1_output_strides(backend, op):
+    tensors, kwargs = _size1_operands(op)
+    got, expected = run(op, tensors, kwargs)
+    assert got.stride() == expected.stride()
+
+
+_GRAD_FOLLOWS = (
+    "gradient layout follows the output gradient's, torch's follows the forward operands': "
+    "with a contiguous output gradient, torch's gradient of a channels_last {} is channels_last, "
+    "torchconv's is contiguous"
+)
+# (op, x_layout, w_layout) -> which gradient's layout differs (None: all agree)
+_GRAD_LAYOUT_CASES = {
+    ("conv2d", "channels_last", "contiguous"): "input",
+    ("conv2d", "contiguous", "channels_last"): "weight",
+    ("conv2d", "channels_last", "channels_last"): None,
+    ("conv_transpose2d", "channels_last", "contiguous"): "input",
+    ("conv_transpose2d", "contiguous", "channels_last"): "weight",
+    ("conv_transpose2d", "channels_last", "channels_last"): None,
+    ("max_pool2d", "channels_last", None): "input",
+    ("avg_pool2d", "channels_last", None): "input",
+}
+
+
+def _grad_layout_params():
+    params = []
+    for (op, x_layout, w_layout), culprit in _GRAD_LAYOUT_CASES.items():
+        marks = () if culprit is None else pytest.mark.xfail(strict=True, raises=AssertionError, reason=_GRAD_FOLLOWS.format(culprit))
+        params.append(pytest.param(op, x_layout, w_layout, id=f"{op}-x_{x_layout}-w_{w_layout}", marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("op, x_layout, w_layout", _grad_layout_params())
+def test_grad_layout_with_contiguous_grad_output(backend, op, x_layout, w_layout):
+    dtype = torch.float64
+    tensors, kwargs = operands(op, dtype, x_layout, w_layout or "contiguous")
+    got, expected = run(op, tensors, kwargs)
+    grad_output = torch.randn(expected.shape, dtype=dtype)  # contiguous, while the output is channels_last
+    assert expected.is_contiguous(memory_format=CL) and grad_output.is_contiguous()
+    got_grads, expected_grads = grads(got, tensors, grad_output), grads(expected, tensors, grad_output)
+    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
+        torch.testing.assert_close(g, e)  # values agree in any case
+    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
+        assert_same(g, e, what=f"grad {k}")
+
+
+# ------------------------------------------------------------- non-contiguous
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", CONV_OPS)
+def test_noncontiguous_weight_and_bias(backend, op, dtype):
+    """Weight with permuted kernel dims and a strided bias (a slice of a bigger tensor)."""
+    tensors, kwargs = operands(op, dtype, "sliced")
+    x, w, _ = tensors
+    w = w.detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()  # not contiguous
+    bias = torch.randn(12, dtype=dtype)[::2].requires_grad_()
+    assert not w.is_contiguous() and not bias.is_contiguous()
+    tensors = [x, w, bias]
+    got, expected = run(op, tensors, kwargs)
+    assert_same(got, expected, tol=TOL[dtype])
+    grad_output = torch.randn(expected.shape, dtype=dtype)
+    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
+        assert_same(g, e, what=f"grad {k}", tol=TOL[dtype])
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_noncontiguous_grad_output(backend, op):
+    """A transposed (non-contiguous, non-channels_last) output gradient."""
+    dtype = torch.float64
+    tensors, kwargs = operands(op, dtype)
+    got, expected = run(op, tensors, kwargs)
+    grad_output = torch.randn(expected.shape, dtype=dtype).transpose(2, 3).contiguous().transpose(2, 3)
+    assert not grad_output.is_contiguous()
+    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
+        assert_same(g, e, what=f"grad {k}")
+
+
+# ------------------------------------------------------------------ batch 0
+
+
+def _batch_zero(op, dtype, x_layout, w_layout="contiguous"):
+    tensors, kwargs = operands(op, dtype, x_layout, w_layout, batch=0)
+    if op == "max_pool2d":
+        kwargs["return_indices"] = True
+    got, expected = run(op, tensors, kwargs)
+    if op == "max_pool2d":
+        (got, got_idx), (expected, expected_idx) = got, expected
+        assert_same(got_idx, expected_idx, what="indices", strides=False)
+    assert got.shape[0] == 0
+    assert_same(got, expected, strides=False)  # an empty tensor's strides carry no meaning
+    grad_output = torch.randn(expected.shape, dtype=dtype)
+    return tensors, grads(got, tensors, grad_output), grads(expected, tensors, grad_output)
+
+
+@pytest.mark.parametrize("x_layout", ("contiguous", "channels_last"))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", list(OPS))
+def test_batch_zero(backend, op, dtype, x_layout):
+    """Empty batch: forward (shape, dtype, memory format) and gradients (values, shapes)."""
+    tensors, got_grads, expected_grads = _batch_zero(op, dtype, x_layout)
+    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
+        assert g.shape == e.shape and g.dtype == e.dtype, k
+        torch.testing.assert_close(g, e, msg=lambda m: f"grad {k}: {m}")
+    for t, g in zip(tensors[1:], got_grads[1:]):  # weight and bias: nothing to learn from no samples
+        assert g.shape == t.shape and not g.any()
+
+
+_EMPTY_CL_GRAD = (
+    "batch-0 channels_last input: torch's input gradient is channels_last (strides (288, 1, 32, 4) for "
+    "size (0, 4, 9, 8)), torchconv's is contiguous (torchconv's memory_format_of() calls any tensor "
+    "with a zero size contiguous, torch's convolution backward checks is_contiguous(channels_last))"
+)
+
+
+def _batch_zero_layout_params():
+    params = []
+    for op in OPS:
+        for x_layout in ("contiguous", "channels_last"):
+            marks = ()
+            if op in CONV_OPS and x_layout == "channels_last":
+                marks = pytest.mark.xfail(strict=True, raises=AssertionError, reason=_EMPTY_CL_GRAD)
+            params.append(pytest.param(op, x_layout, id=f"{op}-{x_layout}", marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("op, x_layout", _batch_zero_layout_params())
+def test_batch_zero_grad_layout(backend, op, x_layout):
+    _, got_grads, expected_grads = _batch_zero(op, torch.float64, x_layout)
+    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
+        assert memory_formats(g) == memory_formats(e), (k, g.stride(), e.stride())
+
+
+_EMPTY_CL_WEIGHT = (
+    "batch-0 input with a channels_last weight: torch's output is contiguous (strides (27, 9, 3, 1) "
+    "for size (0, 3, 3, 3)), torchconv's is channels_last (27, 1, 9, 3), as for a non-empty batch"
+)
+
+
+@pytest.mark.parametrize(
+    "op", [pytest.param(op, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=_EMPTY_CL_WEIGHT)) for op in CONV_OPS]
+)
+def test_batch_zero_channels_last_weight(backend, op):
+    tensors, kwargs = operands(op, torch.float32, "contiguous", "channels_last", batch=0)
+    got, expected = run(op, tensors, kwargs)
+    assert memory_formats(got) == memory_formats(expected), (got.stride(), expected.stride())
+
+
+# ------------------------------------------------------------------ unbatched
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", list(OPS))
+def test_unbatched(backend, op, dtype):
+    """A (C, H, W) input gives a (C', H', W') output: torch's, and the batched result's first item."""
+    tensors, kwargs = operands(op, dtype, unbatched=True)
+    assert tensors[0].dim() == 3
+    if op == "max_pool2d":
+        kwargs["return_indices"] = True
+    got, expected = run(op, tensors, kwargs)
+    batched, _ = run(op, [tensors[0].unsqueeze(0), *tensors[1:]], kwargs)
+    if op == "max_pool2d":
+        (got, got_idx), (expected, expected_idx) = got, expected
+        assert_same(got_idx, expected_idx, what="indices")
+        assert torch.equal(got_idx, batched[1][0])
+        batched = batched[0]
+    assert got.dim() == 3
+    assert_same(got, expected, tol=TOL[dtype])
+    torch.testing.assert_close(got, batched[0], rtol=0, atol=0)
+    grad_output = torch.randn(expected.shape, dtype=dtype)
+    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
+        assert_same(g, e, what=f"grad {k}", tol=TOL[dtype])
+
+
+@pytest.mark.parametrize("op", POOL_OPS)
+def test_unbatched_noncontiguous(backend, op):
+    x = torch.randn(9, 8, 4, dtype=torch.float64).permute(2, 0, 1).requires_grad_()  # (4, 9, 8), channels innermost
+    kwargs = dict(ARGS[op])
+    got, expected = run(op, [x], kwargs)
+    assert_same(got, expected)
+    (g,), (e,) = grads(got, [x], torch.ones_like(expected)), grads(expected, [x], torch.ones_like(expected))
+    assert_same(g, e, what="grad")
+
+
+# ------------------------------------------------------------------ dtypes
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", list(OPS))
+def test_output_dtype(backend, op, dtype):
+    tensors, kwargs = operands(op, dtype)
+    got, expected = run(op, tensors, kwargs)
+    assert got.dtype == expected.dtype == dtype
+    for g in grads(got, tensors, torch.ones_like(got)):
+        assert g.dtype == dtype
+    if op == "max_pool2d":
+        _, indices = OPS[op][0](*tensors, **kwargs, return_indices=True)
+        assert indices.dtype == torch.int64
+
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+@pytest.mark.parametrize("x_layout", ("contiguous", "channels_last"))
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("op", list(OPS))
+def test_low_precision_forward(backend, op, dtype, x_layout):
+    """bf16/fp16 forward: same dtype and layout as torch, values within a couple of roundings.
+
+    torch and torchconv may round a sum differently (one ulp of the output's
+    scale: 0.0625 at 8..16 in bf16); max pooling selects, so it is exact.
+    """
+    tensors, kwargs = operands(op, dtype, x_layout)
+    tensors = [t.detach() for t in tensors]
+    if op == "max_pool2d":
+        kwargs["return_indices"] = True
+    got, expected = run(op, tensors, kwargs)
+    if op == "max_pool2d":
+        (got, got_idx), (expected, expected_idx) = got, expected
+        assert torch.equal(got, expected) and torch.equal(got_idx, expected_idx)
+    eps = torch.finfo(dtype).eps  # 2**-7 (bf16), 2**-10 (fp16)
+    scale = expected.abs().max().item()
+    tol = dict(rtol=4 * eps, atol=4 * eps * scale)
+    assert_same(got, expected, tol=tol)
+    # And no worse than torch's own rounding, against a float64 reference.
+    truth, _ = run(op, [t.double() for t in tensors], kwargs)
+    if op == "max_pool2d":
+        truth = truth[0]
+    error = (got.double() - truth).abs().max().item()
+    torch_error = (expected.double() - truth).abs().max().item()
+    assert error <= 2 * torch_error + 2 * eps * scale, (error, torch_error)
