@@ -24,10 +24,11 @@ Environment variables:
   CUDA or nvcc is missing); ``=0`` disables it. Unset: detected as above.
 * ``TORCHCONV_BUILD_CPP=0`` builds no extension at all (a pure-Python
   install even when csrc/ has sources).
+* ``TORCHCONV_PORTABLE=1`` builds without ``-march=native``.
 * ``MAX_JOBS``: parallel compile jobs (``torch.utils.cpp_extension``'s own
   variable; used when ninja is installed).
 
-Compiler flags: ``-O3`` for the C++ and CUDA compilers; ``-fopenmp`` on
+Compiler flags: ``-O3`` (and ``-march=native`` where the compiler takes it) for the C++ and CUDA compilers; ``-fopenmp`` on
 Linux so that ``at::parallel_for`` in the kernels runs on torch's threads
 (the OpenMP runtime torch loads serves both).
 """
@@ -117,6 +118,26 @@ def _want_cuda(has_cuda_sources: bool) -> bool:
     return True
 
 
+def _native_arch_flags() -> list[str]:
+    """``-march=native`` when the compiler accepts it: the extension is built on
+    the machine that runs it, so the direct loops may use every vector unit it
+    has. ``TORCHCONV_PORTABLE=1`` leaves it out (for a build that moves to
+    other machines; the GEMM still picks AVX-512 at run time)."""
+    if _flag("TORCHCONV_PORTABLE"):
+        return []
+    import subprocess
+
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        probe = subprocess.run(
+            [compiler, "-march=native", "-x", "c++", "-E", "-o", os.devnull, os.devnull],
+            capture_output=True,
+        )
+    except OSError:
+        return []
+    return ["-march=native"] if probe.returncode == 0 else []
+
+
 def extensions():
     """(ext_modules, cmdclass) for csrc/: empty when there is nothing to build."""
     if _flag("TORCHCONV_BUILD_CPP") is False:
@@ -130,7 +151,7 @@ def extensions():
 
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    cxx_flags = ["-O3"]
+    cxx_flags = ["-O3", *_native_arch_flags()]
     link_flags = []
     if sys.platform.startswith("linux"):
         cxx_flags.append("-fopenmp")

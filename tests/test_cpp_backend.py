@@ -179,3 +179,23 @@ def test_backward_is_deterministic():
     for grads in runs[1:]:
         for a, b in zip(grads, runs[0]):
             assert torch.equal(a, b)
+
+
+def test_compiled_ops_pass_opcheck():
+    """The torchconv_cpp:: ops themselves: schema, fake kernels, dynamic shapes."""
+    ops = torch.ops.torchconv_cpp
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
+    w, wt, b = torch.randn(6, 2, 3, 2, dtype=torch.float64), torch.randn(4, 3, 3, 2, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    values, indices = ops.max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], True)
+    cases = [
+        (ops.conv2d, (x, w, b, [2, 1], [1, 1], [2, 1], 2)),
+        (ops.conv_transpose2d, (x, wt, b, [2, 1], [1, 1], [1, 0], 2, [2, 1])),
+        (ops.conv2d_weight, (x, torch.randn(2, 6, 2, 6, dtype=torch.float64), [6, 2, 3, 2], [2, 1], [1, 1], [2, 1], 2)),
+        (ops.max_pool2d, (x, [3, 3], [2, 2], [1, 1], [1, 1], True)),
+        (ops.max_pool2d_backward, (torch.randn_like(values), indices, [7, 6])),
+        (ops.avg_pool2d, (x, [3, 3], [2, 2], [1, 1], True, False, None)),
+        (ops.avg_pool2d_backward, (torch.randn_like(values), [7, 6], [3, 3], [2, 2], [1, 1], True, False, 2)),
+    ]
+    for op, args in cases:
+        # No autograd on the compiled ops (the torchconv:: ops carry it), so no requires_grad here.
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
