@@ -26,8 +26,46 @@ __all__ = [
 
 
 def _is_int(value) -> bool:
-    # bool is an int to Python but not to torch's int[] parser.
+    # bool is an int to Python but not to torch's int[] parser, which does
+    # take 0-d integer tensors.
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.dtype.is_floating_point and not value.dtype.is_complex and value.dtype != torch.bool
     return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
+
+
+def as_int(value):
+    return int(value) if isinstance(value, torch.Tensor) else value
+
+
+def check_types(op: str, ints=(), int_lists=(), bools=(), optional_ints=()) -> None:
+    """Rejects wrongly typed arguments first, as torch's argument parser does.
+
+    Each group holds (name, value) pairs: ``ints`` must be ints, ``int_lists``
+    ints or sequences of ints (of any length: lengths are checked later, with
+    torch's RuntimeErrors), ``bools`` bools, ``optional_ints`` ints or None.
+    """
+    for name, value in ints:
+        if not _is_int(value):
+            raise TypeError(f"{op}(): argument '{name}' must be int, not {type(value).__name__}")
+    for name, value in optional_ints:
+        if value is not None and not _is_int(value):
+            raise TypeError(f"{op}(): argument '{name}' must be int or None, not {type(value).__name__}")
+    for name, value in bools:
+        if not isinstance(value, bool):
+            raise TypeError(f"{op}(): argument '{name}' must be bool, not {type(value).__name__}")
+    for name, value in int_lists:
+        if _is_int(value):
+            continue
+        if isinstance(value, (str, torch.Tensor)) or not isinstance(value, Sequence):
+            raise TypeError(
+                f"{op}(): argument '{name}' must be an int or a tuple of ints, but got {type(value).__name__}"
+            )
+        for item in value:
+            if not _is_int(item):
+                raise TypeError(
+                    f"{op}(): argument '{name}' must be an int or a tuple of ints, "
+                    f"but got an element of type {type(item).__name__}: {value!r}"
+                )
 
 
 def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
@@ -38,13 +76,13 @@ def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
     with ``message`` when torch has a specific one for this argument).
     """
     if _is_int(value):
-        return [value, value]
+        return [as_int(value)] * 2
     if isinstance(value, torch.Tensor) or not isinstance(value, Sequence) or isinstance(value, str):
         raise TypeError(
             f"{op}(): argument '{name}' must be an int or a tuple of two ints, "
             f"but got {type(value).__name__}"
         )
-    items = list(value)
+    items = [as_int(item) for item in value]
     for item in items:
         if not _is_int(item):
             raise TypeError(
@@ -60,6 +98,28 @@ def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
             f"to match the convolution dimensions, but got {name}={items}"
         )
     return items
+
+
+def dense_strides(shape, memory_format: torch.memory_format) -> tuple[int, ...]:
+    """The strides ``torch.empty(shape, memory_format=memory_format)`` gets."""
+    if memory_format == torch.channels_last and len(shape) == 4:
+        n, c, h, w = shape
+        return (h * w * c, 1, w * c, c)
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def in_layout(tensor: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """``tensor`` with exactly the strides torch gives a fresh tensor in
+    ``memory_format`` (size-1 dimensions included, since the next op reads its
+    layout off them); returned as is when it has them already."""
+    strides = dense_strides(tensor.shape, memory_format)
+    if tensor.stride() == strides:
+        return tensor
+    return tensor.clone(memory_format=memory_format)
 
 
 def memory_format_of(tensor: torch.Tensor) -> torch.memory_format:
@@ -304,11 +364,12 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
             f"{op}: Dimension out of range: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
             f"but got input of size {list(input.shape)}"
         )
-    if input.dim() not in (3, 4) or 0 in input.shape[-3:]:
-        raise RuntimeError(
-            f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
-            f"but got: {list(input.shape)}"
-        )
+    shape_message = (
+        f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+        f"but got: {list(input.shape)}"
+    )
+    if input.dim() not in (3, 4):
+        raise RuntimeError(shape_message)
     if not input.dtype.is_floating_point:
         raise RuntimeError(
             f"{op}: expected a floating-point input (float16, bfloat16, float32 or float64), "
@@ -329,6 +390,13 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
         raise RuntimeError(
             f"{op}: dilation should be greater than zero, but got dilationH: {dilation[0]} "
             f"dilationW: {dilation[1]}"
+        )
+    if 0 in input.shape[-3:]:
+        raise RuntimeError(shape_message)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise RuntimeError(
+            f"{op}: pad should be smaller than or equal to half of kernel size, but got "
+            f"padW = {padding[1]}, padH = {padding[0]}, kW = {kernel[1]}, kH = {kernel[0]}"
         )
     if out_h < 1 or out_w < 1:
         channels = input.shape[-3]

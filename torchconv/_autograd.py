@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 
 from . import _library as ops
+from ._args import in_layout, memory_format_of
 
 __all__ = [
     "Conv2dFunction",
@@ -67,6 +68,13 @@ def _conv_transpose2d_sized(x, weight, size, stride, padding, dilation, groups):
         for target, n, k, s, p, d in zip(size, x.shape[2:], weight.shape[2:], stride, padding, dilation)
     ]
     return ConvTranspose2dFunction.apply(x, weight, None, stride, padding, output_padding, groups, dilation)
+
+
+def _like_torch(input, weight, grad_input, grad_weight):
+    """Gradients in the layout torch's convolutions give them: channels_last
+    if input or weight is, whatever the layout of the incoming gradient."""
+    layout = ops.conv_layout(input, weight)
+    return tuple(None if g is None else in_layout(g, layout) for g in (grad_input, grad_weight))
 
 
 def _bias_grad(grad_output):
@@ -138,7 +146,7 @@ class Conv2dFunction(torch.autograd.Function):
             grad_weight = Conv2dWeightFunction.apply(input, grad_output, weight.shape, stride, padding, dilation, groups)
         if need_bias:
             grad_bias = _bias_grad(grad_output)
-        return grad_input, grad_weight, grad_bias, None, None, None, None
+        return (*_like_torch(input, weight, grad_input, grad_weight), grad_bias, None, None, None, None)
 
 
 class ConvTranspose2dFunction(torch.autograd.Function):
@@ -182,7 +190,7 @@ class ConvTranspose2dFunction(torch.autograd.Function):
             grad_weight = Conv2dWeightFunction.apply(grad_output, input, weight.shape, stride, padding, dilation, groups)
         if need_bias:
             grad_bias = _bias_grad(grad_output)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+        return (*_like_torch(input, weight, grad_input, grad_weight), grad_bias, None, None, None, None, None)
 
 
 class Conv2dWeightFunction(torch.autograd.Function):
@@ -244,6 +252,7 @@ class MaxPool2dFunction(torch.autograd.Function):
         ctx.save_for_backward(output[1])
         ctx.save_for_forward(output[1])
         ctx.input_size = inputs[0].shape[2:]
+        ctx.input_layout = memory_format_of(inputs[0])
 
     @staticmethod
     def jvp(ctx, input_t, *_):
@@ -254,7 +263,7 @@ class MaxPool2dFunction(torch.autograd.Function):
     def backward(ctx, grad_output, _grad_indices):
         (indices,) = ctx.saved_tensors
         grad_input = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size)
-        return grad_input, None, None, None, None, None
+        return in_layout(grad_input, ctx.input_layout), None, None, None, None, None
 
 
 class MaxPool2dBackwardFunction(torch.autograd.Function):
@@ -295,6 +304,7 @@ class AvgPool2dFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.input_size = inputs[0].shape[2:]
+        ctx.input_layout = memory_format_of(inputs[0])
         ctx.pool = inputs[1:]
 
     @staticmethod
@@ -304,7 +314,7 @@ class AvgPool2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad_input = AvgPool2dBackwardFunction.apply(grad_output, ctx.input_size, *ctx.pool)
-        return grad_input, None, None, None, None, None, None
+        return in_layout(grad_input, ctx.input_layout), None, None, None, None, None, None
 
 
 class AvgPool2dBackwardFunction(torch.autograd.Function):

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import backends
-from ._args import conv_output_size, conv_transpose_output_size, memory_format_of, pool_output_size
+from ._args import conv_output_size, conv_transpose_output_size, in_layout, memory_format_of, pool_output_size
 
 __all__ = [
     "conv2d",
@@ -41,18 +41,11 @@ __all__ = [
 ]
 
 
-def _conv_layout(a: Tensor, b: Tensor) -> torch.memory_format:
+def conv_layout(a: Tensor, b: Tensor) -> torch.memory_format:
     # Torch's CPU and cuDNN convolutions: channels_last if either operand is.
     if torch.channels_last in (memory_format_of(a), memory_format_of(b)):
         return torch.channels_last
     return torch.contiguous_format
-
-
-def _in_layout(out: Tensor, memory_format: torch.memory_format) -> Tensor:
-    """Dense output in ``memory_format``; a kernel's own layout is kept when it fits."""
-    if out.is_contiguous(memory_format=memory_format):
-        return out
-    return out.contiguous(memory_format=memory_format)
 
 
 def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
@@ -75,7 +68,7 @@ def conv2d(
     groups: int,
 ) -> Tensor:
     out = backends.kernels(input.device).conv2d(input, weight, bias, stride, padding, dilation, groups)
-    return _in_layout(out, _conv_layout(input, weight))
+    return in_layout(out, conv_layout(input, weight))
 
 
 @conv2d.register_fake
@@ -84,7 +77,7 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
         conv_output_size(n, k, s, p, d)
         for n, k, s, p, d in zip(input.shape[2:], weight.shape[2:], stride, padding, dilation)
     ]
-    return _empty(input, (input.shape[0], weight.shape[0], *spatial), _conv_layout(input, weight))
+    return _empty(input, (input.shape[0], weight.shape[0], *spatial), conv_layout(input, weight))
 
 
 @torch.library.custom_op("torchconv::conv_transpose2d", mutates_args=())
@@ -101,7 +94,7 @@ def conv_transpose2d(
     out = backends.kernels(input.device).conv_transpose2d(
         input, weight, bias, stride, padding, output_padding, groups, dilation
     )
-    return _in_layout(out, _conv_layout(input, weight))
+    return in_layout(out, conv_layout(input, weight))
 
 
 @conv_transpose2d.register_fake
@@ -110,7 +103,7 @@ def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding,
         conv_transpose_output_size(n, k, s, p, o, d)
         for n, k, s, p, o, d in zip(input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
     ]
-    return _empty(input, (input.shape[0], weight.shape[1] * groups, *spatial), _conv_layout(input, weight))
+    return _empty(input, (input.shape[0], weight.shape[1] * groups, *spatial), conv_layout(input, weight))
 
 
 @torch.library.custom_op("torchconv::conv2d_weight", mutates_args=())
@@ -127,12 +120,12 @@ def conv2d_weight(
     out = backends.kernels(input.device).conv2d_weight(
         input, grad_output, list(weight_size), stride, padding, dilation, groups
     )
-    return _in_layout(out, _conv_layout(input, grad_output))
+    return in_layout(out, conv_layout(input, grad_output))
 
 
 @conv2d_weight.register_fake
 def _conv2d_weight_fake(input, grad_output, weight_size, stride, padding, dilation, groups):
-    return _empty(input, weight_size, _conv_layout(input, grad_output))
+    return _empty(input, weight_size, conv_layout(input, grad_output))
 
 
 # ----------------------------------------------------------------------- pool
@@ -158,7 +151,7 @@ def max_pool2d(
         input, kernel_size, stride, padding, dilation, ceil_mode
     )
     layout = memory_format_of(input)
-    return _in_layout(values, layout), _in_layout(indices, layout)
+    return in_layout(values, layout), in_layout(indices, layout)
 
 
 @max_pool2d.register_fake
@@ -172,7 +165,7 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
     """Gradient of max_pool2d's values: ``input_size`` is the input's (H, W)."""
     out = backends.kernels(grad_output.device).max_pool2d_backward(grad_output, indices, list(input_size))
-    return _in_layout(out, memory_format_of(grad_output))
+    return in_layout(out, memory_format_of(grad_output))
 
 
 @max_pool2d_backward.register_fake
@@ -193,7 +186,7 @@ def avg_pool2d(
     out = backends.kernels(input.device).avg_pool2d(
         input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
-    return _in_layout(out, memory_format_of(input))
+    return in_layout(out, memory_format_of(input))
 
 
 @avg_pool2d.register_fake
@@ -217,7 +210,7 @@ def avg_pool2d_backward(
     out = backends.kernels(grad_output.device).avg_pool2d_backward(
         grad_output, list(input_size), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
-    return _in_layout(out, memory_format_of(grad_output))
+    return in_layout(out, memory_format_of(grad_output))
 
 
 @avg_pool2d_backward.register_fake

@@ -66,6 +66,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         torch.Size([10, 1, 32, 32])
     """
     op = "conv2d"
+    sizes = [("stride", stride), ("dilation", dilation)] + ([] if isinstance(padding, str) else [("padding", padding)])
+    _args.check_types(op, int_lists=sizes, ints=[("groups", groups)])
+    groups = _args.as_int(groups)
     _args.check_tensors(op, input, weight, bias)
     stride = _args.pair(stride, "stride", op)
     dilation = _args.pair(dilation, "dilation", op)
@@ -123,9 +126,12 @@ def conv_transpose2d(
         tensor([[[[  1.,  10., 102.,  20., 200.]]]])
     """
     op = "conv_transpose2d"
-    _args.check_tensors(op, input, weight, bias)
     if isinstance(padding, str):
         raise TypeError(f"{op}(): argument 'padding' must be tuple of ints, not str")
+    sizes = [("stride", stride), ("padding", padding), ("output_padding", output_padding), ("dilation", dilation)]
+    _args.check_types(op, int_lists=sizes, ints=[("groups", groups)])
+    groups = _args.as_int(groups)
+    _args.check_tensors(op, input, weight, bias)
     stride = _args.pair(stride, "stride", op)
     padding = _args.pair(padding, "padding", op)
     output_padding = _args.pair(output_padding, "output_padding", op)
@@ -166,10 +172,12 @@ def max_pool2d(
         torch.Size([64, 32, 14, 14])
     """
     op = "max_pool2d"
+    sizes = [("kernel_size", kernel_size), ("padding", padding), ("dilation", dilation)]
+    _args.check_types(op, int_lists=sizes + ([] if stride is None else [("stride", stride)]), bools=[("ceil_mode", ceil_mode)])
     kernel, stride, padding, dilation = _args.pool_args(op, kernel_size, stride, padding, dilation)
     _args.check_pool(op, input, kernel, stride, padding, dilation, ceil_mode)
     x, unbatched = _batched(input)
-    values, indices = _run(MaxPool2dFunction, ops.max_pool2d, x, kernel, stride, padding, dilation, bool(ceil_mode))
+    values, indices = _run(MaxPool2dFunction, ops.max_pool2d, x, kernel, stride, padding, dilation, ceil_mode)
     if unbatched:
         values, indices = values.squeeze(0), indices.squeeze(0)
     return (values, indices) if return_indices else values
@@ -200,17 +208,21 @@ def avg_pool2d(
         torch.Size([32, 64, 14, 14])
     """
     op = "avg_pool2d"
+    sizes = [("kernel_size", kernel_size), ("padding", padding)] + ([] if stride is None else [("stride", stride)])
+    _args.check_types(
+        op,
+        int_lists=sizes,
+        bools=[("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)],
+        optional_ints=[("divisor_override", divisor_override)],
+    )
     kernel, stride, padding, _ = _args.pool_args(op, kernel_size, stride, padding)
     if divisor_override is not None:
-        if not _args._is_int(divisor_override):
-            raise TypeError(
-                f"{op}(): argument 'divisor_override' must be int or None, not {type(divisor_override).__name__}"
-            )
+        divisor_override = int(divisor_override)
         if divisor_override == 0:
             raise RuntimeError(f"{op}: divisor must be not zero (divisor_override=0)")
     _args.check_pool(op, input, kernel, stride, padding, [1, 1], ceil_mode)
     x, unbatched = _batched(input)
     y = _run(
-        AvgPool2dFunction, ops.avg_pool2d, x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override
+        AvgPool2dFunction, ops.avg_pool2d, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
     return y.squeeze(0) if unbatched else y
