@@ -65,6 +65,17 @@ void for_each_sample(int64_t batch, int64_t buffer_size, const Fn& fn) {
   }
 }
 
+// The column matrix of group g of one image: the image itself for a
+// pointwise convolution, otherwise its im2col, written into buffer.
+template <typename scalar_t>
+const scalar_t* group_columns(const ConvShape& s, const scalar_t* image, int64_t g, bool pointwise,
+                              scalar_t* buffer) {
+  const scalar_t* group_image = image + g * s.image_group() * s.image_size();
+  if (pointwise) return group_image;
+  im2col(group_image, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window, buffer);
+  return buffer;
+}
+
 template <typename scalar_t>
 void add_bias(scalar_t* out, const scalar_t* bias, int64_t channels, int64_t plane) {
   for (int64_t c = 0; c < channels; ++c) {
@@ -206,12 +217,7 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* we
     const scalar_t* image = input + n * s.image_channels * s.image_size();
     scalar_t* out = output + n * s.grid_channels * grid;
     for (int64_t g = 0; g < s.groups; ++g) {
-      const scalar_t* group_image = image + g * s.image_group() * s.image_size();
-      const scalar_t* columns = group_image;
-      if (!pointwise) {
-        im2col(group_image, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window, buffer);
-        columns = buffer;
-      }
+      const scalar_t* columns = group_columns(s, image, g, pointwise, buffer);
       // out[g] (Cout/G x L) = W[g] (Cout/G x rows) . columns (rows x L)
       gemm<scalar_t>(false, false, s.grid_group(), grid, rows, 1, weight + g * s.grid_group() * rows,
                      std::max<int64_t>(rows, 1), columns, std::max<int64_t>(grid, 1), 0,
@@ -270,12 +276,7 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const scala
     const scalar_t* image = input + n * s.image_channels * s.image_size();
     const scalar_t* dy = grad_output + n * s.grid_channels * grid;
     for (int64_t g = 0; g < s.groups; ++g) {
-      const scalar_t* group_image = image + g * s.image_group() * s.image_size();
-      const scalar_t* columns = group_image;
-      if (!pointwise) {
-        im2col(group_image, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window, buffer);
-        columns = buffer;
-      }
+      const scalar_t* columns = group_columns(s, image, g, pointwise, buffer);
       // sum[g] (Cout/G x rows) += dy[g] (Cout/G x L) . columns^T (L x rows)
       gemm<scalar_t>(false, true, s.grid_group(), rows, grid, 1, dy + g * s.grid_group() * grid,
                      std::max<int64_t>(grid, 1), columns, std::max<int64_t>(grid, 1), 1,
