@@ -217,12 +217,6 @@ def one_cycle(total_steps: int, warmup: float = 0.2, start: float = 0.05, end: f
     return factor
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device, batch_size: int = 1000):
     """(summed loss, correct count, predictions) over uint8 images."""
@@ -241,11 +235,26 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devic
 
 
 def train(model: nn.Module, digits, args, dist: Dist, *, label: str, log) -> dict:
-    """Trains ``model`` in place; returns its history. All randomness (data
-    order, augmentation, dropout) is seeded from ``args.seed`` here, so two
-    calls with equal initial weights see exactly the same batches."""
+    """Trains ``model`` in place; returns its history."""
+    history = {}
+    for _ in training_epochs(model, digits, args, dist, label=label, log=log, history=history):
+        pass
+    return history
+
+
+def training_epochs(model: nn.Module, digits, args, dist: Dist, *, label: str, log, history: dict):
+    """Trains ``model`` in place, one epoch per iteration (a generator, so that
+    --compare-torch can interleave the epochs of two models, which exposes
+    both to the same machine load); fills ``history``. All randomness (data
+    order, augmentation, dropout) is seeded from ``args.seed`` and kept per
+    call, so two calls with equal initial weights see exactly the same
+    batches, augmentations and dropout masks, interleaved or not."""
     device = torch.device(args.device)
-    seed_everything(args.seed + 1000 * dist.rank)  # dropout masks differ per rank, reproducibly
+    # Dropout draws from torch's global generator: this run keeps its own
+    # state of it (masks differ per rank, reproducibly).
+    rng_state = torch.Generator().manual_seed(args.seed + 1000 * dist.rank).get_state()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
     order_gen = torch.Generator().manual_seed(args.seed)  # same on every rank: one global order
     aug_gen = torch.Generator().manual_seed(args.seed * 7919 + 17 + dist.rank)
 
@@ -270,19 +279,23 @@ def train(model: nn.Module, digits, args, dist: Dist, *, label: str, log) -> dic
         lr=args.lr,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(total_steps))
-    history = {k: [] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time", "lr")}
+    history.update({k: [] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time", "lr")})
+    history["train_time"], history["steps"] = 0.0, 0
     step = 0
-    start_all = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         if step >= total_steps:
             break
+        t_epoch = time.perf_counter()
+        saved_rng = torch.get_rng_state()
+        torch.set_rng_state(rng_state)
         net.train()
         t0 = time.perf_counter()
         perm = torch.randperm(n_train, generator=order_gen)
         n_steps = min(steps_per_epoch, total_steps - step)
         bar = None
         if tqdm is not None and dist.main and not args.no_progress:
-            bar = tqdm(total=n_steps, desc=f"{label}epoch {epoch}/{args.epochs}", leave=False, unit="batch", dynamic_ncols=True)
+            bar = tqdm(total=n_steps, desc=f"{label}epoch {epoch}/{args.epochs}", leave=False, unit="batch", dynamic_ncols=True,
+                       mininterval=0.1 if sys.stderr.isatty() else 5.0)
         loss_sum, correct, seen = 0.0, 0, 0
         for i in range(n_steps):
             idx = perm[i * global_batch : (i + 1) * global_batch][dist.rank :: dist.world_size]
@@ -308,6 +321,8 @@ def train(model: nn.Module, digits, args, dist: Dist, *, label: str, log) -> dic
         if bar is not None:
             bar.close()
         epoch_time = time.perf_counter() - t0
+        rng_state = torch.get_rng_state()
+        torch.set_rng_state(saved_rng)
         loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
         # Validation: each rank scores its shard of the validation digits.
         vi = torch.arange(digits.val_labels.shape[0])[dist.rank :: dist.world_size]
@@ -323,9 +338,9 @@ def train(model: nn.Module, digits, args, dist: Dist, *, label: str, log) -> dic
             f"{label}epoch {epoch:2d}/{args.epochs}  train loss {loss_sum / seen:.4f} acc {100 * correct / seen:6.2f}%  "
             f"val loss {v_loss / v_seen:.4f} acc {100 * v_correct / v_seen:6.2f}%  ({epoch_time:.1f} s)"
         )
-    history["train_time"] = time.perf_counter() - start_all
-    history["steps"] = step
-    return history
+        history["train_time"] += time.perf_counter() - t_epoch
+        history["steps"] = step
+        yield epoch
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -521,7 +536,7 @@ def run_evaluate(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = parse_args(None if argv is None else [str(a) for a in argv])
     check_device_and_backend(args)
     if args.evaluate:
         set_threads(args, _NoDist())
@@ -562,12 +577,16 @@ def main(argv=None) -> int:
         if args.compare_torch:
             twin = build_model(args.model, "torch.nn")
             twin.load_state_dict(model.state_dict())  # the same initial weights
-        histories = {}
-        with torchconv.backends.use(backend):
-            histories["torchconv"] = train(model, digits, args, dist, label="", log=log)
+        histories = {"torchconv": {}}
+        runs = [training_epochs(model, digits, args, dist, label="", log=log, history=histories["torchconv"])]
         if twin is not None:
-            log("torch.nn twin: the same network, initial weights, batches and augmentations")
-            histories["torch.nn"] = train(twin, digits, args, dist, label="[torch.nn] ", log=log)
+            log("torch.nn twin: the same network, initial weights, batches, augmentations and dropout masks; "
+                "the two train epoch by epoch in turn")
+            histories["torch.nn"] = {}
+            runs.append(training_epochs(twin, digits, args, dist, label="[torch.nn] ", log=log, history=histories["torch.nn"]))
+        with torchconv.backends.use(backend):
+            for _ in zip(*runs):
+                pass
 
         if dist.main:
             h = histories["torchconv"]
@@ -579,12 +598,17 @@ def main(argv=None) -> int:
             if twin is not None:
                 t = histories["torch.nn"]
                 diff = max((a - b).abs().max().item() for a, b in zip(model.state_dict().values(), twin.state_dict().values()) if a.is_floating_point())
+                with torchconv.backends.use(backend):
+                    _, _, pred_a = evaluate(model, digits.val_images, digits.val_labels, args.device)
+                _, _, pred_b = evaluate(twin, digits.val_images, digits.val_labels, args.device)
+                agree = (pred_a == pred_b).sum().item()
                 log(f"{'':12s} {'val acc':>9s} {'val loss':>9s} {'epoch time':>11s}")
                 for name, hh in histories.items():
                     log(f"{name:12s} {hh['val_acc'][-1]:8.2f}% {hh['val_loss'][-1]:9.4f} {np.mean(hh['epoch_time']):9.2f} s")
                 log(
                     f"torchconv / torch.nn epoch time: {np.mean(h['epoch_time']) / np.mean(t['epoch_time']):.2f}x; "
-                    f"largest weight difference after training: {diff:.2e}"
+                    f"validation predictions agree on {agree}/{len(pred_a)} digits; largest weight difference "
+                    f"after training: {diff:.2e} (float rounding differences, amplified over {h['steps']} steps)"
                 )
             if args.save:
                 save_checkpoint(args.save, model, args, "torchconv", h, digits.source)
