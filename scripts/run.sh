@@ -2,8 +2,8 @@
 # The project's commands; each sets up what it needs first (scripts/setup.sh,
 # which does nothing when already done).
 #
-#   bash scripts/run.sh demo [ARGS]      the demo: for now the backend validation,
-#                                        python -m torchconv.validate [ARGS]
+#   bash scripts/run.sh demo [ARGS]      the demo: trains the MNIST example offline,
+#                                        python examples/mnist_train.py [ARGS] (~1.5-3 min)
 #   bash scripts/run.sh validate [ARGS]  python -m torchconv.validate [ARGS]
 #   bash scripts/run.sh test [ARGS]      the test suite: python -m pytest -q [ARGS]
 #                                        (options from pyproject.toml; what CI runs)
@@ -18,7 +18,11 @@ usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 command="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$command" in
-    demo | validate)
+    demo)
+        PY="$(bash scripts/setup.sh test,examples | tail -n 1)"
+        exec "$PY" examples/mnist_train.py "$@"
+        ;;
+    validate)
         PY="$(bash scripts/setup.sh test,examples | tail -n 1)"
         exec "$PY" -m torchconv.validate "$@"
         ;;
