@@ -163,10 +163,11 @@ def augment(x: torch.Tensor, generator: torch.Generator, strength: float = 1.0) 
 class Dist:
     """Process-group facts; a single process when not run by torchrun."""
 
-    def __init__(self, device: str):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    def __init__(self, device: str = "cpu", *, from_env: bool = True):
+        env = os.environ if from_env else {}
+        self.world_size = int(env.get("WORLD_SIZE", "1"))
+        self.rank = int(env.get("RANK", "0"))
+        self.local_rank = int(env.get("LOCAL_RANK", "0"))
         self.enabled = self.world_size > 1
         self.main = self.rank == 0
         self.backend = None
@@ -383,53 +384,65 @@ def load_checkpoint(path: str, device) -> tuple[nn.Module, dict]:
 
 
 def plot(path: str, histories: dict, model: nn.Module, digits, val_pred: torch.Tensor) -> None:
+    """Training curves, the first layer's filters and the misclassified
+    validation digits, in one PNG (matplotlib's Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(15, 9), constrained_layout=True)
-    grid = fig.add_gridspec(2, 3)
-    ax_loss, ax_acc = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    fig = plt.figure(figsize=(15, 9.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.25, 1])
+    ax_loss, ax_acc, filters_fig = top.subplots(1, 2), None, None
+    ax_loss, ax_acc = ax_loss
+    colors = {"torchconv": "tab:blue", "torch.nn": "tab:orange"}
+    lowest = 100.0
     for name, h in histories.items():
         epochs = range(1, len(h["train_loss"]) + 1)
-        ax_loss.plot(epochs, h["train_loss"], label=f"{name} train (augmented)")
-        ax_loss.plot(epochs, h["val_loss"], "--", label=f"{name} validation")
-        ax_acc.plot(epochs, h["train_acc"], label=f"{name} train (augmented)")
-        ax_acc.plot(epochs, h["val_acc"], "--", label=f"{name} validation")
+        c = colors.get(name)
+        ax_loss.plot(epochs, h["train_loss"], ".-", color=c, label=f"{name} train (augmented, smoothed labels)")
+        ax_loss.plot(epochs, h["val_loss"], ".--", color=c, label=f"{name} validation")
+        ax_acc.plot(epochs, h["train_acc"], ".-", color=c, label=f"{name} train (augmented)")
+        ax_acc.plot(epochs, h["val_acc"], ".--", color=c, label=f"{name} validation")
+        lowest = min(lowest, *h["val_acc"])
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set(title="loss", xlabel="epoch")
-    ax_acc.set(title="accuracy (%)", xlabel="epoch", ylim=(90, 100.2))
+    ax_acc.set(title="accuracy (%)", xlabel="epoch", ylim=(min(90.0, math.floor(lowest)), 100.2))
     ax_loss.legend(fontsize=8)
-    ax_acc.legend(fontsize=8)
+    ax_acc.legend(fontsize=8, loc="lower right")
+    ax_acc.grid(alpha=0.3)
 
     filters = first_layer_filters(model).cpu()
+    wrong = torch.nonzero(val_pred != digits.val_labels).flatten()
     k = min(filters.shape[0], 32)
-    cols = 8
+    cols = 8 if k > 16 else 4
     rows = math.ceil(k / cols)
-    sub = grid[0, 2].subgridspec(rows, cols)
-    for i in range(k):
-        ax = fig.add_subplot(sub[i // cols, i % cols])
-        f = filters[i]
-        lim = f.abs().max().item() or 1.0
-        ax.imshow(f, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i == 0:
-            ax.set_title("first-layer filters", fontsize=9, loc="left")
-
-    wrong = torch.nonzero(val_pred != digits.val_labels).flatten()[:30]
-    sub = grid[1, :].subgridspec(3, 10)
-    for j in range(30):
-        ax = fig.add_subplot(sub[j // 10, j % 10])
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if j < wrong.numel():
-            i = wrong[j].item()
+    shown = min(wrong.numel(), 20)
+    if shown:  # spread over all classes rather than the first few
+        wrong_shown = wrong[torch.linspace(0, wrong.numel() - 1, shown).round().long()]
+    panels = bottom.subfigures(1, 2, width_ratios=[1, 2.2])
+    axes = panels[0].subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < k:
+            lim = filters[i].abs().max().item() or 1.0
+            ax.imshow(filters[i], cmap="RdBu_r", vmin=-lim, vmax=lim)
+    panels[0].suptitle(f"first-layer filters ({k} of {filters.shape[0]}, {tuple(filters.shape[1:])})", fontsize=10)
+    axes = panels[1].subplots(2, 10, squeeze=False)
+    for j, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if j < shown:
+            i = wrong_shown[j].item()
             ax.imshow(digits.val_images[i], cmap="gray_r")
-            ax.set_title(f"true {digits.val_labels[i].item()}, got {val_pred[i].item()}", fontsize=8, color="tab:red")
-        else:
-            ax.axis("off")
-    fig.suptitle(f"misclassified validation digits: {int((val_pred != digits.val_labels).sum())} of {len(val_pred)}", y=0.47)
+            ax.set_title(f"{digits.val_labels[i].item()} → {val_pred[i].item()}", fontsize=9, color="tab:red")
+    panels[1].suptitle(
+        f"misclassified validation digits (true → predicted): {wrong.numel()} of {len(val_pred)}"
+        + (f", first {shown} shown" if wrong.numel() > shown else ""),
+        fontsize=10,
+    )
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -539,7 +552,7 @@ def main(argv=None) -> int:
     args = parse_args(None if argv is None else [str(a) for a in argv])
     check_device_and_backend(args)
     if args.evaluate:
-        set_threads(args, _NoDist())
+        set_threads(args, Dist(from_env=False))
         if args.backend:
             with torchconv.backends.use(args.backend):
                 return run_evaluate(args)
@@ -627,12 +640,6 @@ def main(argv=None) -> int:
     finally:
         dist.close()
     return 0
-
-
-class _NoDist:
-    enabled = False
-    world_size = 1
-    rank = 0
 
 
 if __name__ == "__main__":
