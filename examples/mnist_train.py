@@ -44,7 +44,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torchconv  # noqa: E402
-from mnist_data import load_digits, load_test_set  # noqa: E402
+from mnist_data import download_mnist, find_idx, load_digits, load_test_set  # noqa: E402
 
 try:
     from tqdm.auto import tqdm
@@ -290,7 +290,7 @@ def training_epochs(model: nn.Module, digits, args, dist: Dist, *, label: str, l
         saved_rng = torch.get_rng_state()
         torch.set_rng_state(rng_state)
         net.train()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         perm = torch.randperm(n_train, generator=order_gen)
         n_steps = min(steps_per_epoch, total_steps - step)
         bar = None
@@ -318,10 +318,11 @@ def training_epochs(model: nn.Module, digits, args, dist: Dist, *, label: str, l
             if bar is not None:
                 bar.update(1)
                 if i % 10 == 0 or i == n_steps - 1:
-                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%", refresh=False)
         if bar is not None:
             bar.close()
         epoch_time = time.perf_counter() - t0
+        adapt_threads(args, dist, epoch_time, time.process_time() - cpu0, log)
         rng_state = torch.get_rng_state()
         torch.set_rng_state(saved_rng)
         loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
@@ -503,6 +504,14 @@ def check_device_and_backend(args) -> None:
             )
 
 
+def _load() -> float:
+    """The 1-minute load average (0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def default_threads(world_size: int = 1) -> int:
     """Torch threads per process: this process's share of the cores that are
     not already busy. Intra-op threads that compete with other processes for
@@ -510,12 +519,24 @@ def default_threads(world_size: int = 1) -> int:
     machine with one other busy process, 1 thread trains ~3x faster than 2),
     so the 1-minute load average is subtracted from the core count."""
     cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        busy = 0.0
-    free = max(1, int(cores - busy + 0.5))
+    free = max(1, int(cores - _load() + 0.5))
     return max(1, min(cores, free) // world_size)
+
+
+def adapt_threads(args, dist, wall: float, cpu: float, log) -> None:
+    """With the default thread count, drops to 1 thread for the rest of the
+    run when an epoch shows other processes competing for the cores (each of
+    our threads got less than 80% of a core): competing intra-op threads
+    slow every step down several times. Never done when --threads is given
+    (results can differ in the last bits with the thread count)."""
+    threads = torch.get_num_threads()
+    if args.threads is not None or dist.enabled or threads == 1 or wall <= 0:
+        return
+    share = cpu / wall / threads
+    if share < 0.8:
+        torch.set_num_threads(1)
+        log(f"other processes are using the cores ({100 * share:.0f}% of a core per thread in that epoch): "
+            f"1 thread from now on (--threads N to fix the count)")
 
 
 def set_threads(args, dist) -> None:
@@ -539,10 +560,11 @@ def run_evaluate(args) -> int:
     t0 = time.perf_counter()
     _, correct, _ = evaluate(model, images, labels, args.device)
     n = labels.shape[0]
+    layers = checkpoint.get("layers", "torchconv")
+    backend = f"torchconv backend {torchconv.backends.current(torch.device(args.device).type)}, " if layers == "torchconv" else ""
     print(
-        f"model {checkpoint['model']} ({checkpoint.get('layers', 'torchconv')} layers, "
-        f"{count_parameters(model):,} parameters) from {args.evaluate}; backend "
-        f"{torchconv.backends.current(torch.device(args.device).type)}; {time.perf_counter() - t0:.1f} s"
+        f"model {checkpoint['model']} ({layers} layers, {count_parameters(model):,} parameters) from {args.evaluate}; "
+        f"{backend}{args.device}, {time.perf_counter() - t0:.1f} s"
     )
     print(f"test accuracy: {100 * correct / n:.2f}% ({n} images)")
     return 0
@@ -573,7 +595,14 @@ def main(argv=None) -> int:
                 print(message, flush=True)
 
     try:
-        digits = load_digits(args.data_dir, args.download, val_fraction=args.val_fraction, seed=args.seed, log=log)
+        download = args.download
+        if download and dist.enabled:
+            # One rank downloads, the others wait for the files.
+            if dist.main and find_idx(args.data_dir, "train") is None:
+                download_mnist(args.data_dir, log=log)
+            dist.barrier()
+            download = False
+        digits = load_digits(args.data_dir, download, val_fraction=args.val_fraction, seed=args.seed, log=log)
         if args.limit_train:
             digits = digits._replace(train_images=digits.train_images[: args.limit_train], train_labels=digits.train_labels[: args.limit_train])
         device_type = torch.device(args.device).type
@@ -584,7 +613,7 @@ def main(argv=None) -> int:
             f"model {args.model}: {count_parameters(model):,} parameters; backend {backend} on {args.device}"
             f"{f', {dist.world_size} processes ({dist.backend})' if dist.enabled else ''}, "
             f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
-            f"{' per process' if dist.enabled else ''} (load {os.getloadavg()[0]:.1f}); {args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g}"
+            f"{' per process' if dist.enabled else ''} (load {_load():.1f}); {args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g}"
         )
         twin = None
         if args.compare_torch:
@@ -630,7 +659,8 @@ def main(argv=None) -> int:
                     twin_path = str(Path(args.save).with_suffix("")) + "-torchnn.pt"
                     save_checkpoint(twin_path, twin, args, "torch.nn", histories["torch.nn"], digits.source)
                     log(f"saved the torch.nn twin to {twin_path}")
-                log(f"test it: python examples/mnist_train.py --evaluate {args.save} --data-dir DIR_WITH_t10k_FILES")
+                test_dir = args.data_dir if find_idx(args.data_dir, "test") else "DIR_WITH_t10k_FILES"
+                log(f"test it: python examples/mnist_train.py --evaluate {args.save} --data-dir {test_dir}")
             if args.plot:
                 with torchconv.backends.use(backend):
                     _, _, val_pred = evaluate(model, digits.val_images, digits.val_labels, args.device)

@@ -233,3 +233,24 @@ def test_ddp_two_processes(tiny_data, tmp_path):
     assert "2 processes (gloo), 1 thread per process" in out
     assert len(re.findall(r"^epoch +\d+/2 ", out, re.MULTILINE)) == 2
     assert torch.load(save, weights_only=True)["model"] == "cnn"
+
+
+def test_default_threads_adapt_to_competing_processes(monkeypatch):
+    logged = []
+    dist = mnist_train.Dist(from_env=False)
+    args = mnist_train.parse_args([])
+    torch.set_num_threads(2)
+    mnist_train.adapt_threads(args, dist, wall=10.0, cpu=19.0, log=logged.append)  # 95% of a core each
+    assert torch.get_num_threads() == 2 and not logged
+    mnist_train.adapt_threads(args, dist, wall=10.0, cpu=13.0, log=logged.append)  # 65%: contended
+    assert torch.get_num_threads() == 1 and "1 thread from now on" in logged[0]
+    torch.set_num_threads(2)
+    fixed = mnist_train.parse_args(["--threads", "2"])
+    mnist_train.adapt_threads(fixed, dist, wall=10.0, cpu=5.0, log=logged.append)
+    assert torch.get_num_threads() == 2 and len(logged) == 1
+    # The starting count: the cores not already busy, at least 1.
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for load, expected in [(0.0, 2), (0.4, 2), (0.7, 1), (3.0, 1)]:
+        monkeypatch.setattr(mnist_train, "_load", lambda load=load: load)
+        assert mnist_train.default_threads() == expected
+        assert mnist_train.default_threads(world_size=2) == 1
