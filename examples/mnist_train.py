@@ -430,14 +430,14 @@ def plot(path: str, histories: dict, model: nn.Module, digits, val_pred: torch.T
         ax.set_axis_off()
         if i < k:
             lim = filters[i].abs().max().item() or 1.0
-            ax.imshow(filters[i], cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.imshow(filters[i].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
     panels[0].suptitle(f"first-layer filters ({k} of {filters.shape[0]}, {tuple(filters.shape[1:])})", fontsize=10)
     axes = panels[1].subplots(2, 10, squeeze=False)
     for j, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if j < shown:
             i = wrong_shown[j].item()
-            ax.imshow(digits.val_images[i], cmap="gray_r")
+            ax.imshow(digits.val_images[i].numpy(), cmap="gray_r")
             ax.set_title(f"{digits.val_labels[i].item()} → {val_pred[i].item()}", fontsize=9, color="tab:red")
     panels[1].suptitle(
         f"misclassified validation digits (true → predicted): {wrong.numel()} of {len(val_pred)}"
