@@ -17,4 +17,11 @@ def backend(request):
 
 @pytest.fixture(autouse=True)
 def _seed():
-    torch.manual_seed(0)
+    """Seeds the CPU generator before every test.
+
+    Not ``torch.manual_seed``: that also seeds (lazily) the cuda/mps/xpu/mtia
+    generators, queueing calls that record a stack trace (~0.6 ms per test
+    under pytest, against ~3 us); seeding the CPU generator directly is the
+    same for CPU tensors, the only ones these tests make.
+    """
+    torch.random.default_generator.manual_seed(0)

@@ -31,12 +31,25 @@ def _on(backend, fn, *tensors):
     return out, grads
 
 
+def _close(got, expected):
+    """README's "Tolerances" for float32 (``rtol=0``, ``atol=1e-5 * max(1, max|expected|)``):
+    a float32 weight gradient sums hundreds of products, in a different order in
+    each backend, and torch's element-wise default (rtol 1.3e-6, atol 1e-5) fails
+    on large elements. float64 and integers (indices): torch's defaults."""
+    if expected.dtype == torch.float32:
+        scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+    else:
+        torch.testing.assert_close(got, expected)
+
+
 def _assert_backends_agree(fn, *tensors):
     out_ref, grads_ref = _on("reference", fn, *tensors)
     out_cpp, grads_cpp = _on("cpp", fn, *tensors)
-    torch.testing.assert_close(out_cpp, out_ref)
-    for a, b in zip(grads_cpp, grads_ref):
-        torch.testing.assert_close(a, b)
+    outs_ref, outs_cpp = (out_ref, out_cpp) if isinstance(out_ref, tuple) else ((out_ref,), (out_cpp,))
+    assert isinstance(out_cpp, tuple) == isinstance(out_ref, tuple) and len(outs_cpp) == len(outs_ref)
+    for a, b in zip((*outs_cpp, *grads_cpp), (*outs_ref, *grads_ref)):
+        _close(a, b)
 
 
 @st.composite
@@ -106,11 +119,10 @@ def test_pools_backends_agree(cfg, ceil_mode, count_include_pad, divisor_overrid
     if cfg["batch"] == 0:
         x = torch.randn(1, cfg["c_in"], *cfg["size"], dtype=cfg["dtype"])
     kernel, dilation = cfg["kernel"], cfg["dilation"]
-    padding = [min(p, ((k - 1) * d + 1) // 2) for p, k, d in zip(cfg["padding"], kernel, dilation)]
+    padding = [min(p, k // 2) for p, k in zip(cfg["padding"], kernel)]
     _assert_backends_agree(
         lambda x: torchconv.max_pool2d(x, kernel, cfg["stride"], padding, dilation, ceil_mode, True), x
     )
-    padding = [min(p, k // 2) for p, k in zip(cfg["padding"], kernel)]
     _assert_backends_agree(
         lambda x: torchconv.avg_pool2d(x, kernel, cfg["stride"], padding, ceil_mode, count_include_pad, divisor_override),
         x,

@@ -122,10 +122,10 @@ def _conv_cases(op: str, w: Callable, transposed: bool) -> list[Case]:
     for name, value in (("stride", 1.5), ("padding", 1.0), ("dilation", 2.0), ("stride", True), ("stride", None)):
         kind = type(value).__name__
         add(f"{name}_{kind}", lambda: (X(), w()), {name: value}, TypeError,
-            rf"{op}\(\): argument '{name}' must be an int or a tuple of two ints, but got {kind}",
+            rf"{op}\(\): argument '{name}' must be an int or a tuple of ints, but got {kind}",
             torch_match=(rf"{name}=\w+" if not transposed else rf"argument '{name}'"))
     add("stride_float_in_tuple", lambda: (X(), w()), {"stride": (1, 2.0)}, TypeError,
-        rf"{op}\(\): argument 'stride' must be an int or a tuple of two ints, but got an element of type float",
+        rf"{op}\(\): argument 'stride' must be an int or a tuple of ints, but got an element of type float",
         torch_match=r"argument 'stride'")
     add("groups_float", lambda: (X(), w()), {"groups": 1.0}, TypeError,
         rf"{op}\(\): argument 'groups' must be int, not float",
@@ -169,7 +169,7 @@ def _conv_cases(op: str, w: Callable, transposed: bool) -> list[Case]:
         add("output_padding_len3", lambda: (X(), w()), {"output_padding": (0, 0, 0)}, RuntimeError,
             _LEN.format(name="output_padding", value="0, 0, 0"))
         add("output_padding_float", lambda: (X(), w()), {"output_padding": 0.5}, TypeError,
-            rf"{op}\(\): argument 'output_padding' must be an int or a tuple of two ints, but got float",
+            rf"{op}\(\): argument 'output_padding' must be an int or a tuple of ints, but got float",
             torch_match=r"argument 'output_padding'")
         for id, kwargs in (
             ("output_padding_ge_stride", dict(stride=2, output_padding=2)),
@@ -273,7 +273,7 @@ def _pool_cases(op: str) -> list[Case]:
             return (P(), 2, 2, 0)[:pos] + (value,)
 
         add(f"{name}_{kind}", make, {}, TypeError,
-            rf"{op}\(\): argument '{name}' must be an int or a tuple of two ints, but got {kind}",
+            rf"{op}\(\): argument '{name}' must be an int or a tuple of ints, but got {kind}",
             torch_match=rf"{op}\(\): argument '{name}' (\(position \d\) )?must be tuple of ints, not {kind}")
     add("input_list", lambda: ([[1.0]], 2), {}, TypeError, rf"{op}\(\): argument 'input' must be Tensor, not list",
         torch_match=rf"{op}\(\): argument 'input' (\(position 1\) )?must be Tensor, not list")
@@ -288,7 +288,7 @@ def _pool_cases(op: str) -> list[Case]:
         add("dilation_len3", lambda: (P(), 2), {"dilation": (1, 1, 1)}, RuntimeError,
             r"max_pool2d: dilation must be either a single int, or a tuple of two ints")
         add("dilation_float", lambda: (P(), 2), {"dilation": 1.5}, TypeError,
-            r"max_pool2d\(\): argument 'dilation' must be an int or a tuple of two ints, but got float",
+            r"max_pool2d\(\): argument 'dilation' must be an int or a tuple of ints, but got float",
             torch_match=r"argument 'dilation' (\(position \d\) )?must be tuple of ints, not float")
         add("padding_over_half_dilated_kernel", lambda: (t(1, 1, 8, 8), 2, 1, 3, 3), {}, RuntimeError,
             r"pad should be at most half of effective kernel size, but got pad=3, kernel_size=2 and dilation=3")

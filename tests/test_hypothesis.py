@@ -21,8 +21,9 @@ exception type; whenever torch succeeds, torchconv must give the same shape
 and values.
 
 Disagreements these properties found are excluded from them (with the
-reason at the exclusion) and pinned by ``test_known_*`` strict xfails at the
-end of this file; a fix makes those XPASS, and the exclusion can then go.
+reason at the exclusion) and pinned by ``test_known_*`` strict xfails near the
+end of this file; a fix makes those XPASS, and the exclusion can then go (the
+fixed ones stay there as regression tests).
 
 Tolerances follow README's "Tolerances": ``rtol=0``, ``atol = c * max(1, max|torch|)``.
 
@@ -165,23 +166,8 @@ def _pairs(*values):
     return pairs
 
 
-def pad_beyond_half_kernel(kernel_size, padding, dilation) -> bool:
-    """Known disagreement 1: kernel_size / 2 < padding <= effective kernel / 2.
-
-    torch raises 'pad should be smaller than or equal to half of kernel size'
-    (pool2d_shape_check checks the kernel, not the dilated kernel); torchconv
-    computes a result.
-    """
-    pairs = _pairs(kernel_size, padding, dilation)
-    if pairs is None:
-        return False
-    return any(
-        k > 0 and d > 0 and k // 2 < p <= ((k - 1) * d + 1) // 2 for k, p, d in zip(*pairs)
-    )
-
-
 def has_all_padding_window(size, kernel_size, stride, padding, dilation, ceil_mode) -> bool:
-    """Known disagreement 2: some max-pooling window sees no input element at all.
+    """Known disagreement: some max-pooling window sees no input element at all.
 
     Possible with dilation (e.g. a 1-wide input, kernel 2, dilation 2, padding 1:
     taps at -1 and +1). torch returns -inf with the index of the window's first
@@ -309,8 +295,8 @@ def _pool_size(draw, kernel, padding, dilation):
 def max_pool2d_configs(draw):
     kernel = [draw(st.integers(1, 4)), draw(st.integers(1, 4))]
     dilation = [draw(st.integers(1, 3)), draw(st.integers(1, 3))]
-    # torch: pad <= ((k - 1) * d + 1) / 2 (pooling_output_shape) and pad <= k / 2
-    # (pool2d_shape_check); the second is not checked by torchconv (test_known_*).
+    # torch: pad <= k / 2 (pool2d_shape_check), which implies pad <= ((k - 1) * d + 1) / 2
+    # (pooling_output_shape).
     padding = [draw(st.integers(0, k // 2)) for k in kernel]
     stride = draw(st.one_of(st.none(), st.just(()), int_or_pair(st.integers(1, 3))))
     return dict(
@@ -440,7 +426,7 @@ small = st.integers(-1, 4)
 
 # Wrongly typed values for an int / int-pair argument: torch's argument parser
 # raises TypeError for each. (0-d integer tensors are left out: torch takes
-# them, torchconv does not; see test_known_tensor_int_arguments.)
+# them as ints, and so does torchconv; see test_tensor_int_arguments.)
 WRONG_TYPES = st.sampled_from([1.5, 2.0, True, False, None, "2", (1.0, 1), [2, None], (True, 1)])
 
 
@@ -461,49 +447,25 @@ def any_input(draw, channels, dtype=torch.float64):
     return torch.randn(shape, dtype=dtype)
 
 
-def sized(value) -> bool:
-    """An int, or a list/tuple of one or two ints."""
-    if isinstance(value, (tuple, list)):
-        return len(value) in (1, 2) and all(type(v) is int for v in value)
-    return type(value) is int
-
-
 @st.composite
 def arguments(draw, strategies: dict):
     """Draws each argument from its strategy, except that one time in four one
     argument (chosen at random) gets a wrongly typed value.
 
-    Known disagreement (test_known_argument_types_checked_late): torch's
-    argument parser rejects a wrongly typed argument before anything else,
-    torchconv checks arguments one after the other (and the tensors first), so
-    a wrong length, an invalid padding string or a bad tensor seen earlier
-    wins. So when one argument is wrongly typed, the others are drawn until
-    every one is an int or a pair, and the caller makes the tensors valid.
+    The other arguments and the tensors stay as drawn (wrong lengths, invalid
+    padding strings, bad tensors): torch's argument parser rejects a wrongly
+    typed argument (TypeError) before any other check, and torchconv must too
+    (see also test_argument_types_checked_first).
     """
     names = list(strategies)
     wrong = draw(st.sampled_from(names)) if draw(st.integers(0, 3)) == 0 else None
-    values = {}
-    for name in names:
-        if name == wrong:
-            values[name] = draw(WRONG_TYPES, label=name)
-        elif wrong is not None:
-            values[name] = draw(strategies[name].filter(lambda v: v is None or sized(v)), label=name)
-        else:
-            values[name] = draw(strategies[name], label=name)
-    return values, wrong
-
-
-def _conv_input(draw, x_channels, w_shape, wrong):
-    x = draw(any_input(x_channels), "x")
-    if wrong is not None:  # the tensors must pass torchconv's early checks (see arguments())
-        assume(x.dim() in (3, 4) and 0 not in x.shape[-3:] and len(w_shape) == 4)
-    return x
+    return {name: draw(WRONG_TYPES if name == wrong else strategies[name], label=name) for name in names}
 
 
 @INVALID_SETTINGS
 @given(data=st.data())
 def test_conv2d_fails_like_torch(backend, data):
-    kwargs, wrong = data.draw(arguments(dict(
+    kwargs = data.draw(arguments(dict(
         groups=st.integers(-1, 4),
         stride=st.one_of(int_or_pair(st.integers(-1, 3)), st.tuples(small, small, small)),
         padding=st.one_of(int_or_pair(small), st.sampled_from(["same", "valid", "full"]), st.tuples(small, small, small)),
@@ -514,7 +476,7 @@ def test_conv2d_fails_like_torch(backend, data):
     c_out = data.draw(st.integers(1, 4), "c_out")
     k = data.draw(st.tuples(st.integers(1, 5), st.integers(1, 5)), "kernel")
     w_shape = data.draw(st.sampled_from([(c_out, c_in, *k), (c_out, c_in, k[0]), (c_out, c_in, *k, 1)]), "w_shape")
-    x = _conv_input(data.draw, c_in * max(groups, 1), w_shape, wrong)
+    x = data.draw(any_input(c_in * max(groups, 1)), "x")
     bias = data.draw(st.sampled_from([None, (c_out,), (c_out + 1,), (1, c_out)]), "bias")
 
     def make():
@@ -528,7 +490,7 @@ def test_conv2d_fails_like_torch(backend, data):
 @INVALID_SETTINGS
 @given(data=st.data())
 def test_conv_transpose2d_fails_like_torch(backend, data):
-    kwargs, wrong = data.draw(arguments(dict(
+    kwargs = data.draw(arguments(dict(
         stride=int_or_pair(st.integers(-1, 3)),
         padding=int_or_pair(small),
         output_padding=int_or_pair(small),
@@ -540,7 +502,7 @@ def test_conv_transpose2d_fails_like_torch(backend, data):
     c_out = data.draw(st.integers(1, 4), "c_out")
     k = data.draw(st.tuples(st.integers(1, 5), st.integers(1, 5)), "kernel")
     w_shape = data.draw(st.sampled_from([(c_in, c_out, *k), (c_in, c_out, k[0])]), "w_shape")
-    x = _conv_input(data.draw, c_in, w_shape, wrong)
+    x = data.draw(any_input(c_in), "x")
     bias = data.draw(st.sampled_from([None, (c_out * max(groups, 1),), (c_out,), (c_out + 1,)]), "bias")
 
     def make():
@@ -555,7 +517,7 @@ def test_conv_transpose2d_fails_like_torch(backend, data):
 @given(data=st.data())
 def test_max_pool2d_fails_like_torch(backend, data):
     x = data.draw(any_input(data.draw(st.integers(1, 3))), "x")
-    kwargs, _ = data.draw(arguments(dict(
+    kwargs = data.draw(arguments(dict(
         kernel_size=int_or_pair(st.integers(0, 5)),
         stride=st.one_of(st.none(), int_or_pair(st.integers(-1, 3)), st.tuples(small, small, small)),
         padding=int_or_pair(small),
@@ -563,8 +525,7 @@ def test_max_pool2d_fails_like_torch(backend, data):
     )), "kwargs")
     kwargs["ceil_mode"] = data.draw(st.booleans(), "ceil_mode")
     kwargs["return_indices"] = data.draw(st.booleans(), "return_indices")
-    # Known disagreements, tested apart (test_known_*): keep the property about the rest.
-    assume(not pad_beyond_half_kernel(kwargs["kernel_size"], kwargs["padding"], kwargs["dilation"]))
+    # Known disagreement, tested apart (test_known_*): keep the property about the rest.
     if x.dim() >= 2:
         args = [kwargs[k] for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")]
         assume(not has_all_padding_window(list(x.shape[-2:]), *args))
@@ -575,7 +536,7 @@ def test_max_pool2d_fails_like_torch(backend, data):
 @given(data=st.data())
 def test_avg_pool2d_fails_like_torch(backend, data):
     x = data.draw(any_input(data.draw(st.integers(1, 3))), "x")
-    kwargs, _ = data.draw(arguments(dict(
+    kwargs = data.draw(arguments(dict(
         kernel_size=int_or_pair(st.integers(0, 5)),
         stride=st.one_of(st.none(), int_or_pair(st.integers(-1, 3))),
         padding=int_or_pair(small),
@@ -587,23 +548,9 @@ def test_avg_pool2d_fails_like_torch(backend, data):
 
 
 # ---------------------------------------------------------------- known disagreements
-# Found by the properties above, which exclude them (see pad_beyond_half_kernel,
-# has_all_padding_window, EMPTY_INPUT_CHECKS); strict xfails, so a fix shows as
-# XPASS and the exclusion can go.
-
-_PAD_HALF_KERNEL = (
-    "max_pool2d accepts kernel_size/2 < padding <= effective kernel/2 (dilation > 1); torch raises "
-    "RuntimeError 'pad should be smaller than or equal to half of kernel size' (ATen pool2d_shape_check "
-    "checks the undilated kernel too); torchconv._args.check_pool only checks the dilated one"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_PAD_HALF_KERNEL)
-def test_known_max_pool2d_pad_beyond_half_kernel(backend):
-    x = torch.randn(1, 1, 8, 8)
-    with pytest.raises(RuntimeError, match="pad should be smaller than or equal to half of kernel size"):
-        F.max_pool2d(x, 2, padding=2, dilation=3)
-    _raises_like_torch("max_pool2d", x, 2, padding=2, dilation=3)
+# Found by the properties above, which exclude them (see has_all_padding_window,
+# EMPTY_INPUT_CHECKS); strict xfails, so a fix shows as XPASS and the exclusion
+# can go. Fixed ones stay as regression tests (the last section of this file).
 
 
 # A window that sees no input element: 1-wide input, kernel 2, dilation 2, padding 1 (taps at -1, +1).
@@ -680,6 +627,9 @@ def test_torch_float64_weight_grad_ambiguous_layout(backend):
     torch.testing.assert_close(got, right, rtol=0, atol=0)
 
 
+# ---------------------------------------------------------------- fixed disagreements
+# Once strict xfails above; now regression tests.
+
 _X = (1, 2, 6, 6)
 _W = (2, 2, 3, 3)
 
@@ -699,6 +649,16 @@ def _raises_like_torch(op, *args, **kwargs):
     assert got is expected, f"torch: {expected.__name__ if expected else 'no error'}, torchconv: {got.__name__ if got else 'no error'}"
 
 
+def test_max_pool2d_pad_beyond_half_kernel(backend):
+    """kernel_size / 2 < padding <= effective kernel / 2 (dilation > 1): torch raises
+    'pad should be smaller than or equal to half of kernel size' (ATen's
+    pool2d_shape_check checks the undilated kernel too), and so must torchconv."""
+    x = torch.randn(1, 1, 8, 8)
+    with pytest.raises(RuntimeError, match="pad should be smaller than or equal to half of kernel size"):
+        F.max_pool2d(x, 2, padding=2, dilation=3)
+    _raises_like_torch("max_pool2d", x, 2, padding=2, dilation=3)
+
+
 @pytest.mark.parametrize(
     "op, shapes, args, kwargs",
     [
@@ -709,12 +669,10 @@ def _raises_like_torch(op, *args, **kwargs):
         pytest.param("avg_pool2d", [_X], ((1, 1, 1),), dict(divisor_override=2.0), id="avg_pool2d-kernel_len3-divisor_float"),
     ],
 )
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "torch's argument parser rejects a wrongly typed argument (TypeError) before any other check; torchconv "
-    "checks tensors first, then the arguments in order, so an earlier wrong-length argument, invalid padding "
-    "string or bad tensor gives a RuntimeError instead"
-))
-def test_known_argument_types_checked_late(backend, op, shapes, args, kwargs):
+def test_argument_types_checked_first(backend, op, shapes, args, kwargs):
+    """torch's argument parser rejects a wrongly typed argument (TypeError) before any
+    other check: a wrong-length argument, an invalid padding string or a bad tensor
+    seen earlier must not turn it into a RuntimeError."""
     _raises_like_torch(op, *[torch.randn(shape) for shape in shapes], *args, **kwargs)
 
 
@@ -727,10 +685,8 @@ def test_known_argument_types_checked_late(backend, op, shapes, args, kwargs):
         pytest.param("avg_pool2d", dict(kernel_size=2, divisor_override=torch.tensor(2)), id="avg_pool2d-divisor"),
     ],
 )
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "0-d integer tensors as int arguments: torch takes them (they have __index__), torchconv raises TypeError"
-))
-def test_known_tensor_int_arguments(backend, op, kwargs):
+def test_tensor_int_arguments(backend, op, kwargs):
+    """0-d integer tensors as int arguments: torch takes them (they have __index__)."""
     x = torch.randn(_X)
     args = (x, torch.randn(_W)) if op == "conv2d" else (x,)
     _raises_like_torch(op, *args, **kwargs)
@@ -745,9 +701,7 @@ def test_known_tensor_int_arguments(backend, op, kwargs):
         pytest.param("avg_pool2d", dict(count_include_pad=0), id="avg_pool2d-count_include_pad_int"),
     ],
 )
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "non-bool ceil_mode / count_include_pad (0, 1, None, a string): torch raises TypeError "
-    "(\"argument 'ceil_mode' must be bool\"), torchconv takes the value's truth"
-))
-def test_known_non_bool_flags(backend, op, kwargs):
+def test_non_bool_flags(backend, op, kwargs):
+    """Non-bool ceil_mode / count_include_pad (0, 1, None, a string): torch raises
+    TypeError ("argument 'ceil_mode' must be bool")."""
     _raises_like_torch(op, torch.randn(_X), 2, **kwargs)

@@ -5,16 +5,15 @@ and compares values and layout: ``is_contiguous()`` and
 ``is_contiguous(memory_format=torch.channels_last)`` must agree with torch's,
 and so must the strides themselves.
 
+Also pinned: a channels_last input whose output is (N, C, 1, 1) gets
+torch's channels_last strides (C, 1, C, C), not (C, 1, 1, 1) (both "are"
+contiguous in both formats, but ``suggest_memory_format()`` differs, so the
+layout of what is computed next would); gradients get the layout of their
+forward operands (``input.suggest_memory_format()``; for a convolution
+channels_last if input or weight is) whatever the output gradient's layout.
+
 Known disagreements (``strict`` xfails, so that a fix shows as XPASS):
 
-* a channels_last input whose output is (N, C, 1, 1): torch allocates the
-  output channels_last, strides (C, 1, C, C); torchconv returns (C, 1, 1, 1).
-  Both "are" contiguous in both formats, but ``suggest_memory_format()``
-  differs, so the layout of what is computed next differs;
-* gradients when the output gradient's layout differs from the input's or
-  weight's: torch gives each gradient the layout of its forward operands
-  (``input.suggest_memory_format()``; for a convolution channels_last if input
-  or weight is), torchconv follows the output gradient's layout;
 * empty batches: a channels_last input's gradient is channels_last for torch's
   convolutions, contiguous for torchconv; with a channels_last weight torch's
   output is contiguous, torchconv's channels_last.
@@ -204,13 +203,7 @@ def test_channels_last_single_channel(backend, op):
     assert_same(got, expected, tol=TOL[torch.float32])
 
 
-# --------------------------------------------------- known layout disagreements
-
-_SIZE1 = (
-    "channels_last input with an (N, C, 1, 1) output: torch's strides are (C, 1, C, C), torchconv's "
-    "(C, 1, 1, 1); both are contiguous in both formats, but suggest_memory_format() differs "
-    "(torch: channels_last, torchconv: contiguous)"
-)
+# ------------------------------------------------- size-1 outputs, gradient layouts
 
 
 def _size1_operands(op):
@@ -224,46 +217,38 @@ def _size1_operands(op):
 
 @pytest.mark.parametrize("op", list(OPS))
 def test_size1_output_memory_format(backend, op):
-    """What does agree for (N, C, 1, 1) outputs: values and memory format."""
+    """(N, C, 1, 1) outputs: values and memory format."""
     tensors, kwargs = _size1_operands(op)
     got, expected = run(op, tensors, kwargs)
     assert_same(got, expected, tol=TOL[torch.float32], strides=False)
 
 
-@pytest.mark.parametrize("op", [pytest.param(op, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=_SIZE1)) for op in OPS])
+@pytest.mark.parametrize("op", list(OPS))
 def test_size1_output_strides(backend, op):
+    """(N, C, 1, 1) outputs of a channels_last input: torch's strides (C, 1, C, C)."""
     tensors, kwargs = _size1_operands(op)
     got, expected = run(op, tensors, kwargs)
     assert got.stride() == expected.stride()
 
 
-_GRAD_FOLLOWS = (
-    "gradient layout follows the output gradient's, torch's follows the forward operands': "
-    "with a contiguous output gradient, torch's gradient of a channels_last {} is channels_last, "
-    "torchconv's is contiguous"
+# (op, x_layout, w_layout): with a contiguous output gradient, each gradient still
+# has torch's layout (that of its forward operands), not the output gradient's.
+_GRAD_LAYOUT_CASES = [
+    ("conv2d", "channels_last", "contiguous"),
+    ("conv2d", "contiguous", "channels_last"),
+    ("conv2d", "channels_last", "channels_last"),
+    ("conv_transpose2d", "channels_last", "contiguous"),
+    ("conv_transpose2d", "contiguous", "channels_last"),
+    ("conv_transpose2d", "channels_last", "channels_last"),
+    ("max_pool2d", "channels_last", None),
+    ("avg_pool2d", "channels_last", None),
+]
+
+
+@pytest.mark.parametrize(
+    "op, x_layout, w_layout",
+    [pytest.param(*case, id=f"{case[0]}-x_{case[1]}-w_{case[2]}") for case in _GRAD_LAYOUT_CASES],
 )
-# (op, x_layout, w_layout) -> which gradient's layout differs (None: all agree)
-_GRAD_LAYOUT_CASES = {
-    ("conv2d", "channels_last", "contiguous"): "input",
-    ("conv2d", "contiguous", "channels_last"): "weight",
-    ("conv2d", "channels_last", "channels_last"): None,
-    ("conv_transpose2d", "channels_last", "contiguous"): "input",
-    ("conv_transpose2d", "contiguous", "channels_last"): "weight",
-    ("conv_transpose2d", "channels_last", "channels_last"): None,
-    ("max_pool2d", "channels_last", None): "input",
-    ("avg_pool2d", "channels_last", None): "input",
-}
-
-
-def _grad_layout_params():
-    params = []
-    for (op, x_layout, w_layout), culprit in _GRAD_LAYOUT_CASES.items():
-        marks = () if culprit is None else pytest.mark.xfail(strict=True, raises=AssertionError, reason=_GRAD_FOLLOWS.format(culprit))
-        params.append(pytest.param(op, x_layout, w_layout, id=f"{op}-x_{x_layout}-w_{w_layout}", marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("op, x_layout, w_layout", _grad_layout_params())
 def test_grad_layout_with_contiguous_grad_output(backend, op, x_layout, w_layout):
     dtype = torch.float64
     tensors, kwargs = operands(op, dtype, x_layout, w_layout or "contiguous")

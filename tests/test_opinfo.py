@@ -9,21 +9,15 @@ avg_pool2d}`` (``torch.testing._internal.common_methods_invocations.op_db``):
 * ``test_backward``: every sample input, in float64, and in float32 too but
   for max_pool2d's 1440 (the same index scatter in either dtype): gradients of
   a random-weighted sum of the (first) output with respect to every tensor
-  input that requires grad (input, weight, bias): values, shape and dtype,
-  and strides when the weights (the output gradient) have the output's
-  layout; values again for contiguous weights (layout: see test_layouts.py);
+  input that requires grad (input, weight, bias): values, shape, dtype and
+  strides, for weights (the output gradient) in the output's layout and
+  again for contiguous weights;
 * ``test_error_input``: every error input: torchconv raises the OpInfo's
   exception type with a message matching its ``error_regex``.
 
 Samples are generated once, at collection, under a fixed seed; test ids name
 the op, dtype, sample number and the sample's shapes and arguments, e.g.
 ``conv2d-float64-002-x(2,4,8,8)-w(2,2,3,3)-b(2)-stride=(3,2)-padding=(2,1)...``.
-
-Known disagreements with torch are found by the predicates of ``KNOWN_*``
-below: the affected checks run loosened in the main tests (values are still
-compared), and exactly in ``test_exact_strides_known_disagreements`` /
-``test_error_input`` as ``strict`` xfails, so the suite stays green and the
-bug visible: a fix turns them into XPASS failures, and the entry must go.
 
 Samples per dtype: conv2d 30, conv_transpose2d 12, max_pool2d 1440,
 avg_pool2d 7; error inputs: conv2d 10, conv_transpose2d 0 (its OpInfo has
@@ -53,17 +47,6 @@ pytestmark = pytest.mark.filterwarnings(
     # torch's own warning for padding='same' with an even kernel: not ours.
     "ignore:Using padding='same' with even kernel lengths:UserWarning"
 )
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    """Overrides conftest's ``_seed`` for this module's ~6000 tests: same seed, faster.
-
-    ``torch.manual_seed`` also queues lazy seeding of cuda/xpu/mps, each
-    recording a formatted stack trace, ~5 ms per call under pytest's deep stack;
-    seeding the CPU generator directly is what matters on CPU and is ~1000x faster.
-    """
-    torch.random.default_generator.manual_seed(0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -150,94 +133,10 @@ def _error_params():
     params = []
     for name in OURS:
         for i, error in enumerate(_error_inputs(name)):
-            marks = ()
-            if (name, i) in KNOWN_ERROR_DISAGREEMENTS:
-                marks = pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_ERROR_DISAGREEMENTS[(name, i)])
             sample = error.sample_input
             ident = f"{_short(name)}-{i:02d}-{error.error_type.__name__}-{_describe(sample)}-{str(sample.input.dtype)[6:]}"
-            params.append(pytest.param(name, i, id=ident, marks=marks))
+            params.append(pytest.param(name, i, id=ident))
     return params
-
-
-# --------------------------------------------------------------------------- known bugs
-
-_POOL_ORDER = (
-    "torchconv checks the input's shape (3-D input with a zero-size channel dim: "
-    "'Expected 3D or 4D (batch mode) tensor ...') before the padding, torch checks the padding first "
-    "(pooling_output_shape before pool2d_shape_check): torch raises {!r}"
-)
-# (op, error input index) -> reason. Same exception type, different message:
-# an input with an empty (C, H, W) part and a bad padding.
-KNOWN_ERROR_DISAGREEMENTS = {
-    (name, i): _POOL_ORDER.format(error.error_regex)
-    for name in ("nn.functional.max_pool2d", "nn.functional.avg_pool2d")
-    for i, error in enumerate(_error_inputs(name))
-    if 0 in error.sample_input.input.shape[-3:] and error.error_regex.startswith("pad ")
-}
-
-# Forward outputs whose values, shape, dtype and memory format agree, but whose
-# strides differ in size-1 dimensions: a channels_last input gives a
-# (N, C, 1, 1) output; torch allocates it channels_last, strides (C, 1, C, C),
-# torchconv keeps the kernel's contiguous (C, 1, 1, 1) (``_in_layout`` accepts
-# any tensor that "is contiguous" in the format, and size-1 dims don't count).
-# Visible consequence: ``suggest_memory_format()`` of the output is
-# channels_last for torch and contiguous for torchconv, so the next layer's
-# layout differs.
-_SIZE1_STRIDES = (
-    "channels_last input, (N, C, 1, 1) output: torch's strides are (C, 1, C, C) (channels_last), "
-    "torchconv's are (C, 1, 1, 1) (contiguous); suggest_memory_format differs"
-)
-
-
-def _strictly_channels_last(t) -> bool:
-    return isinstance(t, torch.Tensor) and t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
-        memory_format=torch.channels_last
-    )
-
-
-def _size1_channels_last_samples(name, dtype) -> list[int]:
-    """Samples with a channels_last input (or weight) and an (N, C, 1, 1) output."""
-    found = []
-    for i, sample in enumerate(_samples(name, dtype)):
-        if not any(_strictly_channels_last(t) for t in (sample.input, *sample.args[:1])):
-            continue
-        with torch.no_grad():
-            out = _outputs(OPINFOS[name].op(sample.input, *sample.args, **sample.kwargs))[0]
-        if out.dim() == 4 and tuple(out.shape[2:]) == (1, 1):
-            found.append(i)
-    return found
-
-
-KNOWN_FORWARD_STRIDE_DISAGREEMENTS = {
-    (name, dtype, i): _SIZE1_STRIDES for name in OURS for dtype in DTYPES for i in _size1_channels_last_samples(name, dtype)
-}
-
-# Gradients with the right values but non-contiguous strides: conv_transpose2d
-# with output_padding >= stride (allowed because it is < dilation). Its input
-# gradient is a conv2d cut to the input's size (``_conv2d_sized`` in
-# torchconv/_autograd.py), i.e. a slice of a larger tensor; torch's is contiguous.
-_CUT_GRAD = (
-    "conv_transpose2d with output_padding >= stride: grad_input is a non-contiguous slice "
-    "(strides (40, 20, 5, 1) for size (2, 2, 4, 4)), torch's is contiguous (32, 16, 4, 1)"
-)
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v) * (2 // len(v))
-
-
-def _output_padding_beyond_stride(sample) -> bool:
-    kwargs = sample.kwargs
-    output_padding, stride = _pair(kwargs.get("output_padding", 0)), _pair(kwargs.get("stride", 1))
-    return any(o >= s for o, s in zip(output_padding, stride))
-
-
-KNOWN_GRAD_STRIDE_DISAGREEMENTS = {
-    ("nn.functional.conv_transpose2d", dtype, i): _CUT_GRAD
-    for dtype in DTYPES
-    for i, sample in enumerate(_samples("nn.functional.conv_transpose2d", dtype))
-    if _output_padding_beyond_stride(sample)
-}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -248,26 +147,14 @@ KNOWN_GRAD_STRIDE_DISAGREEMENTS = {
 GRAD_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4)}
 
 
-def _significant_strides(t: torch.Tensor) -> list:
-    """Strides of the dimensions whose stride matters (size > 1)."""
-    return [s if n > 1 else None for n, s in zip(t.shape, t.stride())]
-
-
 def _memory_formats(t: torch.Tensor) -> tuple[bool, ...]:
     if t.dim() != 4:
         return (t.is_contiguous(),)
     return (t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last))
 
 
-def assert_same_tensor(
-    got: torch.Tensor, expected: torch.Tensor, strides: str = "exact", what: str = "output", tol: dict | None = None
-):
-    """Values (indices exactly), shape, dtype, device, and layout.
-
-    ``strides``: "exact" compares memory format and strides; "significant"
-    the memory format and the strides of dimensions of size > 1; "none" no
-    layout at all (for the known disagreements, which are tested apart).
-    """
+def assert_same_tensor(got: torch.Tensor, expected: torch.Tensor, what: str = "output", tol: dict | None = None):
+    """Values (indices exactly), shape, dtype, device, memory format and strides."""
     assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != torch's {tuple(expected.shape)}"
     assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != torch's {expected.dtype}"
     assert got.device == expected.device
@@ -275,19 +162,12 @@ def assert_same_tensor(
         torch.testing.assert_close(got, expected, msg=lambda m: f"{what}: {m}", **(tol or {}))
     else:
         assert torch.equal(got, expected), f"{what}: values differ from torch's\n{got}\n{expected}"
-    if strides == "none":
-        return
     assert _memory_formats(got) == _memory_formats(expected), (
         f"{what}: memory format (contiguous, channels_last) {_memory_formats(got)} != torch's {_memory_formats(expected)}"
     )
     if got.numel() == 0:
         return  # strides of an empty tensor carry no meaning
-    if strides == "exact":
-        assert got.stride() == expected.stride(), f"{what}: strides {got.stride()} != torch's {expected.stride()}"
-    else:
-        assert _significant_strides(got) == _significant_strides(expected), (
-            f"{what}: strides {got.stride()} != torch's {expected.stride()} (in dims of size > 1)"
-        )
+    assert got.stride() == expected.stride(), f"{what}: strides {got.stride()} != torch's {expected.stride()}"
 
 
 def _call(name: str, sample, ours: bool):
@@ -309,9 +189,8 @@ def test_forward(backend, name, dtype, index):
     expected = _call(name, sample, ours=False)
     got = _call(name, sample, ours=True)
     assert len(got) == len(expected), f"{len(got)} outputs, torch gives {len(expected)}"
-    strides = "significant" if (name, dtype, index) in KNOWN_FORWARD_STRIDE_DISAGREEMENTS else "exact"
     for k, (g, e) in enumerate(zip(got, expected)):
-        assert_same_tensor(g, e, strides=strides, what=f"output {k}")
+        assert_same_tensor(g, e, what=f"output {k}")
 
 
 @pytest.mark.parametrize("name, dtype, index", _sample_params(BACKWARD_DTYPES))
@@ -323,55 +202,21 @@ def test_backward(backend, name, dtype, index):
     got = _call(name, sample, ours=True)[0]
     generator = torch.Generator().manual_seed(index)
     # The random weights, hence the output gradient, first in the layout of
-    # torch's output (what a following op usually gives back): values and
-    # layout are compared. Then in contiguous layout: values only (layout when
-    # output gradient and input layouts differ: see test_layouts.py).
+    # torch's output (what a following op usually gives back), then in
+    # contiguous layout: the gradients' layout is torch's either way.
     for weights_layout in (torch.preserve_format, torch.contiguous_format):
         weights = torch.randn(expected.shape, dtype=dtype, generator=generator)
         if weights_layout is torch.preserve_format:
             weights = torch.empty_like(expected).copy_(weights)
         expected_grads = torch.autograd.grad((expected * weights).sum(), inputs, allow_unused=True, retain_graph=True)
         got_grads = torch.autograd.grad((got * weights).sum(), inputs, allow_unused=True, retain_graph=True)
-        strides = "exact"
-        if (name, dtype, index) in KNOWN_GRAD_STRIDE_DISAGREEMENTS or weights_layout is torch.contiguous_format:
-            strides = "none"
         for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
             what = f"grad of input {k} {tuple(inputs[k].shape)}, output grad in {weights_layout}"
             if e is None:
                 assert g is None or not g.any(), f"{what}: torch gives none, torchconv a nonzero one"
                 continue
             assert g is not None, f"{what}: torchconv gives none"
-            assert_same_tensor(g, e, strides=strides, what=what, tol=GRAD_TOL.get(dtype))
-
-
-def _known_stride_params():
-    params = []
-    for table, kind in ((KNOWN_FORWARD_STRIDE_DISAGREEMENTS, "forward"), (KNOWN_GRAD_STRIDE_DISAGREEMENTS, "backward")):
-        for (name, dtype, i), reason in table.items():
-            sample = _samples(name, dtype)[i]
-            params.append(
-                pytest.param(
-                    kind, name, dtype, i,
-                    id=f"{kind}-{_short(name)}-{str(dtype)[6:]}-{i:04d}-{_describe(sample)}",
-                    marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason),
-                )
-            )
-    return params
-
-
-@pytest.mark.parametrize("kind, name, dtype, index", _known_stride_params())
-def test_exact_strides_known_disagreements(backend, kind, name, dtype, index):
-    """The samples whose strides are compared loosely above, compared exactly."""
-    sample = _samples(name, dtype)[index]
-    expected = _call(name, sample, ours=False)
-    got = _call(name, sample, ours=True)
-    if kind == "backward":
-        inputs = _grad_inputs(sample)
-        weights = torch.randn_like(expected[0])
-        expected = torch.autograd.grad((expected[0] * weights).sum(), inputs)
-        got = torch.autograd.grad((got[0] * weights).sum(), inputs)
-    for g, e in zip(got, expected):
-        assert g.stride() == e.stride(), f"strides {g.stride()} != torch's {e.stride()}"
+            assert_same_tensor(g, e, what=what, tol=GRAD_TOL.get(dtype))
 
 
 @pytest.mark.parametrize("name, index", _error_params())
