@@ -33,51 +33,26 @@ def is_available() -> bool:
     return LOAD_ERROR is None
 
 
-def _ops():
-    return torch.ops.torchconv_cpp
+def _kernel(name: str):
+    """The compiled kernel ``torchconv_cpp::<name>`` with the reference
+    kernel's signature; inputs of another dtype go to the reference kernel.
+    Every kernel's first argument is the tensor whose dtype decides."""
+    fallback = getattr(reference, name)
+
+    def kernel(first, *args):
+        if first.dtype not in _COMPILED_DTYPES:
+            return fallback(first, *args)
+        return getattr(torch.ops.torchconv_cpp, name)(first, *args)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.__doc__ = f"torchconv_cpp::{name} (float32/float64), else reference.{name}."
+    return kernel
 
 
-def conv2d(input, weight, bias, stride, padding, dilation, groups):
-    if input.dtype not in _COMPILED_DTYPES:
-        return reference.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    return _ops().conv2d(input, weight, bias, stride, padding, dilation, groups)
-
-
-def conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
-    if input.dtype not in _COMPILED_DTYPES:
-        return reference.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    return _ops().conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-def conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups):
-    if input.dtype not in _COMPILED_DTYPES:
-        return reference.conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups)
-    return _ops().conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups)
-
-
-def max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
-    if input.dtype not in _COMPILED_DTYPES:
-        return reference.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _ops().max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
-
-
-def max_pool2d_backward(grad_output, indices, input_size):
-    if grad_output.dtype not in _COMPILED_DTYPES:
-        return reference.max_pool2d_backward(grad_output, indices, input_size)
-    return _ops().max_pool2d_backward(grad_output, indices, input_size)
-
-
-def avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    if input.dtype not in _COMPILED_DTYPES:
-        return reference.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    return _ops().avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-
-
-def avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    if grad_output.dtype not in _COMPILED_DTYPES:
-        return reference.avg_pool2d_backward(
-            grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-        )
-    return _ops().avg_pool2d_backward(
-        grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-    )
+conv2d = _kernel("conv2d")
+conv_transpose2d = _kernel("conv_transpose2d")
+conv2d_weight = _kernel("conv2d_weight")
+max_pool2d = _kernel("max_pool2d")
+max_pool2d_backward = _kernel("max_pool2d_backward")
+avg_pool2d = _kernel("avg_pool2d")
+avg_pool2d_backward = _kernel("avg_pool2d_backward")
