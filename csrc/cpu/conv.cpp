@@ -88,11 +88,16 @@ void add_bias(scalar_t* out, const scalar_t* bias, int64_t channels, int64_t pla
 
 // ------------------------------------------- direct loops, one image channel per group
 //
-// When each group reads a single image channel (depthwise convolutions, and
-// a first layer on one-channel images), the GEMMs above have a reduction of
-// only kH * kW and im2col copies the image kH * kW times for nothing. These
-// loops run the same sums in place: for every kernel tap, one strided
-// multiply-add of an image row into an output row (unit stride vectorises).
+// When there are several groups and each reads a single image channel
+// (depthwise convolutions), every group's GEMM is tiny (a reduction of only
+// kH * kW, a handful of output channels) and im2col copies the image kH * kW
+// times for nothing. These loops run the same sums in place: for every
+// kernel tap, one strided multiply-add of an image row into an output row
+// (unit stride vectorises). A single group on a one-channel image (an MNIST
+// first layer) stays on the GEMM path: there one GEMM covers all output
+// channels, and measured it ran 4-5x faster than these loops.
+
+inline bool uses_direct_loops(const ConvShape& s) { return s.groups > 1 && s.image_group() == 1; }
 
 // Calls fn(image_row, grid_row, x_begin, x_end) for every tap (i, j) and grid
 // row y that meets the image: grid x in [x_begin, x_end) pairs with image
@@ -210,7 +215,7 @@ void conv2d_weight_direct(const ConvShape& s, const scalar_t* input, const scala
 template <typename scalar_t>
 void conv2d_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* weight,
                    const scalar_t* bias, scalar_t* output) {
-  if (s.image_group() == 1) return conv2d_direct(s, input, weight, bias, output);
+  if (uses_direct_loops(s)) return conv2d_direct(s, input, weight, bias, output);
   const int64_t rows = s.column_rows(), grid = s.grid_size();
   const bool pointwise = s.is_pointwise();
   for_each_sample<scalar_t>(s.batch, pointwise ? 0 : rows * grid, [&](int64_t n, scalar_t* buffer) {
@@ -233,7 +238,7 @@ template <typename scalar_t>
 void conv_transpose2d_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* weight,
                              const scalar_t* bias, scalar_t* output) {
   // Here the input lives on the grid and the output is the image.
-  if (s.image_group() == 1) return conv_transpose2d_direct(s, input, weight, bias, output);
+  if (uses_direct_loops(s)) return conv_transpose2d_direct(s, input, weight, bias, output);
   const int64_t rows = s.column_rows(), grid = s.grid_size();
   const bool pointwise = s.is_pointwise();
   for_each_sample<scalar_t>(s.batch, pointwise ? 0 : rows * grid, [&](int64_t n, scalar_t* buffer) {
@@ -261,7 +266,7 @@ void conv_transpose2d_kernel(const ConvShape& s, const scalar_t* input, const sc
 template <typename scalar_t>
 void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* grad_output,
                           scalar_t* grad_weight) {
-  if (s.image_group() == 1) return conv2d_weight_direct(s, input, grad_output, grad_weight);
+  if (uses_direct_loops(s)) return conv2d_weight_direct(s, input, grad_output, grad_weight);
   const int64_t rows = s.column_rows(), grid = s.grid_size();
   const int64_t weight_numel = s.grid_channels * rows;
   const bool pointwise = s.is_pointwise();
