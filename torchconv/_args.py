@@ -217,9 +217,8 @@ def _short(dtype: torch.dtype) -> str:
 
 
 def check_conv_params(op: str, stride, padding, dilation, groups, output_padding=None) -> None:
-    """Sign checks on conv arguments, in the order ATen makes them."""
-    if not _is_int(groups):
-        raise TypeError(f"{op}(): argument 'groups' must be int, not {type(groups).__name__}")
+    """Sign checks on conv arguments, in the order ATen makes them (types were
+    checked first, by check_types)."""
     if groups <= 0:
         raise RuntimeError(f"{op}: non-positive groups is not supported, but got groups={groups}")
     if any(p < 0 for p in padding):

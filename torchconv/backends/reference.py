@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._args import conv_output_size, conv_transpose_output_size, pool_output_size
+
 __all__ = [
     "conv2d",
     "conv_transpose2d",
@@ -83,10 +85,6 @@ def _col2im(cols, image_size, stride, padding, dilation) -> torch.Tensor:
     return canvas[:, :, padding[0] : padding[0] + image_size[0], padding[1] : padding[1] + image_size[1]]
 
 
-def _conv_out(size, kernel, stride, padding, dilation):
-    return [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(size, kernel, stride, padding, dilation)]
-
-
 # ----------------------------------------------------------------------- conv
 
 
@@ -94,7 +92,9 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
     """y[n, g, o] = W[g, o, :] . cols[n, g, :] (+ b): one GEMM per group."""
     n, c_in, h, w = input.shape
     c_out, _, k_h, k_w = weight.shape
-    out_h, out_w = _conv_out((h, w), (k_h, k_w), stride, padding, dilation)
+    out_h, out_w = [
+        conv_output_size(size, k, s, p, d) for size, k, s, p, d in zip((h, w), (k_h, k_w), stride, padding, dilation)
+    ]
     cols = _im2col(input, (k_h, k_w), stride, padding, dilation, (out_h, out_w))
     # (N, G, C/G * kH * kW, L): the copy that makes the view GEMM-ready.
     cols = cols.reshape(n, groups, (c_in // groups) * k_h * k_w, out_h * out_w)
@@ -110,7 +110,7 @@ def conv_transpose2d(input, weight, bias, stride, padding, output_padding, group
     n, c_in, h, w = input.shape
     _, c_out_g, k_h, k_w = weight.shape
     out_size = [
-        (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        conv_transpose_output_size(size, k, s, p, op, d)
         for size, k, s, p, op, d in zip((h, w), (k_h, k_w), stride, padding, output_padding, dilation)
     ]
     kernels_t = weight.reshape(groups, c_in // groups, c_out_g * k_h * k_w).transpose(1, 2)
@@ -165,8 +165,6 @@ def _tap_positions(out_len, kernel, stride, pad, dilation, device):
 
 
 def _out_size(input, kernel, stride, padding, dilation, ceil_mode):
-    from .._args import pool_output_size
-
     return [
         pool_output_size(size, k, s, p, d, ceil_mode)
         for size, k, s, p, d in zip(input.shape[2:], kernel, stride, padding, dilation)
