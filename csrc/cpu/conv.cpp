@@ -299,17 +299,9 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const scala
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  check_conv_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups);
-  TORCH_CHECK(input.size(1) == weight.size(1) * groups, "torchconv_cpp::conv2d: expected input with ",
-              weight.size(1) * groups, " channels (weight.size(1) * groups), but got ", input.size(1));
-  TORCH_CHECK(!bias.has_value() || bias->numel() == weight.size(0),
-              "torchconv_cpp::conv2d: expected bias with ", weight.size(0), " elements, but got ",
-              bias.has_value() ? bias->numel() : 0);
+  const std::pair<int64_t, int64_t> out_size = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
+  const int64_t out_h = out_size.first, out_w = out_size.second;
   const Window window = make_window(weight, stride, padding, dilation);
-  const int64_t out_h = conv_output_size(input.size(2), window.kernel_h, window.stride_h, window.pad_h, window.dilation_h);
-  const int64_t out_w = conv_output_size(input.size(3), window.kernel_w, window.stride_w, window.pad_w, window.dilation_w);
-  TORCH_CHECK(out_h > 0 && out_w > 0, "torchconv_cpp::conv2d: the kernel (dilated) is larger than the padded input: output would be ",
-              out_h, "x", out_w);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     weight.size(0), out_h, out_w, window};
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
@@ -325,19 +317,10 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
                             int64_t groups, at::IntArrayRef dilation) {
-  check_conv_arguments("conv_transpose2d", input, weight, bias, stride, padding, dilation, groups);
-  check_pair("conv_transpose2d", "output_padding", output_padding, 0);
-  TORCH_CHECK(input.size(1) == weight.size(0), "torchconv_cpp::conv_transpose2d: expected input with ",
-              weight.size(0), " channels (weight.size(0)), but got ", input.size(1));
-  TORCH_CHECK(!bias.has_value() || bias->numel() == weight.size(1) * groups,
-              "torchconv_cpp::conv_transpose2d: expected bias with ", weight.size(1) * groups,
-              " elements, but got ", bias.has_value() ? bias->numel() : 0);
+  const std::pair<int64_t, int64_t> out_size =
+      check_conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  const int64_t out_h = out_size.first, out_w = out_size.second;
   const Window window = make_window(weight, stride, padding, dilation);
-  const int64_t out_h = (input.size(2) - 1) * window.stride_h - 2 * window.pad_h +
-                        window.dilation_h * (window.kernel_h - 1) + output_padding[0] + 1;
-  const int64_t out_w = (input.size(3) - 1) * window.stride_w - 2 * window.pad_w +
-                        window.dilation_w * (window.kernel_w - 1) + output_padding[1] + 1;
-  TORCH_CHECK(out_h > 0 && out_w > 0, "torchconv_cpp::conv_transpose2d: output size is too small: ", out_h, "x", out_w);
   const int64_t out_channels = weight.size(1) * groups;
   const ConvShape s{input.size(0), groups, out_channels, out_h, out_w,
                     input.size(1), input.size(2), input.size(3), window};
@@ -353,15 +336,8 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
 
 at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output, at::IntArrayRef weight_size,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  TORCH_CHECK(weight_size.size() == 4 && std::all_of(weight_size.begin(), weight_size.end(), [](int64_t v) { return v >= 0; }),
-              "torchconv_cpp::conv2d_weight: weight_size must be 4 non-negative sizes, but got ", weight_size);
+  check_conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
   const at::Tensor weight_like = at::empty(weight_size, input.options().device(at::kMeta));
-  check_conv_arguments("conv2d_weight", input, weight_like, c10::nullopt, stride, padding, dilation, groups);
-  check_tensor("conv2d_weight", "grad_output", grad_output, input);
-  TORCH_CHECK(input.size(1) == weight_size[1] * groups && grad_output.size(1) == weight_size[0] &&
-                  grad_output.size(0) == input.size(0),
-              "torchconv_cpp::conv2d_weight: input ", input.sizes(), ", grad_output ", grad_output.sizes(),
-              " and weight_size ", weight_size, " do not agree (groups=", groups, ")");
   const Window window = make_window(weight_like, stride, padding, dilation);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     grad_output.size(1), grad_output.size(2), grad_output.size(3), window};

@@ -19,36 +19,6 @@ namespace torchconv {
 namespace cpu {
 namespace {
 
-struct Pool {
-  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
-};
-
-Pool make_pool(const char* op, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
-               at::IntArrayRef dilation) {
-  check_pair(op, "kernel_size", kernel, 1);
-  check_pair(op, "stride", stride, 1);
-  check_pair(op, "padding", padding, 0);
-  check_pair(op, "dilation", dilation, 1);
-  TORCH_CHECK(2 * padding[0] <= (kernel[0] - 1) * dilation[0] + 1 && 2 * padding[1] <= (kernel[1] - 1) * dilation[1] + 1,
-              "torchconv_cpp::", op, ": padding ", padding, " must be at most half of the effective kernel size");
-  return Pool{kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
-}
-
-// ATen's pooling_output_shape: with ceil_mode the last window must start
-// inside the input or its left padding.
-int64_t pool_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation, bool ceil_mode) {
-  const int64_t numerator = size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
-  int64_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
-  if (ceil_mode && (out - 1) * stride >= size + pad) --out;
-  return out;
-}
-
-void check_plane_input(const char* op, const at::Tensor& input) {
-  check_input(op, input);
-  TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0, "torchconv_cpp::", op, ": expected a non-empty plane, but got input of size ",
-              input.sizes());
-}
-
 template <typename Fn>
 void for_each_plane(int64_t planes, const Fn& fn) {
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
@@ -94,11 +64,10 @@ void max_pool2d_kernel(const scalar_t* input, scalar_t* output, int64_t* indices
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   check_plane_input("max_pool2d", input);
-  const Pool p = make_pool("max_pool2d", kernel_size, stride, padding, dilation);
+  const Pool p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
   const int64_t in_h = input.size(2), in_w = input.size(3);
-  const int64_t out_h = pool_output_size(in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, ceil_mode);
-  const int64_t out_w = pool_output_size(in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, ceil_mode);
-  TORCH_CHECK(out_h > 0 && out_w > 0, "torchconv_cpp::max_pool2d: output size is too small: ", out_h, "x", out_w);
+  const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
+  const int64_t out_h = out_size.first, out_w = out_size.second;
   const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty({input.size(0), input.size(1), out_h, out_w}, input.options());
   at::Tensor indices = at::empty({input.size(0), input.size(1), out_h, out_w}, input.options().dtype(at::kLong));
@@ -112,9 +81,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size) {
   check_input("max_pool2d_backward", grad_output);
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
-  TORCH_CHECK(indices.scalar_type() == at::kLong && indices.sizes() == grad_output.sizes() && indices.device().is_cpu(),
-              "torchconv_cpp::max_pool2d_backward: expected int64 CPU indices of size ", grad_output.sizes(),
-              ", but got ", indices.scalar_type(), " of size ", indices.sizes());
+  check_pool_indices(grad_output, indices);
   const int64_t planes = grad_output.size(0) * grad_output.size(1);
   const int64_t plane_in = input_size[0] * input_size[1], plane_out = grad_output.size(2) * grad_output.size(3);
   const at::Tensor dy = grad_output.contiguous(), idx = indices.contiguous();
@@ -180,12 +147,11 @@ void for_each_avg_window(int64_t out_h, int64_t out_w, int64_t in_h, int64_t in_
 at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                       bool ceil_mode, bool count_include_pad, c10::optional<int64_t> divisor_override) {
   check_plane_input("avg_pool2d", input);
-  const Pool p = make_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
-  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, "torchconv_cpp::avg_pool2d: divisor must be not zero");
+  const Pool p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
+  check_divisor("avg_pool2d", divisor_override);
   const int64_t in_h = input.size(2), in_w = input.size(3);
-  const int64_t out_h = pool_output_size(in_h, p.kernel_h, p.stride_h, p.pad_h, 1, ceil_mode);
-  const int64_t out_w = pool_output_size(in_w, p.kernel_w, p.stride_w, p.pad_w, 1, ceil_mode);
-  TORCH_CHECK(out_h > 0 && out_w > 0, "torchconv_cpp::avg_pool2d: output size is too small: ", out_h, "x", out_w);
+  const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, p, ceil_mode);
+  const int64_t out_h = out_size.first, out_w = out_size.second;
   const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty({input.size(0), input.size(1), out_h, out_w}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::avg_pool2d", [&] {
@@ -211,9 +177,8 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
                                c10::optional<int64_t> divisor_override) {
   check_input("avg_pool2d_backward", grad_output);
   check_pair("avg_pool2d_backward", "input_size", input_size, 1);
-  const Pool p = make_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
-  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0,
-              "torchconv_cpp::avg_pool2d_backward: divisor must be not zero");
+  const Pool p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
+  check_divisor("avg_pool2d_backward", divisor_override);
   const int64_t in_h = input_size[0], in_w = input_size[1];
   const int64_t out_h = grad_output.size(2), out_w = grad_output.size(3);
   const at::Tensor dy = grad_output.contiguous();

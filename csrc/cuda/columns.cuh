@@ -1,0 +1,119 @@
+// im2col and col2im on the GPU: the two data-movement primitives of conv2d,
+// conv_transpose2d and the weight gradient (ARCHITECTURE: six computations,
+// two primitives, one GEMM).
+//
+// The column matrix is pixel-major: one row per grid position p = (n, y, x)
+// of the chunk's samples, one column per (group, tap, channel in group):
+//
+//   columns[p][k],  k = ((g * kernel_h + i) * kernel_w + j) * group_channels + c
+//
+// holds pixel (y * stride_h - pad_h + i * dilation_h,
+//              x * stride_w - pad_w + j * dilation_w) of image channel
+// g * group_channels + c, zero outside the image. With this order a GEMM of
+// the rows against a channels_last weight ([O, kH, kW, C/G]) gives a
+// channels_last output, every group's columns are one contiguous block of a
+// row, and consecutive threads (consecutive k) read consecutive channels of a
+// channels_last image: the conv wrappers hand these kernels channels_last
+// images, so their loads and stores coalesce.
+//
+// col2im is written as a gather, not a scatter: each image pixel sums the
+// column entries that read it, in a fixed tap order. No two threads write the
+// same address, there are no atomics, and results are bit-identical from run
+// to run.
+#pragma once
+
+#include <ATen/OpMathType.h>
+
+#include "launch.cuh"
+
+namespace torchconv {
+namespace cuda {
+
+struct ConvWindow {
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;
+  int64_t pad_h, pad_w;
+  int64_t dilation_h, dilation_w;
+};
+
+// The grid positions and taps of one chunk of samples.
+struct ColumnShape {
+  int64_t first_sample, samples;  // image samples [first_sample, first_sample + samples)
+  int64_t grid_h, grid_w;         // positions of the window
+  int64_t groups, group_channels; // image channels = groups * group_channels
+  ConvWindow window;
+
+  __host__ __device__ int64_t width() const {
+    return groups * window.kernel_h * window.kernel_w * group_channels;
+  }
+  __host__ __device__ int64_t rows() const { return samples * grid_h * grid_w; }
+};
+
+template <typename scalar_t>
+__global__ void im2col_kernel(const scalar_t* __restrict__ image, Layout4d image_layout, ColumnShape s,
+                              scalar_t* __restrict__ columns) {
+  const ConvWindow& w = s.window;
+  const int64_t width = s.width();
+  const int64_t total = s.rows() * width;
+  TORCHCONV_KERNEL_LOOP(e, total) {
+    int64_t k = e % width, p = e / width;
+    const int64_t c = k % s.group_channels;
+    k /= s.group_channels;
+    const int64_t j = k % w.kernel_w;
+    k /= w.kernel_w;
+    const int64_t i = k % w.kernel_h;
+    const int64_t g = k / w.kernel_h;
+    const int64_t x = p % s.grid_w;
+    p /= s.grid_w;
+    const int64_t y = p % s.grid_h;
+    const int64_t n = p / s.grid_h;
+    const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+    const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
+    const bool inside = iy >= 0 && iy < image_layout.size[2] && ix >= 0 && ix < image_layout.size[3];
+    columns[e] = inside ? image[image_layout.offset(s.first_sample + n, g * s.group_channels + c, iy, ix)]
+                        : scalar_t(0);
+  }
+}
+
+// image[n, ch, y, x] = bias[ch] + sum of the column entries that im2col
+// would read from that pixel, for every pixel of the chunk's samples.
+// Threads walk the image in channels_last order (channel fastest), matching
+// the columns' order; `image` may have any strides.
+template <typename scalar_t>
+__global__ void col2im_kernel(const scalar_t* __restrict__ columns, ColumnShape s, const scalar_t* __restrict__ bias,
+                              Layout4d image_layout, scalar_t* __restrict__ image) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const ConvWindow& w = s.window;
+  const int64_t width = s.width();
+  const int64_t channels = s.groups * s.group_channels;
+  const int64_t height = image_layout.size[2], image_w = image_layout.size[3];
+  const int64_t total = s.samples * channels * height * image_w;
+  TORCHCONV_KERNEL_LOOP(e, total) {
+    int64_t rest = e;
+    const int64_t ch = rest % channels;
+    rest /= channels;
+    const int64_t x = rest % image_w;
+    rest /= image_w;
+    const int64_t y = rest % height;
+    const int64_t n = rest / height;
+    const int64_t g = ch / s.group_channels, c = ch % s.group_channels;
+    acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[ch]) : acc_t(0);
+    for (int64_t i = 0; i < w.kernel_h; ++i) {
+      const int64_t ty = y + w.pad_h - i * w.dilation_h;  // = grid y * stride_h when a grid row reads here
+      if (ty < 0 || ty % w.stride_h != 0 || ty / w.stride_h >= s.grid_h) continue;
+      const int64_t gy = ty / w.stride_h;
+      for (int64_t j = 0; j < w.kernel_w; ++j) {
+        const int64_t tx = x + w.pad_w - j * w.dilation_w;
+        if (tx < 0 || tx % w.stride_w != 0 || tx / w.stride_w >= s.grid_w) continue;
+        const int64_t gx = tx / w.stride_w;
+        const int64_t row = (n * s.grid_h + gy) * s.grid_w + gx;
+        const int64_t k = ((g * w.kernel_h + i) * w.kernel_w + j) * s.group_channels + c;
+        sum += static_cast<acc_t>(columns[row * width + k]);
+      }
+    }
+    image[image_layout.offset(s.first_sample + n, ch, y, x)] = static_cast<scalar_t>(sum);
+  }
+}
+
+}  // namespace cuda
+}  // namespace torchconv
