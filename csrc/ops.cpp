@@ -12,7 +12,7 @@ TORCH_LIBRARY(torchconv_cpp, m) {
   m.def("conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] output_padding, int groups, int[] dilation) -> Tensor");
   m.def("conv2d_weight(Tensor input, Tensor grad_output, int[] weight_size, int[] stride, int[] padding, int[] dilation, int groups) -> Tensor");
   m.def("max_pool2d(Tensor input, int[] kernel_size, int[] stride, int[] padding, int[] dilation, bool ceil_mode) -> (Tensor, Tensor)");
-  m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, int[] input_size) -> Tensor");
+  m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, int[] input_size, int[] kernel_size, int[] stride, int[] padding, int[] dilation) -> Tensor");
   m.def("avg_pool2d(Tensor input, int[] kernel_size, int[] stride, int[] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
   m.def("avg_pool2d_backward(Tensor grad_output, int[] input_size, int[] kernel_size, int[] stride, int[] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
 }

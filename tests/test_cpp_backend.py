@@ -167,7 +167,7 @@ def test_compiled_pool_ops_never_crash(x_shape, g_shape, kernel, stride, padding
     x, g = _tensor(x_shape, dtype), _tensor(g_shape, dtype)
     indices = torch.randint(-3, 40, g_shape, dtype=torch.int64)
     _call_raises_or_returns(ops.max_pool2d, x, kernel, stride, padding, dilation, ceil_mode)
-    _call_raises_or_returns(ops.max_pool2d_backward, g, indices, x_shape[-2:])
+    _call_raises_or_returns(ops.max_pool2d_backward, g, indices, x_shape[-2:], kernel, stride, padding, dilation)
     _call_raises_or_returns(ops.avg_pool2d, x, kernel, stride, padding, ceil_mode, True, divisor)
     _call_raises_or_returns(ops.avg_pool2d_backward, g, x_shape[-2:], kernel, stride, padding, ceil_mode, False, divisor)
 
@@ -178,9 +178,30 @@ def test_compiled_ops_name_the_problem():
     with pytest.raises(RuntimeError, match=r"conv2d: expected stride values >= 1"):
         ops.conv2d(x, torch.randn(3, 2, 3, 3), None, [0, 1], [0, 0], [1, 1], 1)
     with pytest.raises(RuntimeError, match=r"max_pool2d_backward: index 99 is outside the input plane"):
-        ops.max_pool2d_backward(torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 99), [2, 2])
+        ops.max_pool2d_backward(torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 99), [2, 2], [2, 2], [2, 2], [0, 0],
+                                [1, 1])
     with pytest.raises(RuntimeError, match=r"expected a float32 or float64 input"):
         ops.avg_pool2d(x.long(), [2, 2], [2, 2], [0, 0], False, True, None)
+
+
+@pytest.mark.parametrize(
+    "window, message",
+    [
+        (([0, 2], [2, 2], [0, 0], [1, 1]), r"max_pool2d_backward: expected kernel_size values >= 1, but got \[0, 2\]"),
+        (([2, 2, 2], [2, 2], [0, 0], [1, 1]), r"max_pool2d_backward: expected kernel_size to have 2 values"),
+        (([2, 2], [2, 0], [0, 0], [1, 1]), r"max_pool2d_backward: expected stride values >= 1, but got \[2, 0\]"),
+        (([2, 2], [2], [0, 0], [1, 1]), r"max_pool2d_backward: expected stride to have 2 values, but got \[2\]"),
+        (([2, 2], [2, 2], [2, 0], [1, 1]), r"max_pool2d_backward: padding \[2, 0\] must be at most half"),
+        (([2, 2], [2, 2], [0, 0], [0, 1]), r"max_pool2d_backward: expected dilation values >= 1"),
+    ],
+    ids=["kernel_zero", "kernel_three_values", "stride_zero", "stride_one_value", "padding_too_large", "dilation_zero"],
+)
+def test_compiled_max_pool2d_backward_checks_the_window(window, message):
+    """The window is validated although the CPU scatter does not use it (the CUDA gather does)."""
+    ops = torch.ops.torchconv_cpp
+    values, indices = ops.max_pool2d(torch.randn(1, 2, 4, 4), [2, 2], [2, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match=message):
+        ops.max_pool2d_backward(torch.ones_like(values), indices, [4, 4], *window)
 
 
 def test_backward_is_deterministic():
@@ -204,7 +225,7 @@ def test_compiled_ops_pass_opcheck():
         (ops.conv_transpose2d, (x, wt, b, [2, 1], [1, 1], [1, 0], 2, [2, 1])),
         (ops.conv2d_weight, (x, torch.randn(2, 6, 2, 6, dtype=torch.float64), [6, 2, 3, 2], [2, 1], [1, 1], [2, 1], 2)),
         (ops.max_pool2d, (x, [3, 3], [2, 2], [1, 1], [1, 1], True)),
-        (ops.max_pool2d_backward, (torch.randn_like(values), indices, [7, 6])),
+        (ops.max_pool2d_backward, (torch.randn_like(values), indices, [7, 6], [3, 3], [2, 2], [1, 1], [1, 1])),
         (ops.avg_pool2d, (x, [3, 3], [2, 2], [1, 1], True, False, None)),
         (ops.avg_pool2d_backward, (torch.randn_like(values), [7, 6], [3, 3], [2, 2], [1, 1], True, False, 2)),
     ]

@@ -303,7 +303,8 @@ def test_max_pool2d_double_backward_batch0(backend):
     x = torch.randn(0, 2, 4, 4, dtype=DT)
     indices = torch.zeros(0, 2, 2, 2, dtype=torch.int64)
     gy = torch.randn(0, 2, 2, 2, dtype=DT, requires_grad=True)
-    gx = _autograd.MaxPool2dBackwardFunction.apply(gy, indices, list(x.shape[2:]))
+    window = ([2, 2], [2, 2], [0, 0], [1, 1])
+    gx = _autograd.MaxPool2dBackwardFunction.apply(gy, indices, list(x.shape[2:]), *window)
     (ggy,) = torch.autograd.grad(gx, gy, torch.ones_like(gx))
     assert ggy.shape == gy.shape
 
@@ -383,7 +384,7 @@ def test_max_pool2d_backward_op_gradcheck(backend, cfg):
     size = list(x.shape[2:])
 
     def fn(gy):
-        return torch.ops.torchconv.max_pool2d_backward(gy, indices, size)
+        return torch.ops.torchconv.max_pool2d_backward(gy, indices, size, *cfg["args"][:4])
 
     _check(fn, (gy,))
     expected = torch.ops.aten.max_pool2d_with_indices_backward(
@@ -477,7 +478,7 @@ def test_max_pool2d_function_apply(backend):
     _check(lambda x: _autograd.MaxPool2dFunction.apply(x, *args)[0], (x,))
     size = list(x.shape[2:])
     gy.requires_grad_()
-    _check(lambda gy: _autograd.MaxPool2dBackwardFunction.apply(gy, indices, size), (gy,))
+    _check(lambda gy: _autograd.MaxPool2dBackwardFunction.apply(gy, indices, size, *args[:4]), (gy,))
 
 
 def test_avg_pool2d_function_apply(backend):

@@ -275,8 +275,8 @@ class _Delegating:
         return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
 
     @staticmethod
-    def max_pool2d_backward(grad_output, indices, input_size):
-        return backends.reference.max_pool2d_backward(grad_output, indices, input_size)
+    def max_pool2d_backward(grad_output, indices, input_size, *window):
+        return backends.reference.max_pool2d_backward(grad_output, indices, input_size, *window)
 
     @staticmethod
     def avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):

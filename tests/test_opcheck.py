@@ -71,7 +71,7 @@ CONFIGS = {
     # ---- max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
     "max_pool2d-ceil-pad": (OPS.max_pool2d, lambda m: (m(2, 3, 7, 6), [3, 3], [2, 2], [1, 1], [1, 1], True)),
     "max_pool2d-dilated-floor": (OPS.max_pool2d, lambda m: (m(1, 2, 8, 7), [2, 3], [1, 2], [1, 0], [2, 1], False)),
-    # ---- max_pool2d_backward(grad_output, indices, input_size)
+    # ---- max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation)
     "max_pool2d_backward-ceil-pad": (
         OPS.max_pool2d_backward,
         lambda m: _max_backward_args(m, (2, 3, 7, 6), ([3, 3], [2, 2], [1, 1], [1, 1], True))),
@@ -98,7 +98,7 @@ def _max_backward_args(m, input_shape, pool_args):
     x = m(*input_shape, grad=False).detach()
     values, indices = OPS.max_pool2d(x, *pool_args)
     gy = m(*values.shape)
-    return gy, indices, list(input_shape[2:])
+    return (gy, indices, list(input_shape[2:]), *pool_args[:4])
 
 
 def _avg_backward_args(m, input_shape, pool_args):

@@ -253,6 +253,9 @@ class MaxPool2dFunction(torch.autograd.Function):
         ctx.save_for_forward(output[1])
         ctx.input_size = inputs[0].shape[2:]
         ctx.input_layout = memory_format_of(inputs[0])
+        # (kernel_size, stride, padding, dilation): max_pool2d_backward takes
+        # the window too (a GPU kernel gathers per input pixel over it).
+        ctx.window = inputs[1:5]
 
     @staticmethod
     def jvp(ctx, input_t, *_):
@@ -262,34 +265,38 @@ class MaxPool2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output, _grad_indices):
         (indices,) = ctx.saved_tensors
-        grad_input = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size)
+        grad_input = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size, *ctx.window)
         return in_layout(grad_input, ctx.input_layout), None, None, None, None, None
 
 
 class MaxPool2dBackwardFunction(torch.autograd.Function):
-    """gx = scatter(g, idx); it is linear in g, its adjoint a gather at idx."""
+    """gx = scatter(g, idx); it is linear in g, its adjoint a gather at idx.
+
+    The window (kernel_size, stride, padding, dilation) rides along for the
+    op, whose GPU kernel gathers per input pixel over the windows."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(grad_output, indices, input_size):
-        return ops.max_pool2d_backward(grad_output, indices, input_size)
+    def forward(grad_output, indices, input_size, kernel_size, stride, padding, dilation):
+        return ops.max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[1])
         ctx.save_for_forward(inputs[1])
         ctx.input_size = inputs[2]
+        ctx.window = inputs[3:7]
 
     @staticmethod
     def jvp(ctx, grad_output_t, *_):
         (indices,) = ctx.saved_tensors
-        return MaxPool2dBackwardFunction.apply(grad_output_t, indices, ctx.input_size)
+        return MaxPool2dBackwardFunction.apply(grad_output_t, indices, ctx.input_size, *ctx.window)
 
     @staticmethod
     def backward(ctx, grad_grad_input):
         (indices,) = ctx.saved_tensors
-        return _gather_at(grad_grad_input, indices), None, None
+        return _gather_at(grad_grad_input, indices), None, None, None, None, None, None
 
 
 class AvgPool2dFunction(torch.autograd.Function):

@@ -162,14 +162,29 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 @torch.library.custom_op("torchconv::max_pool2d_backward", mutates_args=())
-def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
-    """Gradient of max_pool2d's values: ``input_size`` is the input's (H, W)."""
-    out = backends.kernels(grad_output.device).max_pool2d_backward(grad_output, indices, list(input_size))
+def max_pool2d_backward(
+    grad_output: Tensor,
+    indices: Tensor,
+    input_size: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """Gradient of max_pool2d's values: ``input_size`` is the input's (H, W);
+    ``kernel_size``, ``stride``, ``padding`` and ``dilation`` are the
+    forward's window, as in ``aten::max_pool2d_with_indices_backward``. The
+    CPU kernels scatter to ``indices`` and need no window; a GPU kernel
+    gathers per input pixel over the windows that can contain it
+    (deterministic, no atomics), which needs it."""
+    out = backends.kernels(grad_output.device).max_pool2d_backward(
+        grad_output, indices, list(input_size), kernel_size, stride, padding, dilation
+    )
     return in_layout(out, memory_format_of(grad_output))
 
 
 @max_pool2d_backward.register_fake
-def _max_pool2d_backward_fake(grad_output, indices, input_size):
+def _max_pool2d_backward_fake(grad_output, indices, input_size, kernel_size, stride, padding, dilation):
     return _empty(grad_output, (*grad_output.shape[:2], *input_size), memory_format_of(grad_output))
 
 

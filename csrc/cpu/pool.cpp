@@ -78,9 +78,16 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   return {out, indices};
 }
 
-at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size) {
+// The window (kernel_size, stride, padding, dilation: max_pool2d's) is in the
+// schema for the CUDA kernel, which gathers per input pixel over the windows
+// that can contain it; this scatter needs only the indices, so it checks the
+// window and otherwise ignores it.
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
+                               at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation) {
   check_input("max_pool2d_backward", grad_output);
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
+  check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
   check_pool_indices(grad_output, indices);
   const int64_t planes = grad_output.size(0) * grad_output.size(1);
   const int64_t plane_in = input_size[0] * input_size[1], plane_out = grad_output.size(2) * grad_output.size(3);

@@ -88,7 +88,7 @@ __host__ __device__ inline Coords split_index(int64_t index, const Layout4d& l, 
   return at;
 }
 
-inline int64_t numel_of(const Layout4d& l) { return l.size[0] * l.size[1] * l.size[2] * l.size[3]; }
+__host__ __device__ inline int64_t numel_of(const Layout4d& l) { return l.size[0] * l.size[1] * l.size[2] * l.size[3]; }
 
 }  // namespace cuda
 }  // namespace torchconv

@@ -197,8 +197,14 @@ def max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     return values, indices
 
 
-def max_pool2d_backward(grad_output, indices, input_size):
-    """Each output gradient goes to the input pixel its window's maximum came from."""
+def max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation):
+    """Each output gradient goes to the input pixel its window's maximum came from.
+
+    The window (``kernel_size``, ``stride``, ``padding``, ``dilation``: the
+    forward's) is part of the kernel contract for backends that gather per
+    input pixel over the windows that can contain it (a GPU kernel, with no
+    atomics); this scatter to ``indices`` does not need it.
+    """
     n, c = grad_output.shape[:2]
     grad = grad_output.new_zeros(n, c, input_size[0] * input_size[1])
     plane = grad_output.shape[2] * grad_output.shape[3]

@@ -1,0 +1,118 @@
+// Direct kernels for grouped convolutions whose groups have one image
+// channel each (depthwise: groups == channels, as in MobileNet).
+//
+// There the pixel-major GEMM of conv.cu degenerates: every group is a
+// [rows x kH*kW] . [kH*kW x O/G] product with O/G usually 1, and im2col
+// writes kH*kW copies of the image to feed it. These kernels compute the
+// same sums straight from the tensors (any strides, so no layout copies):
+//
+//   conv2d            one thread per output element: its kH*kW taps
+//   conv_transpose2d  one thread per output element: a gather over the
+//                     taps and grid channels that reach it (no atomics)
+//   conv2d_weight     one block per weight element: the block's threads
+//                     split the (n, y, x) positions in a fixed pattern and
+//                     add their partial sums in a fixed tree, so the
+//                     result is the same run after run
+//
+// "image" is the side with one channel per group (conv2d's input,
+// conv_transpose2d's output), "grid" the side with O/G channels per group.
+#pragma once
+
+#include <ATen/OpMathType.h>
+
+#include "columns.cuh"
+#include "launch.cuh"
+
+namespace torchconv {
+namespace cuda {
+
+template <typename scalar_t>
+__global__ void depthwise_conv2d_kernel(const scalar_t* __restrict__ input, Layout4d in, const scalar_t* __restrict__ weight,
+                                        const scalar_t* __restrict__ bias, ConvWindow w, Layout4d out_layout,
+                                        bool channels_last, scalar_t* __restrict__ output) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t per_group = out_layout.size[1] / in.size[1];  // output channels per input channel
+  TORCHCONV_KERNEL_LOOP(e, numel_of(out_layout)) {
+    const Coords o = split_index(e, out_layout, channels_last);
+    const int64_t g = o.c / per_group;
+    const scalar_t* taps = weight + o.c * w.kernel_h * w.kernel_w;
+    acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[o.c]) : acc_t(0);
+    for (int64_t i = 0; i < w.kernel_h; ++i) {
+      const int64_t iy = o.h * w.stride_h - w.pad_h + i * w.dilation_h;
+      if (iy < 0 || iy >= in.size[2]) continue;
+      for (int64_t j = 0; j < w.kernel_w; ++j) {
+        const int64_t ix = o.w * w.stride_w - w.pad_w + j * w.dilation_w;
+        if (ix < 0 || ix >= in.size[3]) continue;
+        sum += static_cast<acc_t>(taps[i * w.kernel_w + j]) * static_cast<acc_t>(input[in.offset(o.n, g, iy, ix)]);
+      }
+    }
+    output[out_layout.offset(o.n, o.c, o.h, o.w)] = static_cast<scalar_t>(sum);
+  }
+}
+
+// out[n, g, y, x] = bias[g] + sum over the grid channels c of group g and the
+// taps (i, j) whose grid position lands on (y, x): weight[c, 0, i, j] * x[n, c, gy, gx].
+template <typename scalar_t>
+__global__ void depthwise_conv_transpose2d_kernel(const scalar_t* __restrict__ input, Layout4d in,
+                                                  const scalar_t* __restrict__ weight,
+                                                  const scalar_t* __restrict__ bias, ConvWindow w,
+                                                  Layout4d out_layout, bool channels_last,
+                                                  scalar_t* __restrict__ output) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t per_group = in.size[1] / out_layout.size[1];  // grid channels per image channel
+  TORCHCONV_KERNEL_LOOP(e, numel_of(out_layout)) {
+    const Coords o = split_index(e, out_layout, channels_last);
+    acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[o.c]) : acc_t(0);
+    for (int64_t c = o.c * per_group; c < (o.c + 1) * per_group; ++c) {
+      const scalar_t* taps = weight + c * w.kernel_h * w.kernel_w;
+      for (int64_t i = 0; i < w.kernel_h; ++i) {
+        const int64_t ty = o.h + w.pad_h - i * w.dilation_h;
+        if (ty < 0 || ty % w.stride_h != 0 || ty / w.stride_h >= in.size[2]) continue;
+        for (int64_t j = 0; j < w.kernel_w; ++j) {
+          const int64_t tx = o.w + w.pad_w - j * w.dilation_w;
+          if (tx < 0 || tx % w.stride_w != 0 || tx / w.stride_w >= in.size[3]) continue;
+          sum += static_cast<acc_t>(taps[i * w.kernel_w + j]) *
+                 static_cast<acc_t>(input[in.offset(o.n, c, ty / w.stride_h, tx / w.stride_w)]);
+        }
+      }
+    }
+    output[out_layout.offset(o.n, o.c, o.h, o.w)] = static_cast<scalar_t>(sum);
+  }
+}
+
+constexpr int kReduceThreads = 256;
+
+// grad_weight[o, 0, i, j] = sum over n, y, x of dy[n, o, y, x] * x[n, g, y*sh - ph + i*dh, x*sw - pw + j*dw].
+// Launched with one block of kReduceThreads threads per weight element.
+template <typename scalar_t>
+__global__ void depthwise_conv2d_weight_kernel(const scalar_t* __restrict__ input, Layout4d in,
+                                               const scalar_t* __restrict__ grad_output, Layout4d gy, ConvWindow w,
+                                               scalar_t* __restrict__ grad_weight) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t partial[kReduceThreads];
+  const int64_t taps = w.kernel_h * w.kernel_w;
+  const int64_t per_group = gy.size[1] / in.size[1];
+  const int64_t element = blockIdx.x;  // o * taps + i * kernel_w + j
+  const int64_t o = element / taps, i = (element % taps) / w.kernel_w, j = element % w.kernel_w;
+  const int64_t g = o / per_group;
+  const int64_t grid_h = gy.size[2], grid_w = gy.size[3];
+  const int64_t positions = gy.size[0] * grid_h * grid_w;
+  acc_t sum = 0;
+  for (int64_t p = threadIdx.x; p < positions; p += kReduceThreads) {
+    const int64_t x = p % grid_w, y = (p / grid_w) % grid_h, n = p / (grid_w * grid_h);
+    const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+    const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
+    if (iy < 0 || iy >= in.size[2] || ix < 0 || ix >= in.size[3]) continue;
+    sum += static_cast<acc_t>(grad_output[gy.offset(n, o, y, x)]) * static_cast<acc_t>(input[in.offset(n, g, iy, ix)]);
+  }
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kReduceThreads / 2; half > 0; half /= 2) {  // fixed tree: same order every run
+    if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) grad_weight[element] = static_cast<scalar_t>(partial[0]);
+}
+
+}  // namespace cuda
+}  // namespace torchconv

@@ -1,0 +1,256 @@
+// CUDA kernels of max_pool2d and avg_pool2d, forward and backward.
+//
+// One thread per output element (forward) or per input element (backward),
+// walking memory in the tensor's own order, contiguous or channels_last, so
+// neighbouring threads touch neighbouring addresses. Window rules are ATen's,
+// as in the CPU kernels (cpu/pool.cpp): a max window starts at -inf with its
+// first in-bounds tap as index and takes a value that is greater or NaN; an
+// average window's divisor is divisor_override, or the cells it covers
+// inside the padded input (count_include_pad) or inside the input alone.
+//
+// Both backward passes are gathers: each input pixel visits the windows that
+// can contain it, in a fixed order, and sums what they send it. No atomics,
+// so gradients are bit-identical from run to run. (This is why
+// max_pool2d_backward takes the window: without it a pixel could not know
+// which outputs to look at, and a scatter of overlapping windows would need
+// atomic adds.) Sums run in float32 for float16 and bfloat16.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cmath>
+
+#include "checks.h"
+#include "launch.cuh"
+#include "ops.h"
+
+namespace torchconv {
+namespace cuda {
+namespace {
+
+constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
+
+__host__ __device__ inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// The output cells [begin, end) along one axis whose window (taps
+// o * stride - pad + t * dilation, t < kernel) can reach input position i.
+struct Reach {
+  int64_t begin, end;
+};
+
+__device__ inline Reach windows_reaching(int64_t i, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
+                                         int64_t outputs) {
+  const int64_t span = (kernel - 1) * dilation + 1;
+  const int64_t begin = i + pad < span ? 0 : (i + pad - span) / stride + 1;
+  return Reach{begin, min64((i + pad) / stride + 1, outputs)};
+}
+
+// ------------------------------------------------------------- max pool
+
+template <typename scalar_t>
+__global__ void max_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d in, Layout4d out_layout,
+                                  bool channels_last, Pool p, scalar_t* __restrict__ output,
+                                  int64_t* __restrict__ indices) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t in_h = in.size[2], in_w = in.size[3];
+  TORCHCONV_KERNEL_LOOP(e, numel_of(out_layout)) {
+    const Coords o = split_index(e, out_layout, channels_last);
+    int64_t y0 = o.h * p.stride_h - p.pad_h;
+    const int64_t y1 = min64(y0 + (p.kernel_h - 1) * p.dilation_h + 1, in_h);
+    while (y0 < 0) y0 += p.dilation_h;
+    int64_t x0 = o.w * p.stride_w - p.pad_w;
+    const int64_t x1 = min64(x0 + (p.kernel_w - 1) * p.dilation_w + 1, in_w);
+    while (x0 < 0) x0 += p.dilation_w;
+    int64_t best_index = y0 * in_w + x0;
+    acc_t best = -static_cast<acc_t>(INFINITY);
+    for (int64_t y = y0; y < y1; y += p.dilation_h) {
+      for (int64_t x = x0; x < x1; x += p.dilation_w) {
+        const acc_t v = static_cast<acc_t>(input[in.offset(o.n, o.c, y, x)]);
+        if (v > best || v != v) {  // v != v: NaN wins, as in ATen
+          best = v;
+          best_index = y * in_w + x;
+        }
+      }
+    }
+    const int64_t at = out_layout.offset(o.n, o.c, o.h, o.w);
+    output[at] = static_cast<scalar_t>(best);
+    indices[at] = best_index;
+  }
+}
+
+template <typename scalar_t>
+__global__ void max_pool2d_backward_kernel(const scalar_t* __restrict__ grad_output, Layout4d gy,
+                                           const int64_t* __restrict__ indices, Layout4d idx, Layout4d gx_layout,
+                                           bool channels_last, Pool p, scalar_t* __restrict__ grad_input) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t in_w = gx_layout.size[3];
+  TORCHCONV_KERNEL_LOOP(e, numel_of(gx_layout)) {
+    const Coords i = split_index(e, gx_layout, channels_last);
+    const Reach ys = windows_reaching(i.h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, gy.size[2]);
+    const Reach xs = windows_reaching(i.w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, gy.size[3]);
+    const int64_t self = i.h * in_w + i.w;
+    acc_t sum = 0;
+    for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
+      for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
+        if (indices[idx.offset(i.n, i.c, oy, ox)] == self) {
+          sum += static_cast<acc_t>(grad_output[gy.offset(i.n, i.c, oy, ox)]);
+        }
+      }
+    }
+    grad_input[gx_layout.offset(i.n, i.c, i.h, i.w)] = static_cast<scalar_t>(sum);
+  }
+}
+
+// ------------------------------------------------------------- avg pool
+
+// Output cell o's window along one axis, clipped to the input, and the
+// length of the padded window (its divisor factor with count_include_pad).
+struct Span {
+  int64_t begin, end, padded;
+};
+
+__device__ inline Span avg_span(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64_t size) {
+  const int64_t start = o * stride - pad;
+  const int64_t stop = min64(start + kernel, size + pad);
+  return Span{max64(start, 0), min64(stop, size), stop - start};
+}
+
+// The divisor of a window, 0 for a window with no input cell.
+__device__ inline int64_t avg_divisor(const Span& ys, const Span& xs, bool count_include_pad,
+                                      int64_t divisor_override) {
+  if (ys.begin >= ys.end || xs.begin >= xs.end) return 0;
+  if (divisor_override != 0) return divisor_override;
+  if (count_include_pad) return ys.padded * xs.padded;
+  return (ys.end - ys.begin) * (xs.end - xs.begin);
+}
+
+template <typename scalar_t>
+__global__ void avg_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d in, Layout4d out_layout,
+                                  bool channels_last, Pool p, bool count_include_pad, int64_t divisor_override,
+                                  scalar_t* __restrict__ output) {
+  using acc_t = at::opmath_type<scalar_t>;
+  TORCHCONV_KERNEL_LOOP(e, numel_of(out_layout)) {
+    const Coords o = split_index(e, out_layout, channels_last);
+    const Span ys = avg_span(o.h, p.stride_h, p.pad_h, p.kernel_h, in.size[2]);
+    const Span xs = avg_span(o.w, p.stride_w, p.pad_w, p.kernel_w, in.size[3]);
+    const int64_t divisor = avg_divisor(ys, xs, count_include_pad, divisor_override);
+    acc_t sum = 0;
+    for (int64_t y = ys.begin; y < ys.end; ++y) {
+      for (int64_t x = xs.begin; x < xs.end; ++x) sum += static_cast<acc_t>(input[in.offset(o.n, o.c, y, x)]);
+    }
+    output[out_layout.offset(o.n, o.c, o.h, o.w)] =
+        divisor == 0 ? scalar_t(0) : static_cast<scalar_t>(sum / static_cast<acc_t>(divisor));
+  }
+}
+
+template <typename scalar_t>
+__global__ void avg_pool2d_backward_kernel(const scalar_t* __restrict__ grad_output, Layout4d gy, Layout4d gx_layout,
+                                           bool channels_last, Pool p, bool count_include_pad,
+                                           int64_t divisor_override, scalar_t* __restrict__ grad_input) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t in_h = gx_layout.size[2], in_w = gx_layout.size[3];
+  TORCHCONV_KERNEL_LOOP(e, numel_of(gx_layout)) {
+    const Coords i = split_index(e, gx_layout, channels_last);
+    const Reach ys = windows_reaching(i.h, p.kernel_h, p.stride_h, p.pad_h, 1, gy.size[2]);
+    const Reach xs = windows_reaching(i.w, p.kernel_w, p.stride_w, p.pad_w, 1, gy.size[3]);
+    acc_t sum = 0;
+    for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
+      const Span yspan = avg_span(oy, p.stride_h, p.pad_h, p.kernel_h, in_h);
+      for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
+        const Span xspan = avg_span(ox, p.stride_w, p.pad_w, p.kernel_w, in_w);
+        const int64_t divisor = avg_divisor(yspan, xspan, count_include_pad, divisor_override);
+        if (divisor == 0) continue;
+        sum += static_cast<acc_t>(grad_output[gy.offset(i.n, i.c, oy, ox)]) / static_cast<acc_t>(divisor);
+      }
+    }
+    grad_input[gx_layout.offset(i.n, i.c, i.h, i.w)] = static_cast<scalar_t>(sum);
+  }
+}
+
+bool is_channels_last(at::MemoryFormat format) { return format == kChannelsLast; }
+
+}  // namespace
+
+// ----------------------------------------------------------- entry points
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                              at::IntArrayRef stride, at::IntArrayRef padding,
+                                              at::IntArrayRef dilation, bool ceil_mode) {
+  check_plane_input("max_pool2d", input);
+  const Pool p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
+  const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::MemoryFormat format = input.suggest_memory_format();
+  const std::vector<int64_t> shape{input.size(0), input.size(1), out_size.first, out_size.second};
+  at::Tensor out = at::empty(shape, input.options().memory_format(format));
+  at::Tensor indices = at::empty(shape, input.options().dtype(at::kLong).memory_format(format));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::max_pool2d", [&] {
+    launch(max_pool2d_kernel<scalar_t>, out.numel(), input.const_data_ptr<scalar_t>(), layout_of(input),
+           layout_of(out), is_channels_last(format), p, out.data_ptr<scalar_t>(), indices.data_ptr<int64_t>());
+  });
+  return {out, indices};
+}
+
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
+                               at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation) {
+  check_input("max_pool2d_backward", grad_output);
+  check_pair("max_pool2d_backward", "input_size", input_size, 1);
+  check_pool_indices(grad_output, indices);
+  const Pool p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const at::MemoryFormat format = grad_output.suggest_memory_format();
+  at::Tensor grad_input = at::empty({grad_output.size(0), grad_output.size(1), input_size[0], input_size[1]},
+                                    grad_output.options().memory_format(format));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
+                                  "torchconv_cpp::max_pool2d_backward", [&] {
+    launch(max_pool2d_backward_kernel<scalar_t>, grad_input.numel(), grad_output.const_data_ptr<scalar_t>(),
+           layout_of(grad_output), indices.const_data_ptr<int64_t>(), layout_of(indices), layout_of(grad_input),
+           is_channels_last(format), p, grad_input.data_ptr<scalar_t>());
+  });
+  return grad_input;
+}
+
+at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                      at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
+                      c10::optional<int64_t> divisor_override) {
+  check_plane_input("avg_pool2d", input);
+  const Pool p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
+  check_divisor("avg_pool2d", divisor_override);
+  const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, p, ceil_mode);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::MemoryFormat format = input.suggest_memory_format();
+  at::Tensor out = at::empty({input.size(0), input.size(1), out_size.first, out_size.second},
+                             input.options().memory_format(format));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::avg_pool2d", [&] {
+    launch(avg_pool2d_kernel<scalar_t>, out.numel(), input.const_data_ptr<scalar_t>(), layout_of(input),
+           layout_of(out), is_channels_last(format), p, count_include_pad, divisor_override.value_or(0),
+           out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                               at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode,
+                               bool count_include_pad, c10::optional<int64_t> divisor_override) {
+  check_input("avg_pool2d_backward", grad_output);
+  check_pair("avg_pool2d_backward", "input_size", input_size, 1);
+  const Pool p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
+  check_divisor("avg_pool2d_backward", divisor_override);
+  (void)ceil_mode;  // grad_output's size already says how many windows there are
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const at::MemoryFormat format = grad_output.suggest_memory_format();
+  at::Tensor grad_input = at::empty({grad_output.size(0), grad_output.size(1), input_size[0], input_size[1]},
+                                    grad_output.options().memory_format(format));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
+                                  "torchconv_cpp::avg_pool2d_backward", [&] {
+    launch(avg_pool2d_backward_kernel<scalar_t>, grad_input.numel(), grad_output.const_data_ptr<scalar_t>(),
+           layout_of(grad_output), layout_of(grad_input), is_channels_last(format), p, count_include_pad,
+           divisor_override.value_or(0), grad_input.data_ptr<scalar_t>());
+  });
+  return grad_input;
+}
+
+}  // namespace cuda
+}  // namespace torchconv
