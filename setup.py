@@ -16,7 +16,10 @@ What gets built:
   ``CUDAExtension`` with ``-DTORCHCONV_WITH_CUDA``, only when torch was
   built with CUDA (``torch.version.cuda``) and ``nvcc`` is found (under
   ``CUDA_HOME`` or on ``PATH``). A GPU is not needed to build. Otherwise
-  those sources are left out.
+  those sources are left out. The GPU architectures are torch's choice
+  (``TORCH_CUDA_ARCH_LIST``, else the GPUs present). Without a CUDA build
+  of torch, ``scripts/check_cuda_compiles.sh`` still compiles (but cannot
+  link) the CUDA sources against torch's headers.
 
 Environment variables:
 
@@ -164,7 +167,8 @@ def extensions():
             cpu_sources + cuda_sources,
             include_dirs=include_dirs,
             define_macros=[("TORCHCONV_WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            # -lineinfo: source lines in profiles (ncu), no effect on the code.
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
             extra_link_args=link_flags,
         )
     elif cpu_sources:

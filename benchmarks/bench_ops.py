@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import platform
 import shlex
@@ -48,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+from torchconv._precision import full_float32
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 ALL_DTYPES = ("float32", "bfloat16")  # what `--dtype all` means
@@ -354,10 +356,10 @@ def check_backend(parser: argparse.ArgumentParser, name: str | None, device: tor
         parser.error(f"--backend {name}: {error}")
 
 
-def configure_cuda() -> None:
-    """TF32 off for cuBLAS and cuDNN (torchconv's GEMMs are cuBLAS through ATen too)."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def precision(cuda: bool):
+    """On CUDA, TF32 off for cuBLAS and cuDNN while the block runs (torchconv's
+    GEMMs are cuBLAS through ATen too); nothing to change on the CPU."""
+    return full_float32() if cuda else contextlib.nullcontext()
 
 
 def header(device: torch.device, backend: str, dtypes: list[str], pairs: int, warmup: int) -> list[str]:
@@ -459,16 +461,14 @@ def main(argv=None) -> int:
     cases = select_cases(CASES, args.cases, scale)
     if not cases:
         parser.error(f"--cases {args.cases!r}: no case name contains it")
-    if cuda:
-        if device.index is not None:
-            torch.cuda.set_device(device)
-        configure_cuda()
+    if cuda and device.index is not None:
+        torch.cuda.set_device(device)
     timer = make_timer(device)
 
     print("run as: python benchmarks/bench_ops.py " + shlex.join(sys.argv[1:] if argv is None else argv))
-    for line in header(device, backend, args.dtype, args.pairs, warmup):
-        print(line)
-    with torchconv.backends.use(backend):
+    with precision(cuda), torchconv.backends.use(backend):
+        for line in header(device, backend, args.dtype, args.pairs, warmup):
+            print(line)
         for dtype_name in args.dtype:
             run_table(cases, device, dtype_name, scale, args.pairs, warmup, timer)
             if args.no_memory:

@@ -106,9 +106,9 @@ def test_available_is_sorted_by_priority():
 # ---------------------------------------------------------------- use()
 
 
-def test_use_sets_current_nests_and_restores(backend):
+def test_use_sets_current_nests_and_restores(cpu_backend):
     # The fixture's own use() block is in force.
-    assert backends.current("cpu") == backend
+    assert backends.current("cpu") == cpu_backend
     with temporary(backends.Backend("_test_other", counting_kernels(), devices=("cpu",), priority=-50)):
         with backends.use("_test_other"):
             assert backends.current("cpu") == "_test_other"
@@ -118,18 +118,18 @@ def test_use_sets_current_nests_and_restores(backend):
                     assert backends.current() == "_test_other"
                 assert backends.current("cpu") == "reference"
             assert backends.current("cpu") == "_test_other"
-        assert backends.current("cpu") == backend
+        assert backends.current("cpu") == cpu_backend
 
 
-def test_use_restores_after_an_exception(backend):
+def test_use_restores_after_an_exception(cpu_backend):
     with temporary(backends.Backend("_test_other", counting_kernels(), devices=("cpu",), priority=-50)):
         with pytest.raises(KeyError):
             with backends.use("_test_other"):
                 raise KeyError("boom")
-        assert backends.current("cpu") == backend
+        assert backends.current("cpu") == cpu_backend
 
 
-def test_use_runs_the_chosen_kernels(backend):
+def test_use_runs_the_chosen_kernels(cpu_backend):
     kernels = counting_kernels()
     with temporary(backends.Backend("_test_counting", kernels, devices=("cpu",), priority=-50)):
         y_ref = None
@@ -166,7 +166,7 @@ def test_use_error_names_every_registered_backend():
             assert repr(name) in str(info.value)
 
 
-def test_use_applies_to_backward_run_on_another_thread(backend):
+def test_use_applies_to_backward_run_on_another_thread(cpu_backend):
     """The choice is process-wide, so a backward run by another thread sees it."""
     kernels = counting_kernels()
     with temporary(backends.Backend("_test_counting", kernels, devices=("cpu",), priority=-50)):

@@ -207,13 +207,13 @@ def test_cuda_table_path_with_fake_events_on_cpu():
 
 
 def test_cuda_header_and_tf32(monkeypatch):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 80GB")
     monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91234)
-    bench.configure_cuda()
-    assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
-    text = "\n".join(bench.header(torch.device("cuda"), "cuda", ["float32", "bfloat16"], 30, 10))
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):  # torch's default
+        with bench.precision(cuda=True):
+            assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
+            text = "\n".join(bench.header(torch.device("cuda"), "cuda", ["float32", "bfloat16"], 30, 10))
+        assert torch.backends.cudnn.allow_tf32 is True  # restored
     for part in ("Fake GPU 80GB", "cuDNN 91234", f"CUDA {torch.version.cuda}", torch.__version__, "backend 'cuda'",
                  "allow_tf32=False", "cudnn.benchmark=", "batch x8", "CUDA events", "float32, bfloat16"):
         assert part in text, part

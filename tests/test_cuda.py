@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+from torchconv._precision import full_float32
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
@@ -32,12 +33,10 @@ ROUNDING = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
 @pytest.fixture(autouse=True)
 def _cuda_backend():
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """The cuda backend in force, TF32 off on both sides (torch's convolutions default to it)."""
     torch.cuda.manual_seed(0)
-    with torchconv.backends.use("cuda"):
+    with torchconv.backends.use("cuda"), full_float32():
         yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 # (name, torchconv op, torch op, input shape, weight shape or None, kwargs)

@@ -44,6 +44,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import torchconv
+from conftest import to_test_device
 
 pytestmark = pytest.mark.filterwarnings(
     # torch's own warning for padding='same' with an even kernel: not ours.
@@ -110,7 +111,8 @@ def layout_tensor(values: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 def randn(shape, dtype, generator):
-    return torch.randn(shape, dtype=dtype, generator=generator)
+    """Drawn from a CPU generator (same values on every device), then put on the test's device."""
+    return to_test_device(torch.randn(shape, dtype=dtype, generator=generator, device="cpu"))
 
 
 def compare(ours, theirs, tensors, kwargs, seed):
@@ -361,7 +363,8 @@ def _pool_input(cfg, distinct=False):
         n = 1
         for s in shape:
             n *= s
-        values = (torch.randperm(max(n, 1), generator=g)[:n].to(cfg["dtype"]) / max(n, 1) - 0.5).reshape(shape)
+        values = (torch.randperm(max(n, 1), generator=g, device="cpu")[:n].to(cfg["dtype"]) / max(n, 1) - 0.5).reshape(shape)
+        values = to_test_device(values)
     else:
         values = randn(shape, cfg["dtype"], g)
     return layout_tensor(values, cfg["x_layout"])

@@ -33,6 +33,7 @@ import torch
 from torch.testing._internal.common_methods_invocations import op_db
 
 import torchconv
+from conftest import device_of_test, to_test_device
 
 OURS = {
     "nn.functional.conv2d": torchconv.conv2d,
@@ -83,6 +84,14 @@ def _error_inputs(name: str) -> tuple:
     with torch.random.fork_rng():
         torch.manual_seed(1234)
         return tuple(opinfo.error_inputs("cpu", set_seed=False))
+
+
+def _on_test_device(sample):
+    """The sample (generated on the CPU, once) on the running test's device."""
+    if device_of_test().type == "cpu":
+        return sample
+    input, args, kwargs = to_test_device((sample.input, sample.args, sample.kwargs))
+    return type(sample)(input, args=args, kwargs=kwargs)
 
 
 def _outputs(result) -> list[torch.Tensor]:
@@ -185,7 +194,7 @@ def _grad_inputs(sample) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("name, dtype, index", _sample_params(DTYPES))
 def test_forward(backend, name, dtype, index):
-    sample = _samples(name, dtype)[index]
+    sample = _on_test_device(_samples(name, dtype)[index])
     expected = _call(name, sample, ours=False)
     got = _call(name, sample, ours=True)
     assert len(got) == len(expected), f"{len(got)} outputs, torch gives {len(expected)}"
@@ -195,7 +204,7 @@ def test_forward(backend, name, dtype, index):
 
 @pytest.mark.parametrize("name, dtype, index", _sample_params(BACKWARD_DTYPES))
 def test_backward(backend, name, dtype, index):
-    sample = _samples(name, dtype)[index]
+    sample = _on_test_device(_samples(name, dtype)[index])
     inputs = _grad_inputs(sample)
     assert inputs, "the sample has no input that requires grad"
     expected = _call(name, sample, ours=False)[0]
@@ -222,7 +231,7 @@ def test_backward(backend, name, dtype, index):
 @pytest.mark.parametrize("name, index", _error_params())
 def test_error_input(backend, name, index):
     error = _error_inputs(name)[index]
-    sample = error.sample_input
+    sample = _on_test_device(error.sample_input)
     # The OpInfo is right about torch ...
     with pytest.raises(error.error_type, match=error.error_regex):
         OPINFOS[name].op(sample.input, *sample.args, **sample.kwargs)

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from . import backends
 from . import functional as tc
+from ._precision import full_float32
 
 __all__ = ["Case", "OpSpec", "Result", "OPS", "LIMITS", "GRADCHECK_TOLERANCES", "run", "format_table", "main"]
 
@@ -450,7 +451,8 @@ def _validate_op(op: str, backend: str, device: str, quick: bool) -> list[Result
         name = str(dtype).removeprefix("torch.")
         limit = f"{LIMITS[dtype]:g} * scale"
         try:
-            forward, backward = _agreement(op, ours_fn, torch_fn, cases, dtype, device)
+            with full_float32():  # torch's CUDA convolutions default to TF32
+                forward, backward = _agreement(op, ours_fn, torch_fn, cases, dtype, device)
         except Exception as error:
             detail = f"{type(error).__name__}: {_first_line(error)}"
             row(f"forward {name}", False, limit=limit, detail=detail)

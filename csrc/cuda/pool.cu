@@ -197,8 +197,8 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
                                at::IntArrayRef dilation) {
   check_input("max_pool2d_backward", grad_output);
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
-  check_pool_indices(grad_output, indices);
   const Pool p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
+  check_pool_indices(grad_output, indices);
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::MemoryFormat format = grad_output.suggest_memory_format();
   at::Tensor grad_input = at::empty({grad_output.size(0), grad_output.size(1), input_size[0], input_size[1]},

@@ -16,6 +16,8 @@ Examples::
 
     >>> torchconv.backends.available("cpu")   # with the extension built
     ['cpp', 'reference']
+    >>> torchconv.backends.available("cuda")  # built with CUDA, on a GPU machine
+    ['cuda', 'reference']
     >>> with torchconv.backends.use("reference"):
     ...     y = torchconv.conv2d(x, w)
 """
@@ -30,7 +32,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import cpp, reference
+from . import cpp, cuda, reference
 
 __all__ = ["Backend", "register", "registered", "available", "use", "current", "kernels", "ENV_VAR"]
 
@@ -169,5 +171,15 @@ register(
         priority=10,
         is_available=cpp.is_available,
         how_to_enable=cpp.HOW_TO_ENABLE,
+    )
+)
+register(
+    Backend(
+        "cuda",
+        cuda,
+        devices=("cuda",),
+        priority=10,
+        is_available=cuda.is_available,
+        how_to_enable=cuda.HOW_TO_ENABLE,
     )
 )
