@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torchconv
+from conftest import device_of_test
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel lengths")
@@ -132,9 +133,10 @@ def test_conv2d_channels_last(backend, args, kwargs, where):
 
 
 def test_conv2d_float64(backend):
-    ours, ref = twins("Conv2d", 3, 4, 3, padding=1, device="cpu", dtype=torch.float64)
+    device = device_of_test()  # the factory kwargs are passed through to the parameters
+    ours, ref = twins("Conv2d", 3, 4, 3, padding=1, device=device, dtype=torch.float64)
     assert ours.weight.dtype == torch.float64 and ours.bias.dtype == torch.float64
-    assert ours.weight.device == torch.device("cpu")
+    assert ours.weight.device == device
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     y = check_forward_backward(ours, ref, x)
     assert y.dtype == torch.float64
