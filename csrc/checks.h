@@ -15,6 +15,14 @@
 
 namespace torchconv {
 
+// The CUDA kernels compiled for the CPU (TORCHCONV_CUDA_EMULATION, tests
+// only) take the CUDA kernels' dtypes on CPU tensors.
+#ifdef TORCHCONV_CUDA_EMULATION
+constexpr bool kCudaEmulation = true;
+#else
+constexpr bool kCudaEmulation = false;
+#endif
+
 inline int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
   return (size + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
 }
@@ -41,7 +49,7 @@ inline void check_input(const char* op, const at::Tensor& input) {
               input.defined() ? input.sizes() : at::IntArrayRef{});
   TORCH_CHECK(input.layout() == at::kStrided, "torchconv_cpp::", op, ": expected a strided input");
   const at::ScalarType dtype = input.scalar_type();
-  if (input.is_cuda()) {
+  if (input.is_cuda() || kCudaEmulation) {
     TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
                 "torchconv_cpp::", op, ": expected a float32, float64, float16 or bfloat16 input, but got ", dtype);
   } else {

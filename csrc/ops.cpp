@@ -1,20 +1,17 @@
-// Schemas of the compiled ops, one TORCH_LIBRARY block for the package.
+// The compiled ops' library: one TORCH_LIBRARY block for the package, its
+// schemas listed in schemas.h.
 //
 // The ops mirror the torchconv:: custom ops (torchconv/_library.py) one for
 // one; torchconv/backends/cpp.py calls them as the "cpp" backend's kernels and
 // registers their fake kernels. Kernels are in cpu/ (TORCH_LIBRARY_IMPL for
-// CPU). Importing torchconv._C (this library) is what registers them.
+// CPU) and cuda/ (for CUDA, when built). Importing torchconv._C (this library) is what registers them.
 #include <Python.h>
 #include <torch/library.h>
 
+#include "schemas.h"
+
 TORCH_LIBRARY(torchconv_cpp, m) {
-  m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, int groups) -> Tensor");
-  m.def("conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] output_padding, int groups, int[] dilation) -> Tensor");
-  m.def("conv2d_weight(Tensor input, Tensor grad_output, int[] weight_size, int[] stride, int[] padding, int[] dilation, int groups) -> Tensor");
-  m.def("max_pool2d(Tensor input, int[] kernel_size, int[] stride, int[] padding, int[] dilation, bool ceil_mode) -> (Tensor, Tensor)");
-  m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, int[] input_size, int[] kernel_size, int[] stride, int[] padding, int[] dilation) -> Tensor");
-  m.def("avg_pool2d(Tensor input, int[] kernel_size, int[] stride, int[] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
-  m.def("avg_pool2d_backward(Tensor grad_output, int[] input_size, int[] kernel_size, int[] stride, int[] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+  for (const char* schema : torchconv::kOpSchemas) m.def(schema);
 }
 
 // A module with no Python functions: importing it loads the library above.

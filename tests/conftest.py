@@ -9,11 +9,17 @@ own ops it compares against, are on the GPU; with TF32 off, so that torch's
 float32 convolutions are full float32 like torchconv's. Without a GPU the
 CUDA parameters do not exist: nothing to skip, nothing fails.
 
+They also run on the CUDA backend's sources compiled for the CPU
+(``cuda-emulated``; see tests/cuda_emulation/emulated.py): the CUDA code's
+arithmetic and host logic, checked without a GPU
+(``TORCHCONV_TEST_CUDA_EMULATION=0`` leaves that out).
+
 Tests that build tensors from a CPU ``torch.Generator`` move them with
 :func:`to_test_device`.
 """
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -26,6 +32,20 @@ CPU_BACKENDS = torchconv.backends.available("cpu")
 CUDA_BACKENDS = torchconv.backends.available("cuda")[:1] if torch.cuda.is_available() else []
 # (device type, backend name); CPU ids stay the bare backend name.
 DEVICE_BACKENDS = [("cpu", name) for name in CPU_BACKENDS] + [("cuda", name) for name in CUDA_BACKENDS]
+
+# The core tests also run the CUDA backend's code compiled for the CPU
+# (tests/cuda_emulation/), as backend "cuda-emulated", unless
+# TORCHCONV_TEST_CUDA_EMULATION=0 or it cannot be built here (then
+# tests/test_cuda_build.py says why).
+EMULATION_ERROR = None
+if os.environ.get("TORCHCONV_TEST_CUDA_EMULATION", "1") != "0":
+    from cuda_emulation import emulated
+
+    try:
+        torchconv.backends.register(emulated.backend())
+        DEVICE_BACKENDS.append(("cpu", "cuda-emulated"))
+    except Exception as error:  # no compiler, or the sources do not compile
+        EMULATION_ERROR = error
 
 
 def _id(param):

@@ -2,8 +2,10 @@
 
 scripts/check_cuda_compiles.sh runs nvcc on every csrc/cuda source against
 the installed torch's headers (a CPU wheel's are enough): type and template
-errors in the CUDA backend show up in CI, not first on a GPU machine.
-Skipped where nvcc is not installed.
+errors in the CUDA backend show up in CI, not first on a GPU machine
+(skipped where nvcc is not installed). And the same sources compiled as C++
+for the CPU (tests/cuda_emulation/) must build: the core tests run them as
+the ``cuda-emulated`` backend.
 """
 
 import os
@@ -26,3 +28,12 @@ def test_every_cuda_source_compiles():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all CUDA sources compile" in result.stdout
+
+
+def test_cuda_emulation_builds():
+    import conftest
+
+    if os.environ.get("TORCHCONV_TEST_CUDA_EMULATION") == "0":
+        pytest.skip("TORCHCONV_TEST_CUDA_EMULATION=0")
+    assert conftest.EMULATION_ERROR is None, f"the CUDA emulation did not build: {conftest.EMULATION_ERROR}"
+    assert ("cpu", "cuda-emulated") in conftest.DEVICE_BACKENDS

@@ -48,7 +48,7 @@ FORBIDDEN = re.compile(
     """,
     re.VERBOSE,
 )
-OWN_NAMESPACES = ("torchconv", "torchconv_cpp")
+OWN_NAMESPACES = ("torchconv", "torchconv_cpp", "torchconv_cuda_emulated")  # the last: tests/cuda_emulation
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 # Not ops: the profiler's names for autograd nodes (which carry the op's name).
 NOT_OPS = ("autograd",)

@@ -156,6 +156,18 @@ def _error_params():
 GRAD_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4)}
 
 
+def _forward_tol(expected: torch.Tensor) -> dict | None:
+    """torch's defaults, but in float32 an absolute error of up to 4 roundings
+    of the output's largest value: an element that is a small difference of
+    large products keeps their rounding error (sample 26 of conv2d: outputs
+    up to 278, one element 1.34 off by 1.3e-5 in a summation order other
+    than oneDNN's, as accurate against float64 as torch's own)."""
+    if expected.dtype != torch.float32 or expected.numel() == 0:
+        return None
+    scale = expected.detach().abs().max().item()
+    return dict(rtol=1.3e-6, atol=max(1e-5, 4 * torch.finfo(torch.float32).eps * scale))
+
+
 def _memory_formats(t: torch.Tensor) -> tuple[bool, ...]:
     if t.dim() != 4:
         return (t.is_contiguous(),)
@@ -199,7 +211,7 @@ def test_forward(backend, name, dtype, index):
     got = _call(name, sample, ours=True)
     assert len(got) == len(expected), f"{len(got)} outputs, torch gives {len(expected)}"
     for k, (g, e) in enumerate(zip(got, expected)):
-        assert_same_tensor(g, e, what=f"output {k}")
+        assert_same_tensor(g, e, what=f"output {k}", tol=_forward_tol(e))
 
 
 @pytest.mark.parametrize("name, dtype, index", _sample_params(BACKWARD_DTYPES))

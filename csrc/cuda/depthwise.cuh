@@ -83,7 +83,7 @@ __global__ void depthwise_conv_transpose2d_kernel(const scalar_t* __restrict__ i
 constexpr int kReduceThreads = 256;
 
 // grad_weight[o, 0, i, j] = sum over n, y, x of dy[n, o, y, x] * x[n, g, y*sh - ph + i*dh, x*sw - pw + j*dw].
-// Launched with one block of kReduceThreads threads per weight element.
+// Launched with one block of kReduceThreads threads (a power of two) per weight element.
 template <typename scalar_t>
 __global__ void depthwise_conv2d_weight_kernel(const scalar_t* __restrict__ input, Layout4d in,
                                                const scalar_t* __restrict__ grad_output, Layout4d gy, ConvWindow w,
@@ -98,7 +98,7 @@ __global__ void depthwise_conv2d_weight_kernel(const scalar_t* __restrict__ inpu
   const int64_t grid_h = gy.size[2], grid_w = gy.size[3];
   const int64_t positions = gy.size[0] * grid_h * grid_w;
   acc_t sum = 0;
-  for (int64_t p = threadIdx.x; p < positions; p += kReduceThreads) {
+  for (int64_t p = threadIdx.x; p < positions; p += blockDim.x) {
     const int64_t x = p % grid_w, y = (p / grid_w) % grid_h, n = p / (grid_w * grid_h);
     const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
     const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
@@ -107,7 +107,7 @@ __global__ void depthwise_conv2d_weight_kernel(const scalar_t* __restrict__ inpu
   }
   partial[threadIdx.x] = sum;
   __syncthreads();
-  for (int half = kReduceThreads / 2; half > 0; half /= 2) {  // fixed tree: same order every run
+  for (unsigned int half = blockDim.x / 2; half > 0; half /= 2) {  // fixed tree: same order every run
     if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
     __syncthreads();
   }

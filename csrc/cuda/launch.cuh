@@ -1,18 +1,33 @@
 // Launch helpers shared by the CUDA kernels.
 //
-// Every kernel is a grid-stride loop over a 64-bit element count, so one
-// launch covers any size (sizes past 2^31 included) with a bounded grid, and
-// every launch goes to the current stream of the tensors' device and is
-// checked at once.
+// Every element-wise kernel is a grid-stride loop over a 64-bit element
+// count, so one launch covers any size (sizes past 2^31 included) with a
+// bounded grid; every launch goes to the current stream of the tensors'
+// device and is checked at once; every entry point holds a DeviceGuard for
+// its input's device.
+//
+// Emulation: compiled as plain C++ with TORCHCONV_CUDA_EMULATION defined (see
+// tests/cuda_emulation/), the same sources run on the CPU: a launch becomes a
+// call with one block of one thread, so each grid-stride loop visits every
+// element in turn. That checks all the index arithmetic and the host code
+// (chunking, GEMM views, layouts) on a machine without a GPU; it says
+// nothing about the GPU's own behaviour (races, launch limits, speed).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
+
+#ifdef TORCHCONV_CUDA_EMULATION
+#include "emulation.h"
+#else
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace torchconv {
 namespace cuda {
@@ -31,13 +46,24 @@ inline unsigned int blocks_for(int64_t count) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
-// Launches kernel<<<blocks_for(count), kThreads, 0, current stream>>>(args...)
-// and raises if the launch failed. Nothing is launched for zero elements.
+#ifndef TORCHCONV_CUDA_EMULATION
+using DeviceGuard = c10::cuda::CUDAGuard;
+
+// Launches kernel<<<blocks, threads, 0, current stream>>>(args...) and raises
+// if the launch failed.
+template <typename... KernelArgs, typename... Args>
+void launch_blocks(void (*kernel)(KernelArgs...), unsigned int blocks, unsigned int threads, Args&&... args) {
+  kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+#endif
+
+// A grid-stride kernel over `count` elements: enough blocks of kThreads.
+// Nothing is launched for zero elements.
 template <typename... KernelArgs, typename... Args>
 void launch(void (*kernel)(KernelArgs...), int64_t count, Args&&... args) {
   if (count <= 0) return;
-  kernel<<<blocks_for(count), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(std::forward<Args>(args)...);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_blocks(kernel, blocks_for(count), kThreads, std::forward<Args>(args)...);
 }
 
 // Sizes and strides (in elements) of a 4-d tensor, passed by value to kernels

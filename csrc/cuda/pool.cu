@@ -16,7 +16,6 @@
 // atomic adds.) Sums run in float32 for float16 and bfloat16.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include <cmath>
 
@@ -180,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   check_plane_input("max_pool2d", input);
   const Pool p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
-  const c10::cuda::CUDAGuard guard(input.device());
+  const DeviceGuard guard(input.device());
   const at::MemoryFormat format = input.suggest_memory_format();
   const std::vector<int64_t> shape{input.size(0), input.size(1), out_size.first, out_size.second};
   at::Tensor out = at::empty(shape, input.options().memory_format(format));
@@ -199,7 +198,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
   const Pool p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
   check_pool_indices(grad_output, indices);
-  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const DeviceGuard guard(grad_output.device());
   const at::MemoryFormat format = grad_output.suggest_memory_format();
   at::Tensor grad_input = at::empty({grad_output.size(0), grad_output.size(1), input_size[0], input_size[1]},
                                     grad_output.options().memory_format(format));
@@ -219,7 +218,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
   const Pool p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
   check_divisor("avg_pool2d", divisor_override);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, p, ceil_mode);
-  const c10::cuda::CUDAGuard guard(input.device());
+  const DeviceGuard guard(input.device());
   const at::MemoryFormat format = input.suggest_memory_format();
   at::Tensor out = at::empty({input.size(0), input.size(1), out_size.first, out_size.second},
                              input.options().memory_format(format));
@@ -239,7 +238,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
   const Pool p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
   check_divisor("avg_pool2d_backward", divisor_override);
   (void)ceil_mode;  // grad_output's size already says how many windows there are
-  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const DeviceGuard guard(grad_output.device());
   const at::MemoryFormat format = grad_output.suggest_memory_format();
   at::Tensor grad_input = at::empty({grad_output.size(0), grad_output.size(1), input_size[0], input_size[1]},
                                     grad_output.options().memory_format(format));

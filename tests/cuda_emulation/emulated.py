@@ -1,0 +1,61 @@
+"""Builds csrc/cuda as a CPU extension and wraps it as a torchconv backend.
+
+The CUDA sources compiled as plain C++ with ``TORCHCONV_CUDA_EMULATION``
+(csrc/cuda/emulation.h: every block runs with one thread, blocks in turn) and
+a 4 KiB column budget (so that small convolutions run in many chunks) give
+``torch.ops.torchconv_cuda_emulated.*``: the CUDA backend's host code and
+kernel arithmetic, on CPU tensors. ``backend()`` wraps them as the
+``cuda-emulated`` backend (devices: cpu) for the test suite. What this cannot
+show: anything about the GPU itself (races between threads, launch limits,
+cuBLAS, speed).
+
+Built with ``torch.utils.cpp_extension.load`` into build/cuda_emulation
+(about a minute the first time; ninja rebuilds only what changed).
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+NAME = "torchconv_cuda_emulated"
+OPS = ("conv2d", "conv_transpose2d", "conv2d_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+       "avg_pool2d_backward")
+COLUMN_BYTES = 4096
+
+
+def load() -> None:
+    """Compiles (if needed) and loads the library; its ops then exist under torch.ops.torchconv_cuda_emulated."""
+    if hasattr(torch.ops, NAME) and hasattr(getattr(torch.ops, NAME), "conv2d"):
+        return
+    from torch.utils.cpp_extension import load as load_extension
+
+    build_directory = os.path.join(ROOT, "build", "cuda_emulation")
+    os.makedirs(build_directory, exist_ok=True)
+    load_extension(
+        name=NAME,
+        sources=[os.path.join(HERE, f) for f in ("emulated_conv.cpp", "emulated_pool.cpp", "emulated_ops.cpp")],
+        extra_include_paths=[os.path.join(ROOT, "csrc")],
+        extra_cflags=["-O2", "-DTORCHCONV_CUDA_EMULATION", f"-DTORCHCONV_COLUMN_BYTES={COLUMN_BYTES}"],
+        build_directory=build_directory,
+        is_python_module=False,
+        verbose=False,
+    )
+
+
+def kernels() -> types.SimpleNamespace:
+    """The emulated ops with the backend kernel signatures (torchconv.backends.reference's)."""
+    load()
+    ops = getattr(torch.ops, NAME)
+    return types.SimpleNamespace(**{name: getattr(ops, name) for name in OPS})
+
+
+def backend():
+    """The ``cuda-emulated`` backend (not registered: the caller registers it)."""
+    import torchconv
+
+    return torchconv.backends.Backend("cuda-emulated", kernels(), devices=("cpu",), priority=-100)
