@@ -1,17 +1,21 @@
-"""The CUDA backend (csrc/cuda): what only a GPU run can show.
+"""The CUDA backend (csrc/cuda): what the core tests do not show.
 
 The core tests already run on CUDA through the ``backend`` fixture (see
 conftest.py). These add: CPU-against-CUDA agreement of outputs and gradients,
-half-precision tolerances, bit-identical backward passes, the current stream
-and device, chunked batches, 64-bit indexing, direct calls of the compiled
-ops, and opcheck on CUDA. Everything here skips on a machine without a GPU
-or without the CUDA kernels built.
+half-precision tolerances, bit-identical backward passes, chunked batches,
+and, on a GPU only, the current stream and device, 64-bit indexing, direct
+calls of the compiled ops and opcheck on CUDA.
 
-Half-precision tolerances (checked by ``test_half_precision_error_is_cudnns``):
+Each test that takes ``target`` runs on the GPU with the ``cuda`` backend
+(when there is one and the kernels are built) and on the CPU with
+``cuda-emulated`` (the same sources compiled for the CPU, tests/cuda_emulation/)
+when that was built; the GPU-only tests skip without a GPU.
+
+Half-precision tolerances (checked by ``test_half_precision_error_is_torchs``):
 the error of a float16/bfloat16 result against a float64 reference computed
 from the same (rounded) inputs, as a fraction of the reference's largest
-magnitude, is at most 2x cuDNN's own error on the same call plus one unit of
-rounding of the dtype (float16 2^-11, bfloat16 2^-8).
+magnitude, is at most 2x torch's own error on the same call (cuDNN's on a
+GPU) plus one unit of rounding of the dtype (float16 2^-11, bfloat16 2^-8).
 """
 
 from __future__ import annotations
@@ -21,24 +25,41 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+from conftest import DEVICE_BACKENDS
 from torchconv._precision import full_float32
 
 pytestmark = [
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
-    pytest.mark.skipif(not torchconv.backends.cuda.is_built(), reason="extension built without its CUDA kernels"),
     # torch's own warning for padding='same' with an even kernel: not ours.
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
 ]
+HAS_GPU_KERNELS = torch.cuda.is_available() and torchconv.backends.cuda.is_built()
+needs_gpu = pytest.mark.skipif(not HAS_GPU_KERNELS, reason="needs a GPU and the CUDA kernels built")
 
+TARGETS = ([("cuda", "cuda")] if HAS_GPU_KERNELS else []) + [
+    pair for pair in DEVICE_BACKENDS if pair[1] == "cuda-emulated"
+]
 ROUNDING = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
 
-@pytest.fixture(autouse=True)
-def _cuda_backend():
-    """The cuda backend in force, TF32 off on both sides (torch's convolutions default to it)."""
+@pytest.fixture(params=TARGETS or [pytest.param(None, marks=pytest.mark.skip(reason="no GPU, no emulation"))],
+                ids=lambda pair: pair and pair[1])
+def target(request):
+    """(device, backend): the CUDA kernels on a GPU, or their CPU emulation; TF32 off on both sides."""
+    device, name = request.param
+    if device == "cuda":
+        torch.cuda.manual_seed(0)
+    with torchconv.backends.use(name), full_float32():
+        yield device
+
+
+@pytest.fixture
+def gpu():
+    """The cuda backend on the GPU, TF32 off: for the tests that need a real GPU."""
+    if not HAS_GPU_KERNELS:
+        pytest.skip("needs a GPU and the CUDA kernels built")
     torch.cuda.manual_seed(0)
     with torchconv.backends.use("cuda"), full_float32():
-        yield
+        yield "cuda"
 
 
 # (name, torchconv op, torch op, input shape, weight shape or None, kwargs)
@@ -99,13 +120,13 @@ def _run(op, tensors, kwargs, grad_seed=1):
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_cuda_matches_cpu(case, dtype, channels_last):
-    """Same values on both devices; the CUDA result has torch's CUDA layout."""
+def test_cuda_matches_cpu(target, case, dtype, channels_last):
+    """Same values as the CPU reference backend; the result has torch's layout on its device."""
     _, op, torch_op, _, _, kwargs = case
     tol = {} if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     with torchconv.backends.use("reference"):
         cpu_out, cpu_grads = _run(op, _tensors(case, dtype, "cpu", channels_last), kwargs)
-    cuda_tensors = _tensors(case, dtype, "cuda", channels_last)
+    cuda_tensors = _tensors(case, dtype, target, channels_last)
     cuda_out, cuda_grads = _run(op, cuda_tensors, kwargs)
     torch.testing.assert_close(cuda_out.cpu(), cpu_out, **tol)
     for got, expected in zip(cuda_grads, cpu_grads):
@@ -115,11 +136,11 @@ def test_cuda_matches_cpu(case, dtype, channels_last):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_max_pool2d_indices_match_torchs_on_cuda(case):
+def test_max_pool2d_indices_match_torchs(target, case):
     _, op, torch_op, _, _, kwargs = case
     if op is not torchconv.max_pool2d:
         pytest.skip("max_pool2d only")
-    (x,) = _tensors(case, torch.float32, "cuda")
+    (x,) = _tensors(case, torch.float32, target)
     values, indices = op(x, **kwargs, return_indices=True)
     expected_values, expected_indices = torch_op(x, **kwargs, return_indices=True)
     assert torch.equal(values, expected_values)
@@ -133,10 +154,10 @@ def _relative_error(got, reference):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_half_precision_error_is_cudnns(case, dtype):
-    """Outputs and gradients within 2x cuDNN's error (+ one rounding unit) of float64."""
+def test_half_precision_error_is_torchs(target, case, dtype):
+    """Outputs and gradients within 2x torch's (cuDNN's) error (+ one rounding unit) of float64."""
     _, op, torch_op, _, _, kwargs = case
-    tensors = _tensors(case, dtype, "cuda")
+    tensors = _tensors(case, dtype, target)
     reference_tensors = [t.detach().double().requires_grad_() for t in tensors]  # the same rounded values
     reference = _run(torch_op, reference_tensors, kwargs)
     ours = _run(op, tensors, kwargs)
@@ -152,9 +173,9 @@ def test_half_precision_error_is_cudnns(case, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_backward_is_bit_identical_run_to_run(case, dtype):
+def test_backward_is_bit_identical_run_to_run(target, case, dtype):
     _, op, _, _, _, kwargs = case
-    tensors = _tensors(case, dtype, "cuda")
+    tensors = _tensors(case, dtype, target)
     first = _run(op, tensors, kwargs)
     for _ in range(2):
         again = _run(op, tensors, kwargs)
@@ -163,26 +184,29 @@ def test_backward_is_bit_identical_run_to_run(case, dtype):
             assert torch.equal(a, b)
 
 
-def test_weight_gradient_of_a_large_batch_is_bit_identical():
+def test_weight_gradient_of_a_large_batch_is_bit_identical(target):
     """Many chunks and long sums: where atomics would show."""
-    x = torch.randn(96, 32, 40, 40, device="cuda", requires_grad=True)
-    w = torch.randn(64, 32, 3, 3, device="cuda", requires_grad=True)
+    n, size = (96, 40) if target == "cuda" else (6, 10)  # the emulation runs one element at a time
+    x = torch.randn(n, 32, size, size, device=target, requires_grad=True)
+    w = torch.randn(64, 32, 3, 3, device=target, requires_grad=True)
     grads = [torch.autograd.grad(torchconv.conv2d(x, w, padding=1, stride=2).square().sum(), (x, w)) for _ in range(3)]
     for other in grads[1:]:
         assert all(torch.equal(a, b) for a, b in zip(other, grads[0]))
 
 
-def test_batches_larger_than_one_chunk_match_torch():
-    """Column buffers are capped (256 MiB): this batch takes several chunks."""
-    x = torch.randn(64, 64, 64, 64, device="cuda", dtype=torch.float64, requires_grad=True)
-    w = torch.randn(32, 64, 3, 3, device="cuda", dtype=torch.float64, requires_grad=True)
-    b = torch.randn(32, device="cuda", dtype=torch.float64, requires_grad=True)
+def test_batches_larger_than_one_chunk_match_torch(target):
+    """Column buffers are capped (256 MiB; 4 KiB in the emulation): this batch takes several chunks."""
+    n, size = (64, 64) if target == "cuda" else (4, 8)
+    kw = dict(device=target, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(n, 64, size, size, **kw)
+    w = torch.randn(32, 64, 3, 3, **kw)
+    b = torch.randn(32, **kw)
     ours = _run(torchconv.conv2d, [x, w, b], dict(padding=1))
     theirs = _run(F.conv2d, [x, w, b], dict(padding=1))
     torch.testing.assert_close(ours[0], theirs[0])
     for got, expected in zip(ours[1], theirs[1]):
         torch.testing.assert_close(got, expected)
-    wt = torch.randn(64, 16, 4, 4, device="cuda", dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(64, 16, 4, 4, **kw)
     ours = _run(torchconv.conv_transpose2d, [x, wt], dict(stride=2, padding=1))
     theirs = _run(F.conv_transpose2d, [x, wt], dict(stride=2, padding=1))
     torch.testing.assert_close(ours[0], theirs[0])
@@ -190,7 +214,7 @@ def test_batches_larger_than_one_chunk_match_torch():
         torch.testing.assert_close(got, expected)
 
 
-def test_runs_on_the_current_stream():
+def test_runs_on_the_current_stream(gpu):
     x = torch.randn(8, 16, 32, 32, device="cuda", requires_grad=True)
     w = torch.randn(16, 16, 3, 3, device="cuda", requires_grad=True)
     expected = _run(torchconv.conv2d, [x, w], dict(padding=1))
@@ -205,7 +229,7 @@ def test_runs_on_the_current_stream():
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
-def test_tensors_on_another_gpu_run_there():
+def test_tensors_on_another_gpu_run_there(gpu):
     x = torch.randn(2, 3, 8, 8, device="cuda:1", requires_grad=True)
     w = torch.randn(4, 3, 3, 3, device="cuda:1", requires_grad=True)
     out, grads = _run(torchconv.conv2d, [x, w], {})
@@ -213,7 +237,7 @@ def test_tensors_on_another_gpu_run_there():
     torch.testing.assert_close(out, F.conv2d(x, w))
 
 
-def test_64_bit_indexing():
+def test_64_bit_indexing(gpu):
     """A pooling input of more than 2^31 elements (4.3 GB in float16)."""
     free, _ = torch.cuda.mem_get_info()
     if free < 16 * 2**30:
@@ -228,7 +252,7 @@ def test_64_bit_indexing():
     torch.cuda.empty_cache()
 
 
-def test_compiled_ops_check_devices():
+def test_compiled_ops_check_devices(gpu):
     ops = torch.ops.torchconv_cpp
     x = torch.randn(1, 2, 5, 5, device="cuda")
     with pytest.raises(RuntimeError, match=r"expected weight on cuda:0 \(the input's device\), but got cpu"):
@@ -240,7 +264,7 @@ def test_compiled_ops_check_devices():
         ops.avg_pool2d(x.long(), [2, 2], [2, 2], [0, 0], False, True, None)
 
 
-def test_compiled_cuda_ops_pass_opcheck():
+def test_compiled_cuda_ops_pass_opcheck(gpu):
     ops = torch.ops.torchconv_cpp
     kw = dict(device="cuda", dtype=torch.float64)
     x = torch.randn(2, 4, 7, 6, **kw)
@@ -259,7 +283,7 @@ def test_compiled_cuda_ops_pass_opcheck():
         torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
-def test_cuda_is_the_default_backend_for_cuda_tensors():
+def test_cuda_is_the_default_backend_for_cuda_tensors(gpu):
     assert torchconv.backends.available("cuda")[0] == "cuda"
     with torchconv.backends.use("cuda"):
         assert torchconv.backends.current("cuda") == "cuda"
