@@ -30,6 +30,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
+# torch guesses CUDA_HOME from nvcc's path; a shim such as /usr/local/bin/nvcc
+# makes that /usr/local, where the link then finds no libcudart.
+if [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_HOME=/usr/local/cuda; fi
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1

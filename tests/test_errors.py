@@ -353,6 +353,11 @@ def test_torch_agrees(case):
         torch_does, reason = case.differs
         assert exc is torch_does, f"documented difference no longer holds ({reason}): torch gave {exc}: {message}"
         return
+    if case.op == "avg_pool2d" and exc is RuntimeError and message == "integer out of range":
+        # torch 2.11's avg_pool2d rejects kernel_size <= 0 and stride < 0 with this
+        # bare message (its meta function, before its other checks); torch 2.13
+        # gives the messages the table pins.
+        pytest.xfail(f"torch {torch.__version__}: avg_pool2d says 'integer out of range'")
     assert exc is case.exc, f"torch raised {exc} ({message!r}), the table says {case.exc}"
     # torchconv prefixes some of torch's messages with the op's name.
     pattern = case.match.removeprefix(f"{case.op}: ") if case.torch_match == SAME else case.torch_match

@@ -44,7 +44,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import torchconv
-from conftest import to_test_device
+from conftest import device_of_test, to_test_device
 
 pytestmark = pytest.mark.filterwarnings(
     # torch's own warning for padding='same' with an even kernel: not ours.
@@ -337,9 +337,46 @@ def _conv_tensors(cfg, weight_shape):
     return x, w, b
 
 
+def _onednn_crash_risk(cfg) -> bool:
+    """torch's own CPU conv2d (oneDNN's brgemm convolution, on AVX-512 CPUs)
+    segfaults on some float32 grouped convolutions with a channels_last input
+    or weight, a bias, and output positions whose whole window lies in the
+    padding (seen with torch 2.11 and 2.13, e.g. input (1, 9, 3, 2), a
+    channels_last weight (6, 3, 2, 1), bias, stride 3, padding 1, dilation 3,
+    groups 3). A crash would end the whole test run, so these examples are
+    left out on the CPU (a superset of the crashing ones: any all-padding
+    window)."""
+    if device_of_test().type != "cpu" or cfg["dtype"] != torch.float32 or cfg["groups"] == 1 or not cfg["bias"]:
+        return False
+    if "channels_last" not in (cfg["x_layout"], cfg["w_layout"]) or cfg["padding"] == "valid":
+        return False
+    kernel, dilation = cfg["kernel"], as_pair(cfg["dilation"])
+    if cfg["padding"] == "same":  # stride 1; torch pads d * (k - 1) // 2 before, the rest after
+        return any(
+            not any(0 <= o - d * (k - 1) // 2 + j * d < n for j in range(k))
+            for n, k, d in zip(cfg["size"], kernel, dilation)
+            for o in range(n)
+        )
+    return has_all_padding_window(cfg["size"], kernel, as_pair(cfg["stride"]), as_pair(cfg["padding"]), dilation, False)
+
+
+def test_conv2d_where_torchs_cpu_kernel_crashes(backend):
+    """The configuration _onednn_crash_risk leaves out: torchconv computes it
+    (checked against torch with oneDNN off, which avoids the crash)."""
+    x = torch.randn(1, 9, 3, 2)
+    w = torch.randn(6, 3, 2, 1).contiguous(memory_format=torch.channels_last)
+    b = torch.randn(6)
+    kwargs = dict(stride=3, padding=1, dilation=3, groups=3)
+    got = torchconv.conv2d(x, w, b, **kwargs)
+    with torch.backends.mkldnn.flags(enabled=False):
+        expected = F.conv2d(x.cpu().double(), w.cpu().double(), b.cpu().double(), **kwargs)
+    torch.testing.assert_close(got.cpu().double(), expected, rtol=1e-5, atol=1e-5)
+
+
 @SETTINGS
 @given(cfg=conv2d_configs())
 def test_conv2d_matches_torch(backend, cfg):
+    assume(not _onednn_crash_risk(cfg))
     x, w, b = _conv_tensors(cfg, (cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"]))
     kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
     compare(torchconv.conv2d, F.conv2d, [x, w, b], kwargs, cfg["seed"])
@@ -399,7 +436,14 @@ def same_failure(ours, theirs, make_args):
     try:
         expected = theirs(*args, **kwargs)
     except Exception as error:  # noqa: BLE001 - any exception type torch raises
-        with pytest.raises(type(error)):
+        expected_type = type(error)
+        if theirs is F.avg_pool2d and str(error) == TORCH_211_AVG_POOL_MESSAGE:
+            # torch 2.11's avg_pool2d rejects kernel_size <= 0 and stride < 0 with a
+            # bare "integer out of range" before its other checks (the input's
+            # dimensions included); torchconv checks in torch 2.13's order, so a
+            # 1-d/2-d input gives its IndexError first.
+            expected_type = (RuntimeError, IndexError)
+        with pytest.raises(expected_type):
             ours(*args, **kwargs)
         return False
     if args[0].numel() == 0:
@@ -420,6 +464,8 @@ def same_failure(ours, theirs, make_args):
     close(got, expected, "output")
     return True
 
+
+TORCH_211_AVG_POOL_MESSAGE = "integer out of range"
 
 EMPTY_INPUT_CHECKS = re.compile(
     "dilation should be greater than zero|output padding must be smaller|Output size is too small"
