@@ -214,16 +214,19 @@ def test_backward_is_deterministic():
             assert torch.equal(a, b)
 
 
-def test_compiled_ops_pass_opcheck():
-    """The torchconv_cpp:: ops themselves: schema, fake kernels, dynamic shapes."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not (torch.cuda.is_available() and torchconv.backends.cuda.is_built()), reason="needs a GPU and the CUDA kernels"))])
+def test_compiled_ops_pass_opcheck(device):
+    """The torchconv_cpp:: ops themselves, CPU and CUDA kernels: schema, fake kernels, dynamic shapes."""
     ops = torch.ops.torchconv_cpp
-    x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
-    w, wt, b = torch.randn(6, 2, 3, 2, dtype=torch.float64), torch.randn(4, 3, 3, 2, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    kw = dict(device=device, dtype=torch.float64)
+    x = torch.randn(2, 4, 7, 6, **kw)
+    w, wt, b = torch.randn(6, 2, 3, 2, **kw), torch.randn(4, 3, 3, 2, **kw), torch.randn(6, **kw)
     values, indices = ops.max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], True)
     cases = [
         (ops.conv2d, (x, w, b, [2, 1], [1, 1], [2, 1], 2)),
         (ops.conv_transpose2d, (x, wt, b, [2, 1], [1, 1], [1, 0], 2, [2, 1])),
-        (ops.conv2d_weight, (x, torch.randn(2, 6, 2, 6, dtype=torch.float64), [6, 2, 3, 2], [2, 1], [1, 1], [2, 1], 2)),
+        (ops.conv2d_weight, (x, torch.randn(2, 6, 2, 6, **kw), [6, 2, 3, 2], [2, 1], [1, 1], [2, 1], 2)),
         (ops.max_pool2d, (x, [3, 3], [2, 2], [1, 1], [1, 1], True)),
         (ops.max_pool2d_backward, (torch.randn_like(values), indices, [7, 6], [3, 3], [2, 2], [1, 1], [1, 1])),
         (ops.avg_pool2d, (x, [3, 3], [2, 2], [1, 1], True, False, None)),

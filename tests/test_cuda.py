@@ -4,7 +4,8 @@ The core tests already run on CUDA through the ``backend`` fixture (see
 conftest.py). These add: CPU-against-CUDA agreement of outputs and gradients,
 half-precision tolerances, bit-identical backward passes, chunked batches,
 and, on a GPU only, the current stream and device, 64-bit indexing, direct
-calls of the compiled ops and opcheck on CUDA.
+calls of the compiled ops (their opcheck on CUDA is in
+test_cpp_backend.py).
 
 Each test that takes ``target`` runs on the GPU with the ``cuda`` backend
 (when there is one and the kernels are built) and on the CPU with
@@ -262,25 +263,6 @@ def test_compiled_ops_check_devices(gpu):
                                 [4, 4], [2, 2], [2, 2], [0, 0], [1, 1])
     with pytest.raises(RuntimeError, match=r"expected a float32, float64, float16 or bfloat16 input"):
         ops.avg_pool2d(x.long(), [2, 2], [2, 2], [0, 0], False, True, None)
-
-
-def test_compiled_cuda_ops_pass_opcheck(gpu):
-    ops = torch.ops.torchconv_cpp
-    kw = dict(device="cuda", dtype=torch.float64)
-    x = torch.randn(2, 4, 7, 6, **kw)
-    w, wt, b = torch.randn(6, 2, 3, 2, **kw), torch.randn(4, 3, 3, 2, **kw), torch.randn(6, **kw)
-    values, indices = ops.max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], True)
-    cases = [
-        (ops.conv2d, (x, w, b, [2, 1], [1, 1], [2, 1], 2)),
-        (ops.conv_transpose2d, (x, wt, b, [2, 1], [1, 1], [1, 0], 2, [2, 1])),
-        (ops.conv2d_weight, (x, torch.randn(2, 6, 2, 6, **kw), [6, 2, 3, 2], [2, 1], [1, 1], [2, 1], 2)),
-        (ops.max_pool2d, (x, [3, 3], [2, 2], [1, 1], [1, 1], True)),
-        (ops.max_pool2d_backward, (torch.randn_like(values), indices, [7, 6], [3, 3], [2, 2], [1, 1], [1, 1])),
-        (ops.avg_pool2d, (x, [3, 3], [2, 2], [1, 1], True, False, None)),
-        (ops.avg_pool2d_backward, (torch.randn_like(values), [7, 6], [3, 3], [2, 2], [1, 1], True, False, 2)),
-    ]
-    for op, args in cases:
-        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
 def test_cuda_is_the_default_backend_for_cuda_tensors(gpu):

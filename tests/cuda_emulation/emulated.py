@@ -23,8 +23,6 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAME = "torchconv_cuda_emulated"
-OPS = ("conv2d", "conv_transpose2d", "conv2d_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
-       "avg_pool2d_backward")
 COLUMN_BYTES = 4096
 
 
@@ -49,9 +47,11 @@ def load() -> None:
 
 def kernels() -> types.SimpleNamespace:
     """The emulated ops with the backend kernel signatures (torchconv.backends.reference's)."""
+    from torchconv.backends import reference
+
     load()
     ops = getattr(torch.ops, NAME)
-    return types.SimpleNamespace(**{name: getattr(ops, name) for name in OPS})
+    return types.SimpleNamespace(**{name: getattr(ops, name) for name in reference.__all__})
 
 
 def backend():

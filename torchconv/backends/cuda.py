@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from . import cpp
+from . import cpp, reference
 
 HOW_TO_ENABLE = (
     "It needs a GPU, a CUDA build of torch and the extension built with its CUDA "
@@ -23,15 +23,6 @@ HOW_TO_ENABLE = (
     "(nvcc on PATH or under CUDA_HOME)."
 )
 
-_OPS = (
-    "conv2d",
-    "conv_transpose2d",
-    "conv2d_weight",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-)
 
 
 def is_built() -> bool:
@@ -39,7 +30,7 @@ def is_built() -> bool:
     if not cpp.is_available():
         return False
     has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
-    return all(has_kernel(f"torchconv_cpp::{name}", "CUDA") for name in _OPS)
+    return all(has_kernel(f"torchconv_cpp::{name}", "CUDA") for name in reference.__all__)
 
 
 def is_available() -> bool:
