@@ -33,6 +33,15 @@ inline void check_pair(const char* op, const char* name, at::IntArrayRef values,
               " values >= ", minimum, ", but got ", values);
 }
 
+// A file's kernels run on one device type: the CPU kernels must never see
+// GPU memory, nor the CUDA kernels host memory, even when a redispatch to
+// another dispatch key hands them such a tensor. (The other tensors are
+// checked to be on this one's device.)
+inline void check_kernel_device(const char* op, const at::Tensor& t, at::DeviceType kernel_device) {
+  TORCH_CHECK(!t.defined() || t.device().type() == kernel_device, "torchconv_cpp::", op, ": this is the ",
+              c10::DeviceTypeName(kernel_device), " kernel, but got a tensor on ", t.device());
+}
+
 inline void check_tensor(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input) {
   TORCH_CHECK(t.defined(), "torchconv_cpp::", op, ": ", name, " is undefined");
   TORCH_CHECK(t.device() == input.device(), "torchconv_cpp::", op, ": expected ", name, " on ", input.device(),

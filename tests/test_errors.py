@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+from conftest import device_of_test
 
 SAME = "same"  # torch's message matches the same regex as torchconv's
 
@@ -374,13 +375,22 @@ def test_table_covers_every_op():
 # ---------------------------------------------------------------- child process: no hang, no crash
 
 _CHILD_TIMEOUT_S = 240
-_CHILD_RESULTS: dict[str, dict] = {}
+_CHILD_RESULTS: dict[tuple[str, str], dict] = {}
 
 
 def _child_main() -> None:  # pragma: no cover - runs in the child process
     import faulthandler
 
     faulthandler.enable()
+    if os.environ.get("TORCHCONV_BACKEND") == "cuda-emulated":  # the tests' backend, not the package's
+        from cuda_emulation import emulated
+
+        torchconv.backends.register(emulated.backend())
+    with torch.device(os.environ.get("TORCHCONV_TEST_DEVICE", "cpu")):
+        _child_cases()
+
+
+def _child_cases() -> None:  # pragma: no cover - runs in the child process
     for case in CASES:
         print(f"START {case.id}", flush=True)
         for who, module in (("torch", F), ("torchconv", torchconv)):
@@ -394,10 +404,13 @@ def _child_main() -> None:  # pragma: no cover - runs in the child process
 
 
 def _child_results(backend: str) -> dict:
-    if backend not in _CHILD_RESULTS:
+    """The child's outcomes for ``backend`` on the running test's device (CUDA in a CUDA run)."""
+    device = device_of_test().type
+    key = (backend, device)
+    if key not in _CHILD_RESULTS:
         here = os.path.dirname(os.path.abspath(__file__))
         root = os.path.dirname(here)
-        env = dict(os.environ, TORCHCONV_BACKEND=backend)
+        env = dict(os.environ, TORCHCONV_BACKEND=backend, TORCHCONV_TEST_DEVICE=device)
         env["PYTHONPATH"] = os.pathsep.join([root, here, env.get("PYTHONPATH", "")])
         code = "import test_errors; test_errors._child_main()"
         try:
@@ -419,11 +432,11 @@ def _child_results(backend: str) -> dict:
                 started = parts[1]
             elif parts[:1] == ["RESULT"]:
                 outcomes.setdefault(parts[1], {})[parts[2]] = parts[3]
-        _CHILD_RESULTS[backend] = dict(
+        _CHILD_RESULTS[key] = dict(
             outcomes=outcomes, last_started=started, rc=rc, timed_out=timed_out,
             all_done="ALLDONE" in stdout, stderr=stderr[-3000:],
         )
-    return _CHILD_RESULTS[backend]
+    return _CHILD_RESULTS[key]
 
 
 @pytest.mark.parametrize("case", _params(with_bug_marks=True))

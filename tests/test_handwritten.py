@@ -74,7 +74,10 @@ def forbidden(qualified_names) -> set[str]:
 class OpRecorder(TorchDispatchMode):
     """Records every op, including those run inside the package's own custom ops."""
 
-    _CPU = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    _KEYS = {
+        "cpu": torch._C.DispatchKeySet(torch._C.DispatchKey.CPU),
+        "cuda": torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA),
+    }
 
     def __init__(self):
         super().__init__()
@@ -91,11 +94,17 @@ class OpRecorder(TorchDispatchMode):
         if func.namespace in OWN_NAMESPACES:
             self.depth += 1
             try:
-                with self:  # see the kernel's own ops
-                    return func.redispatch(self._CPU, *args, **kwargs)
+                with self:  # see the kernel's own ops, on the kernel of the tensors' device
+                    return func.redispatch(self._KEYS[_device_type(args)], *args, **kwargs)
             finally:
                 self.depth -= 1
         return func(*args, **kwargs)
+
+
+def _device_type(args) -> str:
+    """'cuda' if any tensor argument is on a GPU (the dispatcher's choice too), else 'cpu'."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    return "cuda" if any(t.is_cuda for t in tensors) else "cpu"
 
 
 def _exercise(fn, inputs):

@@ -226,7 +226,7 @@ def test_backward(backend, name, dtype, index):
     # torch's output (what a following op usually gives back), then in
     # contiguous layout: the gradients' layout is torch's either way.
     for weights_layout in (torch.preserve_format, torch.contiguous_format):
-        weights = torch.randn(expected.shape, dtype=dtype, generator=generator)
+        weights = torch.randn(expected.shape, dtype=dtype, generator=generator, device="cpu").to(expected.device)
         if weights_layout is torch.preserve_format:
             weights = torch.empty_like(expected).copy_(weights)
         expected_grads = torch.autograd.grad((expected * weights).sum(), inputs, allow_unused=True, retain_graph=True)

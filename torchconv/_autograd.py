@@ -70,10 +70,11 @@ def _conv_transpose2d_sized(x, weight, size, stride, padding, dilation, groups):
     return ConvTranspose2dFunction.apply(x, weight, None, stride, padding, output_padding, groups, dilation)
 
 
-def _like_torch(input, weight, grad_input, grad_weight):
-    """Gradients in the layout torch's convolutions give them: channels_last
-    if input or weight is, whatever the layout of the incoming gradient."""
-    layout = ops.conv_layout(input, weight)
+def _like_torch(input, weight, grad_input, grad_weight, slow_transposed=False):
+    """Gradients in the layout torch's convolutions give them (``ops.conv_layout``:
+    channels_last if input or weight is, but for float64 or a slow transposed
+    convolution on CUDA), whatever the layout of the incoming gradient."""
+    layout = ops.conv_layout(input, weight, slow_transposed)
     return tuple(None if g is None else in_layout(g, layout) for g in (grad_input, grad_weight))
 
 
@@ -190,7 +191,9 @@ class ConvTranspose2dFunction(torch.autograd.Function):
             grad_weight = Conv2dWeightFunction.apply(grad_output, input, weight.shape, stride, padding, dilation, groups)
         if need_bias:
             grad_bias = _bias_grad(grad_output)
-        return (*_like_torch(input, weight, grad_input, grad_weight), grad_bias, None, None, None, None, None)
+        stride, output_padding = ctx.transposed[0], ctx.transposed[2]
+        slow = ops.output_padding_is_big(stride, output_padding)
+        return (*_like_torch(input, weight, grad_input, grad_weight, slow), grad_bias, None, None, None, None, None)
 
 
 class Conv2dWeightFunction(torch.autograd.Function):

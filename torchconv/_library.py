@@ -41,11 +41,25 @@ __all__ = [
 ]
 
 
-def conv_layout(a: Tensor, b: Tensor) -> torch.memory_format:
-    # Torch's CPU and cuDNN convolutions: channels_last if either operand is.
+def conv_layout(a: Tensor, b: Tensor, slow_transposed: bool = False) -> torch.memory_format:
+    """The layout torch gives a convolution's output (and gradients) for operands ``a``, ``b``.
+
+    Channels_last if either operand is, as torch's CPU kernels and cuDNN do,
+    except on CUDA where torch runs float64 contiguously
+    (``cudnn_conv_suggest_memory_format``) and a transposed convolution with
+    ``output_padding >= stride`` (``slow_transposed``) on its contiguous-only
+    fallback kernel.
+    """
+    if a.device.type == "cuda" and (torch.float64 in (a.dtype, b.dtype) or slow_transposed):
+        return torch.contiguous_format
     if torch.channels_last in (memory_format_of(a), memory_format_of(b)):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def output_padding_is_big(stride, output_padding) -> bool:
+    """ATen's ``is_output_padding_big``: cuDNN cannot run such a transposed convolution."""
+    return any(o >= s for o, s in zip(output_padding, stride))
 
 
 def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
@@ -94,7 +108,7 @@ def conv_transpose2d(
     out = backends.kernels(input.device).conv_transpose2d(
         input, weight, bias, stride, padding, output_padding, groups, dilation
     )
-    return in_layout(out, conv_layout(input, weight))
+    return in_layout(out, conv_layout(input, weight, output_padding_is_big(stride, output_padding)))
 
 
 @conv_transpose2d.register_fake
@@ -103,7 +117,8 @@ def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding,
         conv_transpose_output_size(n, k, s, p, o, d)
         for n, k, s, p, o, d in zip(input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
     ]
-    return _empty(input, (input.shape[0], weight.shape[1] * groups, *spatial), conv_layout(input, weight))
+    layout = conv_layout(input, weight, output_padding_is_big(stride, output_padding))
+    return _empty(input, (input.shape[0], weight.shape[1] * groups, *spatial), layout)
 
 
 @torch.library.custom_op("torchconv::conv2d_weight", mutates_args=())

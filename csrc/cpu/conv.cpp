@@ -299,6 +299,7 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const scala
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_kernel_device("conv2d", input, at::kCPU);
   const std::pair<int64_t, int64_t> out_size = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
   const int64_t out_h = out_size.first, out_w = out_size.second;
   const Window window = make_window(weight, stride, padding, dilation);
@@ -317,6 +318,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
                             int64_t groups, at::IntArrayRef dilation) {
+  check_kernel_device("conv_transpose2d", input, at::kCPU);
   const std::pair<int64_t, int64_t> out_size =
       check_conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
   const int64_t out_h = out_size.first, out_w = out_size.second;
@@ -336,6 +338,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
 
 at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output, at::IntArrayRef weight_size,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_kernel_device("conv2d_weight", input, at::kCPU);
   check_conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
   const at::Tensor weight_like = at::empty(weight_size, input.options().device(at::kMeta));
   const Window window = make_window(weight_like, stride, padding, dilation);

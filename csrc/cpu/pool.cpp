@@ -63,6 +63,7 @@ void max_pool2d_kernel(const scalar_t* input, scalar_t* output, int64_t* indices
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  check_kernel_device("max_pool2d", input, at::kCPU);
   check_plane_input("max_pool2d", input);
   const Pool p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
   const int64_t in_h = input.size(2), in_w = input.size(3);
@@ -85,6 +86,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
                                at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation) {
+  check_kernel_device("max_pool2d_backward", grad_output, at::kCPU);
   check_input("max_pool2d_backward", grad_output);
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
   check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
@@ -153,6 +155,7 @@ void for_each_avg_window(int64_t out_h, int64_t out_w, int64_t in_h, int64_t in_
 
 at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                       bool ceil_mode, bool count_include_pad, c10::optional<int64_t> divisor_override) {
+  check_kernel_device("avg_pool2d", input, at::kCPU);
   check_plane_input("avg_pool2d", input);
   const Pool p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
   check_divisor("avg_pool2d", divisor_override);
@@ -182,6 +185,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
 at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef input_size, at::IntArrayRef kernel_size,
                                at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                                c10::optional<int64_t> divisor_override) {
+  check_kernel_device("avg_pool2d_backward", grad_output, at::kCPU);
   check_input("avg_pool2d_backward", grad_output);
   check_pair("avg_pool2d_backward", "input_size", input_size, 1);
   const Pool p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});

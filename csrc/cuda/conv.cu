@@ -46,8 +46,12 @@ constexpr int64_t kColumnBytes = int64_t(256) << 20;
 
 constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
 
-// cuDNN's rule, as torch applies it: channels_last if either operand is.
+// cuDNN's rule, as torch applies it: channels_last if either operand is,
+// but never for float64. (The Python layer gives every result torch's exact
+// layout, torchconv/_library.py conv_layout; choosing the same one here saves
+// it a copy.)
 at::MemoryFormat conv_memory_format(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == at::kDouble) return at::MemoryFormat::Contiguous;
   return a.suggest_memory_format() == kChannelsLast || b.suggest_memory_format() == kChannelsLast
              ? kChannelsLast
              : at::MemoryFormat::Contiguous;
@@ -90,12 +94,19 @@ bool is_pointwise(const ConvWindow& w) {
   return w.kernel_h == 1 && w.kernel_w == 1 && w.stride_h == 1 && w.stride_w == 1 && w.pad_h == 0 && w.pad_w == 0;
 }
 
+// Whether the image's own pixel rows are its column matrix: a pointwise
+// window over a grid of the image's size. (conv_transpose2d's weight
+// gradient can have a 1x1 window and a larger image: output_padding.)
+bool image_is_its_columns(const at::Tensor& image, const ColumnShape& s) {
+  return is_pointwise(s.window) && image.size(2) == s.grid_h && image.size(3) == s.grid_w;
+}
+
 // The columns of samples [first, first + count) of a channels_last image:
-// for a pointwise window the image's own pixel rows (no copy), otherwise
+// the image's own pixel rows when they are its columns (no copy), otherwise
 // im2col written into `workspace` (at least rows x width elements).
 at::Tensor image_columns(const at::Tensor& image, const ColumnShape& s, at::Tensor& workspace) {
   const int64_t grid = s.grid_h * s.grid_w;
-  if (is_pointwise(s.window)) {
+  if (image_is_its_columns(image, s)) {
     return pixel_rows(image).narrow(0, s.first_sample * grid, s.rows());
   }
   at::Tensor columns = workspace.narrow(0, 0, s.rows());
@@ -117,9 +128,9 @@ const scalar_t* bias_pointer(const at::Tensor& bias) {
   return bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
 }
 
-at::Tensor column_workspace(const at::Tensor& like, const ColumnShape& chunk) {
-  if (is_pointwise(chunk.window)) return at::Tensor();
-  return at::empty({chunk.rows(), chunk.width()}, like.options().memory_format(at::MemoryFormat::Contiguous));
+at::Tensor column_workspace(const at::Tensor& image, const ColumnShape& chunk) {
+  if (image_is_its_columns(image, chunk)) return at::Tensor();
+  return at::empty({chunk.rows(), chunk.width()}, image.options().memory_format(at::MemoryFormat::Contiguous));
 }
 
 }  // namespace
@@ -128,6 +139,7 @@ at::Tensor column_workspace(const at::Tensor& like, const ColumnShape& chunk) {
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_kernel_device("conv2d", input, kKernelDevice);
   const std::pair<int64_t, int64_t> out_size = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
   const DeviceGuard guard(input.device());
   const int64_t batch = input.size(0), out_channels = weight.size(0);
@@ -154,7 +166,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   ColumnShape s{0, 0, out_h, out_w, groups, weight.size(1), window};
   const int64_t chunk = chunk_samples(batch, grid, s.width(), input.element_size());
   s.samples = chunk;
-  at::Tensor workspace = column_workspace(input, s);
+  at::Tensor workspace = column_workspace(image, s);
   const at::Tensor out_rows = format == kChannelsLast ? pixel_rows(out) : at::Tensor();
   for (int64_t first = 0; first < batch; first += chunk) {
     s.first_sample = first;
@@ -176,6 +188,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
                             int64_t groups, at::IntArrayRef dilation) {
+  check_kernel_device("conv_transpose2d", input, kKernelDevice);
   const std::pair<int64_t, int64_t> out_size =
       check_conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
   const DeviceGuard guard(input.device());
@@ -237,6 +250,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
 
 at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output, at::IntArrayRef weight_size,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_kernel_device("conv2d_weight", input, kKernelDevice);
   check_conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
   const DeviceGuard guard(input.device());
   const int64_t batch = input.size(0), out_channels = weight_size[0];
@@ -267,7 +281,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
     const at::Tensor dy_rows = pixel_rows(grad_output.contiguous(kChannelsLast));
     const int64_t chunk = chunk_samples(batch, grid, s.width(), input.element_size());
     s.samples = chunk;
-    at::Tensor workspace = column_workspace(input, s);
+    at::Tensor workspace = column_workspace(image, s);
     const at::Tensor sum_groups = sum.view({groups, out_channels / groups, s.width() / groups});
     for (int64_t first = 0; first < batch; first += chunk) {
       s.first_sample = first;

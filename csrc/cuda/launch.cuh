@@ -34,6 +34,13 @@ namespace cuda {
 
 constexpr int kThreads = 256;
 
+// The device type these kernels take tensors on (the CPU in the emulation).
+#ifdef TORCHCONV_CUDA_EMULATION
+constexpr at::DeviceType kKernelDevice = at::kCPU;
+#else
+constexpr at::DeviceType kKernelDevice = at::kCUDA;
+#endif
+
 // Enough blocks to fill the GPU several times over; the grid-stride loop
 // covers the rest. (65535 keeps within every GPU's grid limit.)
 inline unsigned int blocks_for(int64_t count) {

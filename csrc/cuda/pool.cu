@@ -176,6 +176,7 @@ bool is_channels_last(at::MemoryFormat format) { return format == kChannelsLast;
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
                                               at::IntArrayRef stride, at::IntArrayRef padding,
                                               at::IntArrayRef dilation, bool ceil_mode) {
+  check_kernel_device("max_pool2d", input, kKernelDevice);
   check_plane_input("max_pool2d", input);
   const Pool p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
@@ -194,6 +195,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
                                at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation) {
+  check_kernel_device("max_pool2d_backward", grad_output, kKernelDevice);
   check_input("max_pool2d_backward", grad_output);
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
   const Pool p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
@@ -214,6 +216,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                       at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                       c10::optional<int64_t> divisor_override) {
+  check_kernel_device("avg_pool2d", input, kKernelDevice);
   check_plane_input("avg_pool2d", input);
   const Pool p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
   check_divisor("avg_pool2d", divisor_override);
@@ -233,6 +236,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
 at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef input_size, at::IntArrayRef kernel_size,
                                at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode,
                                bool count_include_pad, c10::optional<int64_t> divisor_override) {
+  check_kernel_device("avg_pool2d_backward", grad_output, kKernelDevice);
   check_input("avg_pool2d_backward", grad_output);
   check_pair("avg_pool2d_backward", "input_size", input_size, 1);
   const Pool p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});

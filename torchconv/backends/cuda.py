@@ -13,6 +13,8 @@ and torch sees a GPU; otherwise CUDA tensors run on the reference backend
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import cpp, reference
@@ -25,8 +27,10 @@ HOW_TO_ENABLE = (
 
 
 
+@functools.lru_cache(maxsize=None)
 def is_built() -> bool:
-    """Whether the loaded extension has CUDA kernels for every op."""
+    """Whether the loaded extension has CUDA kernels for every op (asked once:
+    the backend lookup runs at every op call)."""
     if not cpp.is_available():
         return False
     has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
