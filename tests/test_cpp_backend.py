@@ -235,3 +235,15 @@ def test_compiled_ops_pass_opcheck(device):
     for op, args in cases:
         # No autograd on the compiled ops (the torchconv:: ops carry it), so no requires_grad here.
         torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+def test_kernels_refuse_tensors_of_another_device_type():
+    """A redispatch to the CPU key can hand the CPU kernels any tensor: they
+    refuse it instead of reading its memory (a GPU tensor would crash them)."""
+    cpu = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    x = torch.empty(1, 2, 5, 5, device="meta")
+    ops = torch.ops.torchconv_cpp
+    with pytest.raises(RuntimeError, match=r"conv2d: this is the CPU kernel, but got a tensor on meta"):
+        ops.conv2d.default.redispatch(cpu, x, torch.empty(3, 2, 3, 3, device="meta"), None, [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match=r"max_pool2d: this is the CPU kernel, but got a tensor on meta"):
+        ops.max_pool2d.default.redispatch(cpu, x, [2, 2], [2, 2], [0, 0], [1, 1], False)
