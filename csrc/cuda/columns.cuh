@@ -49,28 +49,30 @@ struct ColumnShape {
   __host__ __device__ int64_t rows() const { return samples * grid_h * grid_w; }
 };
 
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void im2col_kernel(const scalar_t* __restrict__ image, Layout4d image_layout, ColumnShape s,
                               scalar_t* __restrict__ columns) {
   const ConvWindow& w = s.window;
-  const int64_t width = s.width();
-  const int64_t total = s.rows() * width;
-  TORCHCONV_KERNEL_LOOP(e, total) {
-    int64_t k = e % width, p = e / width;
-    const int64_t c = k % s.group_channels;
-    k /= s.group_channels;
-    const int64_t j = k % w.kernel_w;
-    k /= w.kernel_w;
-    const int64_t i = k % w.kernel_h;
-    const int64_t g = k / w.kernel_h;
-    const int64_t x = p % s.grid_w;
-    p /= s.grid_w;
-    const int64_t y = p % s.grid_h;
-    const int64_t n = p / s.grid_h;
+  const index_t width = static_cast<index_t>(s.width()), group_channels = static_cast<index_t>(s.group_channels);
+  const index_t kernel_h = static_cast<index_t>(w.kernel_h), kernel_w = static_cast<index_t>(w.kernel_w);
+  const index_t grid_h = static_cast<index_t>(s.grid_h), grid_w = static_cast<index_t>(s.grid_w);
+  const index_t total = static_cast<index_t>(s.rows()) * width;
+  TORCHCONV_KERNEL_LOOP(index_t, e, total) {
+    index_t k = e % width, p = e / width;
+    const index_t c = k % group_channels;
+    k /= group_channels;
+    const index_t j = k % kernel_w;
+    k /= kernel_w;
+    const index_t i = k % kernel_h;
+    const index_t g = k / kernel_h;
+    const index_t x = p % grid_w;
+    p /= grid_w;
+    const index_t y = p % grid_h;
+    const index_t n = p / grid_h;
     const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
     const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
     const bool inside = iy >= 0 && iy < image_layout.size[2] && ix >= 0 && ix < image_layout.size[3];
-    columns[e] = inside ? image[image_layout.offset(s.first_sample + n, g * s.group_channels + c, iy, ix)]
+    columns[e] = inside ? image[image_layout.offset(s.first_sample + n, g * group_channels + c, iy, ix)]
                         : scalar_t(0);
   }
 }
@@ -79,35 +81,38 @@ __global__ void im2col_kernel(const scalar_t* __restrict__ image, Layout4d image
 // would read from that pixel, for every pixel of the chunk's samples.
 // Threads walk the image in channels_last order (channel fastest), matching
 // the columns' order; `image` may have any strides.
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void col2im_kernel(const scalar_t* __restrict__ columns, ColumnShape s, const scalar_t* __restrict__ bias,
                               Layout4d image_layout, scalar_t* __restrict__ image) {
   using acc_t = at::opmath_type<scalar_t>;
   const ConvWindow& w = s.window;
   const int64_t width = s.width();
-  const int64_t channels = s.groups * s.group_channels;
-  const int64_t height = image_layout.size[2], image_w = image_layout.size[3];
-  const int64_t total = s.samples * channels * height * image_w;
-  TORCHCONV_KERNEL_LOOP(e, total) {
-    int64_t rest = e;
-    const int64_t ch = rest % channels;
+  const index_t group_channels = static_cast<index_t>(s.group_channels);
+  const index_t channels = static_cast<index_t>(s.groups) * group_channels;
+  const index_t height = static_cast<index_t>(image_layout.size[2]), image_w = static_cast<index_t>(image_layout.size[3]);
+  const index_t stride_h = static_cast<index_t>(w.stride_h), stride_w = static_cast<index_t>(w.stride_w);
+  const index_t grid_h = static_cast<index_t>(s.grid_h), grid_w = static_cast<index_t>(s.grid_w);
+  const index_t total = static_cast<index_t>(s.samples) * channels * height * image_w;
+  TORCHCONV_KERNEL_LOOP(index_t, e, total) {
+    index_t rest = e;
+    const index_t ch = rest % channels;
     rest /= channels;
-    const int64_t x = rest % image_w;
+    const index_t x = rest % image_w;
     rest /= image_w;
-    const int64_t y = rest % height;
-    const int64_t n = rest / height;
-    const int64_t g = ch / s.group_channels, c = ch % s.group_channels;
+    const index_t y = rest % height;
+    const index_t n = rest / height;
+    const index_t g = ch / group_channels, c = ch % group_channels;
     acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[ch]) : acc_t(0);
-    for (int64_t i = 0; i < w.kernel_h; ++i) {
-      const int64_t ty = y + w.pad_h - i * w.dilation_h;  // = grid y * stride_h when a grid row reads here
-      if (ty < 0 || ty % w.stride_h != 0 || ty / w.stride_h >= s.grid_h) continue;
-      const int64_t gy = ty / w.stride_h;
-      for (int64_t j = 0; j < w.kernel_w; ++j) {
-        const int64_t tx = x + w.pad_w - j * w.dilation_w;
-        if (tx < 0 || tx % w.stride_w != 0 || tx / w.stride_w >= s.grid_w) continue;
-        const int64_t gx = tx / w.stride_w;
-        const int64_t row = (n * s.grid_h + gy) * s.grid_w + gx;
-        const int64_t k = ((g * w.kernel_h + i) * w.kernel_w + j) * s.group_channels + c;
+    for (index_t i = 0; i < w.kernel_h; ++i) {
+      const index_t ty = y + static_cast<index_t>(w.pad_h - i * w.dilation_h);  // = grid y * stride_h if a row reads here
+      if (ty < 0 || ty % stride_h != 0 || ty / stride_h >= grid_h) continue;
+      const index_t gy = ty / stride_h;
+      for (index_t j = 0; j < w.kernel_w; ++j) {
+        const index_t tx = x + static_cast<index_t>(w.pad_w - j * w.dilation_w);
+        if (tx < 0 || tx % stride_w != 0 || tx / stride_w >= grid_w) continue;
+        const index_t gx = tx / stride_w;
+        const int64_t row = (static_cast<int64_t>(n) * grid_h + gy) * grid_w + gx;
+        const int64_t k = ((static_cast<int64_t>(g) * w.kernel_h + i) * w.kernel_w + j) * group_channels + c;
         sum += static_cast<acc_t>(columns[row * width + k]);
       }
     }

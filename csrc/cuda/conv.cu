@@ -111,8 +111,9 @@ at::Tensor image_columns(const at::Tensor& image, const ColumnShape& s, at::Tens
   }
   at::Tensor columns = workspace.narrow(0, 0, s.rows());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "torchconv_cpp::im2col", [&] {
-    launch(im2col_kernel<scalar_t>, s.rows() * s.width(), image.const_data_ptr<scalar_t>(), layout_of(image), s,
-           columns.data_ptr<scalar_t>());
+    const int64_t count = s.rows() * s.width();
+    launch_indexed(im2col_kernel<scalar_t, int32_t>, im2col_kernel<scalar_t, int64_t>, fits_int32({count}), count,
+                   image.const_data_ptr<scalar_t>(), layout_of(image), s, columns.data_ptr<scalar_t>());
   });
   return columns;
 }
@@ -151,9 +152,10 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   if (is_depthwise(groups, weight.size(1))) {
     const at::Tensor taps = weight.contiguous(), bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::conv2d", [&] {
-      launch(depthwise_conv2d_kernel<scalar_t>, out.numel(), input.const_data_ptr<scalar_t>(), layout_of(input),
-             taps.const_data_ptr<scalar_t>(), bias_pointer<scalar_t>(bias_values), window, layout_of(out),
-             format == kChannelsLast, out.data_ptr<scalar_t>());
+      launch_indexed(depthwise_conv2d_kernel<scalar_t, int32_t>, depthwise_conv2d_kernel<scalar_t, int64_t>,
+                     fits_int32({out.numel(), input.numel()}), out.numel(), input.const_data_ptr<scalar_t>(),
+                     layout_of(input), taps.const_data_ptr<scalar_t>(), bias_pointer<scalar_t>(bias_values), window,
+                     layout_of(out), format == kChannelsLast, out.data_ptr<scalar_t>());
     });
     return out;
   }
@@ -201,9 +203,11 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
     at::Tensor out = at::empty({batch, out_channels, out_h, out_w}, input.options().memory_format(format));
     const at::Tensor taps = weight.contiguous(), bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
-      launch(depthwise_conv_transpose2d_kernel<scalar_t>, out.numel(), input.const_data_ptr<scalar_t>(),
-             layout_of(input), taps.const_data_ptr<scalar_t>(), bias_pointer<scalar_t>(bias_values), window,
-             layout_of(out), format == kChannelsLast, out.data_ptr<scalar_t>());
+      launch_indexed(depthwise_conv_transpose2d_kernel<scalar_t, int32_t>,
+                     depthwise_conv_transpose2d_kernel<scalar_t, int64_t>, fits_int32({out.numel(), input.numel()}),
+                     out.numel(), input.const_data_ptr<scalar_t>(), layout_of(input), taps.const_data_ptr<scalar_t>(),
+                     bias_pointer<scalar_t>(bias_values), window, layout_of(out), format == kChannelsLast,
+                     out.data_ptr<scalar_t>());
     });
     return out;
   }
@@ -238,9 +242,10 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
     at::Tensor columns = workspace.narrow(0, 0, s.rows());
     grouped_mm(columns, x, weight_columns);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::col2im", [&] {
-      launch(col2im_kernel<scalar_t>, s.samples * out_channels * out_h * out_w, columns.const_data_ptr<scalar_t>(), s,
-             bias_pointer<scalar_t>(bias_values), layout_of(out),
-             out.data_ptr<scalar_t>());
+      const int64_t count = s.samples * out_channels * out_h * out_w;
+      launch_indexed(col2im_kernel<scalar_t, int32_t>, col2im_kernel<scalar_t, int64_t>, fits_int32({count}), count,
+                     columns.const_data_ptr<scalar_t>(), s, bias_pointer<scalar_t>(bias_values), layout_of(out),
+                     out.data_ptr<scalar_t>());
     });
   }
   return out.contiguous(format);
@@ -263,10 +268,17 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
     TORCH_CHECK(grad_weight.numel() <= std::numeric_limits<int>::max(),
                 "torchconv_cpp::conv2d_weight: more weight elements than CUDA blocks: ", weight_size);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
-      launch_blocks(depthwise_conv2d_weight_kernel<scalar_t>, static_cast<unsigned int>(grad_weight.numel()),
-                    kReduceThreads, input.const_data_ptr<scalar_t>(), layout_of(input),
-                    grad_output.const_data_ptr<scalar_t>(), layout_of(grad_output), window,
-                    grad_weight.data_ptr<scalar_t>());
+      const unsigned int blocks = static_cast<unsigned int>(grad_weight.numel());
+      const int64_t positions = batch * grad_output.size(2) * grad_output.size(3);
+      if (fits_int32({positions})) {
+        launch_blocks(depthwise_conv2d_weight_kernel<scalar_t, int32_t>, blocks, kReduceThreads,
+                      input.const_data_ptr<scalar_t>(), layout_of(input), grad_output.const_data_ptr<scalar_t>(),
+                      layout_of(grad_output), window, grad_weight.data_ptr<scalar_t>());
+      } else {
+        launch_blocks(depthwise_conv2d_weight_kernel<scalar_t, int64_t>, blocks, kReduceThreads,
+                      input.const_data_ptr<scalar_t>(), layout_of(input), grad_output.const_data_ptr<scalar_t>(),
+                      layout_of(grad_output), window, grad_weight.data_ptr<scalar_t>());
+      }
     });
     return grad_weight.contiguous(format);
   }

@@ -26,16 +26,16 @@
 namespace torchconv {
 namespace cuda {
 
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void depthwise_conv2d_kernel(const scalar_t* __restrict__ input, Layout4d in, const scalar_t* __restrict__ weight,
                                         const scalar_t* __restrict__ bias, ConvWindow w, Layout4d out_layout,
                                         bool channels_last, scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t per_group = out_layout.size[1] / in.size[1];  // output channels per input channel
-  TORCHCONV_KERNEL_LOOP(e, numel_of(out_layout)) {
-    const Coords o = split_index(e, out_layout, channels_last);
-    const int64_t g = o.c / per_group;
-    const scalar_t* taps = weight + o.c * w.kernel_h * w.kernel_w;
+  const index_t per_group = static_cast<index_t>(out_layout.size[1] / in.size[1]);  // output channels per input channel
+  TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(out_layout)) {
+    const Coords<index_t> o = split_index<index_t>(e, out_layout, channels_last);
+    const index_t g = o.c / per_group;
+    const scalar_t* taps = weight + static_cast<int64_t>(o.c) * w.kernel_h * w.kernel_w;
     acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[o.c]) : acc_t(0);
     for (int64_t i = 0; i < w.kernel_h; ++i) {
       const int64_t iy = o.h * w.stride_h - w.pad_h + i * w.dilation_h;
@@ -52,27 +52,28 @@ __global__ void depthwise_conv2d_kernel(const scalar_t* __restrict__ input, Layo
 
 // out[n, g, y, x] = bias[g] + sum over the grid channels c of group g and the
 // taps (i, j) whose grid position lands on (y, x): weight[c, 0, i, j] * x[n, c, gy, gx].
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void depthwise_conv_transpose2d_kernel(const scalar_t* __restrict__ input, Layout4d in,
                                                   const scalar_t* __restrict__ weight,
                                                   const scalar_t* __restrict__ bias, ConvWindow w,
                                                   Layout4d out_layout, bool channels_last,
                                                   scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t per_group = in.size[1] / out_layout.size[1];  // grid channels per image channel
-  TORCHCONV_KERNEL_LOOP(e, numel_of(out_layout)) {
-    const Coords o = split_index(e, out_layout, channels_last);
+  const index_t per_group = static_cast<index_t>(in.size[1] / out_layout.size[1]);  // grid channels per image channel
+  const index_t stride_h = static_cast<index_t>(w.stride_h), stride_w = static_cast<index_t>(w.stride_w);
+  TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(out_layout)) {
+    const Coords<index_t> o = split_index<index_t>(e, out_layout, channels_last);
     acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[o.c]) : acc_t(0);
-    for (int64_t c = o.c * per_group; c < (o.c + 1) * per_group; ++c) {
-      const scalar_t* taps = weight + c * w.kernel_h * w.kernel_w;
-      for (int64_t i = 0; i < w.kernel_h; ++i) {
-        const int64_t ty = o.h + w.pad_h - i * w.dilation_h;
-        if (ty < 0 || ty % w.stride_h != 0 || ty / w.stride_h >= in.size[2]) continue;
-        for (int64_t j = 0; j < w.kernel_w; ++j) {
-          const int64_t tx = o.w + w.pad_w - j * w.dilation_w;
-          if (tx < 0 || tx % w.stride_w != 0 || tx / w.stride_w >= in.size[3]) continue;
+    for (index_t c = o.c * per_group; c < (o.c + 1) * per_group; ++c) {
+      const scalar_t* taps = weight + static_cast<int64_t>(c) * w.kernel_h * w.kernel_w;
+      for (index_t i = 0; i < w.kernel_h; ++i) {
+        const index_t ty = o.h + static_cast<index_t>(w.pad_h - i * w.dilation_h);
+        if (ty < 0 || ty % stride_h != 0 || ty / stride_h >= in.size[2]) continue;
+        for (index_t j = 0; j < w.kernel_w; ++j) {
+          const index_t tx = o.w + static_cast<index_t>(w.pad_w - j * w.dilation_w);
+          if (tx < 0 || tx % stride_w != 0 || tx / stride_w >= in.size[3]) continue;
           sum += static_cast<acc_t>(taps[i * w.kernel_w + j]) *
-                 static_cast<acc_t>(input[in.offset(o.n, c, ty / w.stride_h, tx / w.stride_w)]);
+                 static_cast<acc_t>(input[in.offset(o.n, c, ty / stride_h, tx / stride_w)]);
         }
       }
     }
@@ -81,10 +82,11 @@ __global__ void depthwise_conv_transpose2d_kernel(const scalar_t* __restrict__ i
 }
 
 constexpr int kReduceThreads = 256;
+static_assert((kReduceThreads & (kReduceThreads - 1)) == 0, "the tree reduction halves the block: a power of two");
 
 // grad_weight[o, 0, i, j] = sum over n, y, x of dy[n, o, y, x] * x[n, g, y*sh - ph + i*dh, x*sw - pw + j*dw].
 // Launched with one block of kReduceThreads threads (a power of two) per weight element.
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void depthwise_conv2d_weight_kernel(const scalar_t* __restrict__ input, Layout4d in,
                                                const scalar_t* __restrict__ grad_output, Layout4d gy, ConvWindow w,
                                                scalar_t* __restrict__ grad_weight) {
@@ -95,11 +97,11 @@ __global__ void depthwise_conv2d_weight_kernel(const scalar_t* __restrict__ inpu
   const int64_t element = blockIdx.x;  // o * taps + i * kernel_w + j
   const int64_t o = element / taps, i = (element % taps) / w.kernel_w, j = element % w.kernel_w;
   const int64_t g = o / per_group;
-  const int64_t grid_h = gy.size[2], grid_w = gy.size[3];
-  const int64_t positions = gy.size[0] * grid_h * grid_w;
+  const index_t grid_h = static_cast<index_t>(gy.size[2]), grid_w = static_cast<index_t>(gy.size[3]);
+  const index_t positions = static_cast<index_t>(gy.size[0]) * grid_h * grid_w;
   acc_t sum = 0;
-  for (int64_t p = threadIdx.x; p < positions; p += blockDim.x) {
-    const int64_t x = p % grid_w, y = (p / grid_w) % grid_h, n = p / (grid_w * grid_h);
+  for (index_t p = threadIdx.x; p < positions; p += blockDim.x) {
+    const index_t x = p % grid_w, y = (p / grid_w) % grid_h, n = p / (grid_w * grid_h);
     const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
     const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
     if (iy < 0 || iy >= in.size[2] || ix < 0 || ix >= in.size[3]) continue;

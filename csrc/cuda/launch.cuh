@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <limits>
 #include <utility>
 
 #ifdef TORCHCONV_CUDA_EMULATION
@@ -48,10 +50,16 @@ inline unsigned int blocks_for(int64_t count) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 65535)));
 }
 
-// for (int64_t i = first index of this thread; i < n; i += all threads)
-#define TORCHCONV_KERNEL_LOOP(i, n)                                                     \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+// for (index_t i = first index of this thread; i < n; i += all threads)
+//
+// Kernels are instantiated for two index types: int32_t when every index
+// they decompose fits (see fits_int32), int64_t otherwise. Dividing by a
+// runtime value is a long instruction sequence on a GPU, about three times
+// longer in 64 bits; the element offsets into tensors stay 64-bit
+// (Layout4d::offset), which costs only multiply-adds.
+#define TORCHCONV_KERNEL_LOOP(index_t, i, n)                                              \
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += static_cast<index_t>(blockDim.x) * gridDim.x)
 
 #ifndef TORCHCONV_CUDA_EMULATION
 using DeviceGuard = c10::cuda::CUDAGuard;
@@ -71,6 +79,32 @@ template <typename... KernelArgs, typename... Args>
 void launch(void (*kernel)(KernelArgs...), int64_t count, Args&&... args) {
   if (count <= 0) return;
   launch_blocks(kernel, blocks_for(count), kThreads, std::forward<Args>(args)...);
+}
+
+// Whether a kernel may index in 32 bits: each extent (its element count and
+// every size or product of sizes it decomposes) stays below 2^31 with room
+// for the last grid-stride step, which adds up to a whole grid of threads
+// before the loop ends.
+inline bool fits_int32(std::initializer_list<int64_t> extents) {
+#ifdef TORCHCONV_FORCE_INT64_INDEX
+  return false;  // tests: the 64-bit instances on small tensors (see tests/cuda_emulation)
+#endif
+  const int64_t limit = std::numeric_limits<int32_t>::max() - int64_t(65535) * kThreads;
+  for (const int64_t extent : extents) {
+    if (extent > limit) return false;
+  }
+  return true;
+}
+
+// launch() of the int32_t or the int64_t instance of a kernel.
+template <typename... Args32, typename... Args64, typename... Args>
+void launch_indexed(void (*kernel32)(Args32...), void (*kernel64)(Args64...), bool int32_fits, int64_t count,
+                    Args&&... args) {
+  if (int32_fits) {
+    launch(kernel32, count, std::forward<Args>(args)...);
+  } else {
+    launch(kernel64, count, std::forward<Args>(args)...);
+  }
 }
 
 // Sizes and strides (in elements) of a 4-d tensor, passed by value to kernels
@@ -97,26 +131,30 @@ inline Layout4d layout_of(const at::Tensor& t) {
 // coordinates, in the order its memory is laid out: threads with consecutive
 // indices then touch consecutive addresses (coalesced access) in both
 // layouts.
+template <typename index_t>
 struct Coords {
-  int64_t n, c, h, w;
+  index_t n, c, h, w;
 };
 
-__host__ __device__ inline Coords split_index(int64_t index, const Layout4d& l, bool channels_last) {
-  Coords at;
+template <typename index_t>
+__host__ __device__ inline Coords<index_t> split_index(index_t index, const Layout4d& l, bool channels_last) {
+  const index_t channels = static_cast<index_t>(l.size[1]), height = static_cast<index_t>(l.size[2]),
+                width = static_cast<index_t>(l.size[3]);
+  Coords<index_t> at;
   if (channels_last) {
-    at.c = index % l.size[1];
-    index /= l.size[1];
-    at.w = index % l.size[3];
-    index /= l.size[3];
-    at.h = index % l.size[2];
-    at.n = index / l.size[2];
+    at.c = index % channels;
+    index /= channels;
+    at.w = index % width;
+    index /= width;
+    at.h = index % height;
+    at.n = index / height;
   } else {
-    at.w = index % l.size[3];
-    index /= l.size[3];
-    at.h = index % l.size[2];
-    index /= l.size[2];
-    at.c = index % l.size[1];
-    at.n = index / l.size[1];
+    at.w = index % width;
+    index /= width;
+    at.h = index % height;
+    index /= height;
+    at.c = index % channels;
+    at.n = index / channels;
   }
   return at;
 }

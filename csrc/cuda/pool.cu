@@ -38,23 +38,24 @@ struct Reach {
   int64_t begin, end;
 };
 
-__device__ inline Reach windows_reaching(int64_t i, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
+template <typename index_t>
+__device__ inline Reach windows_reaching(index_t i, index_t kernel, index_t stride, index_t pad, index_t dilation,
                                          int64_t outputs) {
-  const int64_t span = (kernel - 1) * dilation + 1;
-  const int64_t begin = i + pad < span ? 0 : (i + pad - span) / stride + 1;
+  const index_t span = (kernel - 1) * dilation + 1;
+  const index_t begin = i + pad < span ? 0 : (i + pad - span) / stride + 1;
   return Reach{begin, min64((i + pad) / stride + 1, outputs)};
 }
 
 // ------------------------------------------------------------- max pool
 
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void max_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d in, Layout4d out_layout,
                                   bool channels_last, Pool p, scalar_t* __restrict__ output,
                                   int64_t* __restrict__ indices) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t in_h = in.size[2], in_w = in.size[3];
-  TORCHCONV_KERNEL_LOOP(e, numel_of(out_layout)) {
-    const Coords o = split_index(e, out_layout, channels_last);
+  TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(out_layout)) {
+    const Coords<index_t> o = split_index<index_t>(e, out_layout, channels_last);
     int64_t y0 = o.h * p.stride_h - p.pad_h;
     const int64_t y1 = min64(y0 + (p.kernel_h - 1) * p.dilation_h + 1, in_h);
     while (y0 < 0) y0 += p.dilation_h;
@@ -78,16 +79,16 @@ __global__ void max_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d i
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void max_pool2d_backward_kernel(const scalar_t* __restrict__ grad_output, Layout4d gy,
                                            const int64_t* __restrict__ indices, Layout4d idx, Layout4d gx_layout,
                                            bool channels_last, Pool p, scalar_t* __restrict__ grad_input) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t in_w = gx_layout.size[3];
-  TORCHCONV_KERNEL_LOOP(e, numel_of(gx_layout)) {
-    const Coords i = split_index(e, gx_layout, channels_last);
-    const Reach ys = windows_reaching(i.h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, gy.size[2]);
-    const Reach xs = windows_reaching(i.w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, gy.size[3]);
+  TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(gx_layout)) {
+    const Coords<index_t> i = split_index<index_t>(e, gx_layout, channels_last);
+    const Reach ys = windows_reaching<index_t>(i.h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, gy.size[2]);
+    const Reach xs = windows_reaching<index_t>(i.w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, gy.size[3]);
     const int64_t self = i.h * in_w + i.w;
     acc_t sum = 0;
     for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
@@ -124,13 +125,13 @@ __device__ inline int64_t avg_divisor(const Span& ys, const Span& xs, bool count
   return (ys.end - ys.begin) * (xs.end - xs.begin);
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void avg_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d in, Layout4d out_layout,
                                   bool channels_last, Pool p, bool count_include_pad, int64_t divisor_override,
                                   scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
-  TORCHCONV_KERNEL_LOOP(e, numel_of(out_layout)) {
-    const Coords o = split_index(e, out_layout, channels_last);
+  TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(out_layout)) {
+    const Coords<index_t> o = split_index<index_t>(e, out_layout, channels_last);
     const Span ys = avg_span(o.h, p.stride_h, p.pad_h, p.kernel_h, in.size[2]);
     const Span xs = avg_span(o.w, p.stride_w, p.pad_w, p.kernel_w, in.size[3]);
     const int64_t divisor = avg_divisor(ys, xs, count_include_pad, divisor_override);
@@ -143,16 +144,16 @@ __global__ void avg_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d i
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void avg_pool2d_backward_kernel(const scalar_t* __restrict__ grad_output, Layout4d gy, Layout4d gx_layout,
                                            bool channels_last, Pool p, bool count_include_pad,
                                            int64_t divisor_override, scalar_t* __restrict__ grad_input) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t in_h = gx_layout.size[2], in_w = gx_layout.size[3];
-  TORCHCONV_KERNEL_LOOP(e, numel_of(gx_layout)) {
-    const Coords i = split_index(e, gx_layout, channels_last);
-    const Reach ys = windows_reaching(i.h, p.kernel_h, p.stride_h, p.pad_h, 1, gy.size[2]);
-    const Reach xs = windows_reaching(i.w, p.kernel_w, p.stride_w, p.pad_w, 1, gy.size[3]);
+  TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(gx_layout)) {
+    const Coords<index_t> i = split_index<index_t>(e, gx_layout, channels_last);
+    const Reach ys = windows_reaching<index_t>(i.h, p.kernel_h, p.stride_h, p.pad_h, 1, gy.size[2]);
+    const Reach xs = windows_reaching<index_t>(i.w, p.kernel_w, p.stride_w, p.pad_w, 1, gy.size[3]);
     acc_t sum = 0;
     for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
       const Span yspan = avg_span(oy, p.stride_h, p.pad_h, p.kernel_h, in_h);
@@ -186,8 +187,10 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   at::Tensor out = at::empty(shape, input.options().memory_format(format));
   at::Tensor indices = at::empty(shape, input.options().dtype(at::kLong).memory_format(format));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::max_pool2d", [&] {
-    launch(max_pool2d_kernel<scalar_t>, out.numel(), input.const_data_ptr<scalar_t>(), layout_of(input),
-           layout_of(out), is_channels_last(format), p, out.data_ptr<scalar_t>(), indices.data_ptr<int64_t>());
+    launch_indexed(max_pool2d_kernel<scalar_t, int32_t>, max_pool2d_kernel<scalar_t, int64_t>,
+                   fits_int32({out.numel(), input.numel()}), out.numel(), input.const_data_ptr<scalar_t>(),
+                   layout_of(input), layout_of(out), is_channels_last(format), p, out.data_ptr<scalar_t>(),
+                   indices.data_ptr<int64_t>());
   });
   return {out, indices};
 }
@@ -206,9 +209,11 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
                                     grad_output.options().memory_format(format));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "torchconv_cpp::max_pool2d_backward", [&] {
-    launch(max_pool2d_backward_kernel<scalar_t>, grad_input.numel(), grad_output.const_data_ptr<scalar_t>(),
-           layout_of(grad_output), indices.const_data_ptr<int64_t>(), layout_of(indices), layout_of(grad_input),
-           is_channels_last(format), p, grad_input.data_ptr<scalar_t>());
+    launch_indexed(max_pool2d_backward_kernel<scalar_t, int32_t>, max_pool2d_backward_kernel<scalar_t, int64_t>,
+                   fits_int32({grad_input.numel(), grad_output.numel()}), grad_input.numel(),
+                   grad_output.const_data_ptr<scalar_t>(), layout_of(grad_output), indices.const_data_ptr<int64_t>(),
+                   layout_of(indices), layout_of(grad_input), is_channels_last(format), p,
+                   grad_input.data_ptr<scalar_t>());
   });
   return grad_input;
 }
@@ -226,9 +231,10 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
   at::Tensor out = at::empty({input.size(0), input.size(1), out_size.first, out_size.second},
                              input.options().memory_format(format));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::avg_pool2d", [&] {
-    launch(avg_pool2d_kernel<scalar_t>, out.numel(), input.const_data_ptr<scalar_t>(), layout_of(input),
-           layout_of(out), is_channels_last(format), p, count_include_pad, divisor_override.value_or(0),
-           out.data_ptr<scalar_t>());
+    launch_indexed(avg_pool2d_kernel<scalar_t, int32_t>, avg_pool2d_kernel<scalar_t, int64_t>,
+                   fits_int32({out.numel(), input.numel()}), out.numel(), input.const_data_ptr<scalar_t>(),
+                   layout_of(input), layout_of(out), is_channels_last(format), p, count_include_pad,
+                   divisor_override.value_or(0), out.data_ptr<scalar_t>());
   });
   return out;
 }
@@ -248,9 +254,11 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
                                     grad_output.options().memory_format(format));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "torchconv_cpp::avg_pool2d_backward", [&] {
-    launch(avg_pool2d_backward_kernel<scalar_t>, grad_input.numel(), grad_output.const_data_ptr<scalar_t>(),
-           layout_of(grad_output), layout_of(grad_input), is_channels_last(format), p, count_include_pad,
-           divisor_override.value_or(0), grad_input.data_ptr<scalar_t>());
+    launch_indexed(avg_pool2d_backward_kernel<scalar_t, int32_t>, avg_pool2d_backward_kernel<scalar_t, int64_t>,
+                   fits_int32({grad_input.numel(), grad_output.numel()}), grad_input.numel(),
+                   grad_output.const_data_ptr<scalar_t>(), layout_of(grad_output), layout_of(grad_input),
+                   is_channels_last(format), p, count_include_pad, divisor_override.value_or(0),
+                   grad_input.data_ptr<scalar_t>());
   });
   return grad_input;
 }

@@ -24,6 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAME = "torchconv_cuda_emulated"
 COLUMN_BYTES = 4096
+# TORCHCONV_EMULATION_INDEX64=1: every kernel runs its int64_t instance (the
+# one a GPU uses past 2^31 elements) instead of the int32_t one.
+INDEX64 = os.environ.get("TORCHCONV_EMULATION_INDEX64") == "1"
 
 
 def load() -> None:
@@ -32,13 +35,15 @@ def load() -> None:
         return
     from torch.utils.cpp_extension import load as load_extension
 
-    build_directory = os.path.join(ROOT, "build", "cuda_emulation")
+    suffix = "_index64" if INDEX64 else ""
+    build_directory = os.path.join(ROOT, "build", "cuda_emulation" + suffix)
     os.makedirs(build_directory, exist_ok=True)
     load_extension(
-        name=NAME,
+        name=NAME + suffix,
         sources=[os.path.join(HERE, f) for f in ("emulated_conv.cpp", "emulated_pool.cpp", "emulated_ops.cpp")],
         extra_include_paths=[os.path.join(ROOT, "csrc")],
-        extra_cflags=["-O2", "-DTORCHCONV_CUDA_EMULATION", f"-DTORCHCONV_COLUMN_BYTES={COLUMN_BYTES}"],
+        extra_cflags=["-O2", "-DTORCHCONV_CUDA_EMULATION", f"-DTORCHCONV_COLUMN_BYTES={COLUMN_BYTES}"]
+        + (["-DTORCHCONV_FORCE_INT64_INDEX"] if INDEX64 else []),
         build_directory=build_directory,
         is_python_module=False,
         verbose=False,
