@@ -13,6 +13,9 @@ precedence over both); the tests that select with ``use()`` take it.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from types import SimpleNamespace
@@ -315,3 +318,19 @@ def test_env_var_unavailable_backend_says_how_to_enable(monkeypatch, no_env):
         monkeypatch.setenv(ENV, "_test_off")
         with pytest.raises(RuntimeError, match=rf"'_test_off'.*{ENV}.*not available\..*make magic"):
             torchconv.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 2, 2))
+
+
+def test_import_without_the_extension_falls_back_to_reference():
+    """A pure-Python install (no torchconv._C): importing works, only the reference backend is available."""
+    code = (
+        "import sys; sys.modules['torchconv._C'] = None\n"
+        "import torch, torchconv\n"
+        "print(torchconv.backends.available('cpu'), torchconv.backends.available('cuda'))\n"
+        "print(tuple(torchconv.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)).shape))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    env.pop("TORCHCONV_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["['reference'] ['reference']", "(1, 3, 3, 3)"]

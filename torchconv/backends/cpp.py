@@ -33,26 +33,28 @@ def is_available() -> bool:
     return LOAD_ERROR is None
 
 
-def _kernel(name: str):
+def compiled_kernel(name: str, dtypes: tuple[torch.dtype, ...], device: str):
     """The compiled kernel ``torchconv_cpp::<name>`` with the reference
-    kernel's signature; inputs of another dtype go to the reference kernel.
-    Every kernel's first argument is the tensor whose dtype decides."""
+    kernel's signature, for inputs of ``dtypes``; inputs of another dtype go
+    to the reference kernel. Every kernel's first argument is the tensor
+    whose dtype decides. The op is looked up at call time: without the
+    extension it does not exist, and importing this module must not fail."""
     fallback = getattr(reference, name)
 
     def kernel(first, *args):
-        if first.dtype not in _COMPILED_DTYPES:
+        if first.dtype not in dtypes:
             return fallback(first, *args)
         return getattr(torch.ops.torchconv_cpp, name)(first, *args)
 
     kernel.__name__ = kernel.__qualname__ = name
-    kernel.__doc__ = f"torchconv_cpp::{name} (float32/float64), else reference.{name}."
+    kernel.__doc__ = f"torchconv_cpp::{name} on {device} tensors of {dtypes}, else reference.{name}."
     return kernel
 
 
-conv2d = _kernel("conv2d")
-conv_transpose2d = _kernel("conv_transpose2d")
-conv2d_weight = _kernel("conv2d_weight")
-max_pool2d = _kernel("max_pool2d")
-max_pool2d_backward = _kernel("max_pool2d_backward")
-avg_pool2d = _kernel("avg_pool2d")
-avg_pool2d_backward = _kernel("avg_pool2d_backward")
+conv2d = compiled_kernel("conv2d", _COMPILED_DTYPES, "CPU")
+conv_transpose2d = compiled_kernel("conv_transpose2d", _COMPILED_DTYPES, "CPU")
+conv2d_weight = compiled_kernel("conv2d_weight", _COMPILED_DTYPES, "CPU")
+max_pool2d = compiled_kernel("max_pool2d", _COMPILED_DTYPES, "CPU")
+max_pool2d_backward = compiled_kernel("max_pool2d_backward", _COMPILED_DTYPES, "CPU")
+avg_pool2d = compiled_kernel("avg_pool2d", _COMPILED_DTYPES, "CPU")
+avg_pool2d_backward = compiled_kernel("avg_pool2d_backward", _COMPILED_DTYPES, "CPU")

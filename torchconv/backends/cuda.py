@@ -41,21 +41,14 @@ def is_available() -> bool:
     return torch.cuda.is_available() and is_built()
 
 
-def _kernel(name: str):
-    op = getattr(torch.ops.torchconv_cpp, name)
+# Every floating dtype runs compiled on CUDA (the reference fallback of
+# cpp.compiled_kernel is never taken: other dtypes are rejected before).
+_COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
-    def kernel(*args):
-        return op(*args)
-
-    kernel.__name__ = kernel.__qualname__ = name
-    kernel.__doc__ = f"torchconv_cpp::{name} on CUDA tensors (csrc/cuda)."
-    return kernel
-
-
-conv2d = _kernel("conv2d")
-conv_transpose2d = _kernel("conv_transpose2d")
-conv2d_weight = _kernel("conv2d_weight")
-max_pool2d = _kernel("max_pool2d")
-max_pool2d_backward = _kernel("max_pool2d_backward")
-avg_pool2d = _kernel("avg_pool2d")
-avg_pool2d_backward = _kernel("avg_pool2d_backward")
+conv2d = cpp.compiled_kernel("conv2d", _COMPILED_DTYPES, "CUDA")
+conv_transpose2d = cpp.compiled_kernel("conv_transpose2d", _COMPILED_DTYPES, "CUDA")
+conv2d_weight = cpp.compiled_kernel("conv2d_weight", _COMPILED_DTYPES, "CUDA")
+max_pool2d = cpp.compiled_kernel("max_pool2d", _COMPILED_DTYPES, "CUDA")
+max_pool2d_backward = cpp.compiled_kernel("max_pool2d_backward", _COMPILED_DTYPES, "CUDA")
+avg_pool2d = cpp.compiled_kernel("avg_pool2d", _COMPILED_DTYPES, "CUDA")
+avg_pool2d_backward = cpp.compiled_kernel("avg_pool2d_backward", _COMPILED_DTYPES, "CUDA")
