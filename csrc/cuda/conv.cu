@@ -223,10 +223,10 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const at::Tensor weight_columns =
       weight.permute({0, 2, 3, 1}).contiguous().view({groups, in_channels / groups, group_width});
   ColumnShape s{0, 0, grid_h, grid_w, groups, group_out_channels, window};
-  const bool pointwise = is_pointwise(s.window) && out_h == grid_h && out_w == grid_w;
+  const bool pointwise = image_is_its_columns(out, s);
   const int64_t chunk = chunk_samples(batch, grid, s.width(), input.element_size());
   s.samples = chunk;
-  at::Tensor workspace = pointwise ? at::Tensor() : at::empty({s.rows(), s.width()}, input.options());
+  at::Tensor workspace = column_workspace(out, s);
   const at::Tensor out_rows = pixel_rows(out);
   const at::Tensor bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
   for (int64_t first = 0; first < batch; first += chunk) {
@@ -268,17 +268,13 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
     TORCH_CHECK(grad_weight.numel() <= std::numeric_limits<int>::max(),
                 "torchconv_cpp::conv2d_weight: more weight elements than CUDA blocks: ", weight_size);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
-      const unsigned int blocks = static_cast<unsigned int>(grad_weight.numel());
-      const int64_t positions = batch * grad_output.size(2) * grad_output.size(3);
-      if (fits_int32({positions})) {
-        launch_blocks(depthwise_conv2d_weight_kernel<scalar_t, int32_t>, blocks, kReduceThreads,
-                      input.const_data_ptr<scalar_t>(), layout_of(input), grad_output.const_data_ptr<scalar_t>(),
-                      layout_of(grad_output), window, grad_weight.data_ptr<scalar_t>());
-      } else {
-        launch_blocks(depthwise_conv2d_weight_kernel<scalar_t, int64_t>, blocks, kReduceThreads,
-                      input.const_data_ptr<scalar_t>(), layout_of(input), grad_output.const_data_ptr<scalar_t>(),
-                      layout_of(grad_output), window, grad_weight.data_ptr<scalar_t>());
-      }
+      // One block per weight element, each summing over the batch's grid positions.
+      launch_blocks_indexed(depthwise_conv2d_weight_kernel<scalar_t, int32_t>,
+                            depthwise_conv2d_weight_kernel<scalar_t, int64_t>, fits_int32({batch * grid}),
+                            static_cast<unsigned int>(grad_weight.numel()), kReduceThreads,
+                            input.const_data_ptr<scalar_t>(), layout_of(input),
+                            grad_output.const_data_ptr<scalar_t>(), layout_of(grad_output), window,
+                            grad_weight.data_ptr<scalar_t>());
     });
     return grad_weight.contiguous(format);
   }

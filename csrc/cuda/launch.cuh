@@ -73,14 +73,6 @@ void launch_blocks(void (*kernel)(KernelArgs...), unsigned int blocks, unsigned 
 }
 #endif
 
-// A grid-stride kernel over `count` elements: enough blocks of kThreads.
-// Nothing is launched for zero elements.
-template <typename... KernelArgs, typename... Args>
-void launch(void (*kernel)(KernelArgs...), int64_t count, Args&&... args) {
-  if (count <= 0) return;
-  launch_blocks(kernel, blocks_for(count), kThreads, std::forward<Args>(args)...);
-}
-
 // Whether a kernel may index in 32 bits: each extent (its element count and
 // every size or product of sizes it decomposes) stays below 2^31 with room
 // for the last grid-stride step, which adds up to a whole grid of threads
@@ -96,15 +88,24 @@ inline bool fits_int32(std::initializer_list<int64_t> extents) {
   return true;
 }
 
-// launch() of the int32_t or the int64_t instance of a kernel.
+// launch_blocks() of the int32_t or the int64_t instance of a kernel.
+template <typename... Args32, typename... Args64, typename... Args>
+void launch_blocks_indexed(void (*kernel32)(Args32...), void (*kernel64)(Args64...), bool int32_fits,
+                           unsigned int blocks, unsigned int threads, Args&&... args) {
+  if (int32_fits) {
+    launch_blocks(kernel32, blocks, threads, std::forward<Args>(args)...);
+  } else {
+    launch_blocks(kernel64, blocks, threads, std::forward<Args>(args)...);
+  }
+}
+
+// A grid-stride kernel over `count` elements, in its int32_t or int64_t
+// instance: enough blocks of kThreads; nothing is launched for no elements.
 template <typename... Args32, typename... Args64, typename... Args>
 void launch_indexed(void (*kernel32)(Args32...), void (*kernel64)(Args64...), bool int32_fits, int64_t count,
                     Args&&... args) {
-  if (int32_fits) {
-    launch(kernel32, count, std::forward<Args>(args)...);
-  } else {
-    launch(kernel64, count, std::forward<Args>(args)...);
-  }
+  if (count <= 0) return;
+  launch_blocks_indexed(kernel32, kernel64, int32_fits, blocks_for(count), kThreads, std::forward<Args>(args)...);
 }
 
 // Sizes and strides (in elements) of a 4-d tensor, passed by value to kernels
