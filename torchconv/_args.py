@@ -188,17 +188,29 @@ def check_tensors(op: str, input, weight, bias) -> None:
     _check_same_kind(op, input, "weight", weight)
     if bias is not None:
         _check_same_kind(op, input, "bias", bias)
-    if not input.dtype.is_floating_point:
-        raise RuntimeError(
-            f"{op}: expected a floating-point input (float16, bfloat16, float32 or float64), "
-            f"but got input of dtype {input.dtype}"
-        )
+
+
+def autocast_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype a convolution operand has once autocast has cast it: under
+    ``torch.autocast`` for its device, a floating-point tensor other than
+    float64 takes autocast's dtype (the cast itself is done by the ops'
+    autocast rule, ``torchconv._library``); otherwise its own dtype."""
+    dtype = tensor.dtype
+    if dtype.is_floating_point and dtype != torch.float64 and torch.is_autocast_enabled(tensor.device.type):
+        return torch.get_autocast_dtype(tensor.device.type)
+    return dtype
 
 
 def _check_same_kind(op: str, input: torch.Tensor, name: str, other: torch.Tensor) -> None:
-    if other.dtype != input.dtype:
+    input_dtype, other_dtype = autocast_dtype(input), autocast_dtype(other)
+    if name == "weight" and other_dtype != input_dtype and not (_is_inexact(input_dtype) and _is_inexact(other_dtype)):
+        # torch's integer convolution kernels word a weight of another dtype so.
         raise RuntimeError(
-            f"{op}: Input type ({_short(input.dtype)}) and {name} type ({_short(other.dtype)}) "
+            f"{op}: expected scalar type {scalar_name(input_dtype)} but found {scalar_name(other_dtype)}"
+        )
+    if other_dtype != input_dtype:
+        raise RuntimeError(
+            f"{op}: Input type ({_short(input_dtype)}) and {name} type ({_short(other_dtype)}) "
             f"should be the same"
         )
     if other.device != input.device:
@@ -208,12 +220,73 @@ def _check_same_kind(op: str, input: torch.Tensor, name: str, other: torch.Tenso
         )
 
 
-_C_TYPE_NAMES = {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half", torch.bfloat16: "c10::BFloat16"}
+def _is_inexact(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point or dtype.is_complex
+
+
+# (C++ type name, ScalarType name): how torch's messages name a dtype.
+_DTYPE_NAMES = {
+    torch.float32: ("float", "Float"),
+    torch.float64: ("double", "Double"),
+    torch.float16: ("c10::Half", "Half"),
+    torch.bfloat16: ("c10::BFloat16", "BFloat16"),
+    torch.complex32: ("c10::complex<c10::Half>", "ComplexHalf"),
+    torch.complex64: ("c10::complex<float>", "ComplexFloat"),
+    torch.complex128: ("c10::complex<double>", "ComplexDouble"),
+    torch.uint8: ("unsigned char", "Byte"),
+    torch.int8: ("signed char", "Char"),
+    torch.int16: ("short int", "Short"),
+    torch.int32: ("int", "Int"),
+    torch.int64: ("long int", "Long"),
+    torch.bool: ("bool", "Bool"),
+}
 
 
 def _short(dtype: torch.dtype) -> str:
     """The name torch's messages give a dtype (its C++ scalar type)."""
-    return _C_TYPE_NAMES.get(dtype, str(dtype)[len("torch."):])
+    return _DTYPE_NAMES.get(dtype, (str(dtype)[len("torch.") :],))[0]
+
+
+def scalar_name(dtype: torch.dtype) -> str:
+    """torch's ScalarType name of a dtype ("Float", "Long", ...), as its kernels' messages give it."""
+    names = _DTYPE_NAMES.get(dtype)
+    return names[1] if names else str(dtype)[len("torch.") :]
+
+
+# ------------------------------------------------------------------------ dtypes
+#
+# Which dtypes torch's CPU kernels compute, and how they refuse the others
+# (NotImplementedError naming the kernel torch picked): floating point and
+# complex convolutions everywhere; integer convolutions only where torch
+# has an integer kernel (conv2d without dilation for every integer type,
+# with dilation and transposed for int64 alone); max pooling of every real
+# dtype; average pooling of floating point and int64.
+
+
+def _not_implemented(kernel: str, dtype: torch.dtype) -> NotImplementedError:
+    return NotImplementedError(f'"{kernel}" not implemented for \'{scalar_name(dtype)}\'')
+
+
+def check_conv_dtype(op: str, input, dilation, transposed: bool) -> None:
+    """Raises torch's NotImplementedError for a dtype its CPU convolutions do
+    not compute. An input without elements is never computed, so never refused."""
+    dtype = autocast_dtype(input)
+    if _is_inexact(dtype) or dtype == torch.int64 or input.numel() == 0:
+        return
+    if transposed:
+        raise _not_implemented("slow_conv_transpose2d_out_cpu", dtype)
+    if dtype == torch.bool:
+        raise _not_implemented("slow_conv2d_cpu", dtype)
+    if any(d != 1 for d in dilation):
+        raise _not_implemented("slow_conv_dilated<>", dtype)
+
+
+def _check_pool_dtype(op: str, input) -> None:
+    dtype = input.dtype
+    if dtype == torch.bool or dtype.is_complex:
+        raise _not_implemented(op, dtype)
+    if op == "avg_pool2d" and not dtype.is_floating_point and dtype != torch.int64:
+        raise _not_implemented(op, dtype)
 
 
 def check_conv_params(op: str, stride, padding, dilation, groups, output_padding=None) -> None:
@@ -369,11 +442,6 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
     )
     if input.dim() not in (3, 4):
         raise RuntimeError(shape_message)
-    if not input.dtype.is_floating_point:
-        raise RuntimeError(
-            f"{op}: expected a floating-point input (float16, bfloat16, float32 or float64), "
-            f"but got input of dtype {input.dtype}"
-        )
     height, width = input.shape[-2:]
     out_h = pool_output_size(height, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     out_w = pool_output_size(width, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
@@ -403,4 +471,5 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
             f"{op}: Given input size: ({channels}x{height}x{width}). Calculated output size: "
             f"({channels}x{out_h}x{out_w}). Output size is too small"
         )
+    _check_pool_dtype(op, input)
     return [*input.shape[:-2], out_h, out_w]

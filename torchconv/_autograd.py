@@ -16,6 +16,11 @@ The derivations, for y = conv2d(x, W) with stride s, padding p, dilation d:
 * conv2d_weight(x, g) is bilinear; its gradients are conv_transpose2d(g, .)
   with respect to x and conv2d(x, .) with respect to g.
 * dL/db = sum of dL/dy over batch and space, for both convolutions.
+* Complex operands: autograd's gradient is the adjoint (conjugate
+  transpose), so each operand that appears as a coefficient of the
+  adjoint is conjugated: dL/dx = conv_transpose2d(dL/dy, conj(W)),
+  dL/dW = conv2d_weight(conj(x), dL/dy), and so on. For real tensors
+  ``conj()`` is the tensor itself. Forward-mode tangents take no conjugate.
 * max_pool2d routes each window's maximum: the backward scatters dL/dy to the
   recorded indices, and the backward of that scatter gathers from them.
 * avg_pool2d is linear: the backward spreads dL/dy over each window with the
@@ -161,10 +166,12 @@ class Conv2dFunction(_Function):
         grad_input = grad_weight = grad_bias = None
         if need_input:
             grad_input = _conv_transpose2d_sized(
-                grad_output, weight, input.shape[2:], stride, padding, dilation, groups
+                grad_output, weight.conj(), input.shape[2:], stride, padding, dilation, groups
             )
         if need_weight:
-            grad_weight = Conv2dWeightFunction.apply(input, grad_output, weight.shape, stride, padding, dilation, groups)
+            grad_weight = Conv2dWeightFunction.apply(
+                input.conj(), grad_output, weight.shape, stride, padding, dilation, groups
+            )
         if need_bias:
             grad_bias = _bias_grad(grad_output)
         return (*_like_torch(input, weight, grad_input, grad_weight), grad_bias, None, None, None, None)
@@ -206,9 +213,11 @@ class ConvTranspose2dFunction(_Function):
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_input = grad_weight = grad_bias = None
         if need_input:
-            grad_input = _conv2d_sized(grad_output, weight, input.shape[2:], stride, padding, dilation, groups)
+            grad_input = _conv2d_sized(grad_output, weight.conj(), input.shape[2:], stride, padding, dilation, groups)
         if need_weight:
-            grad_weight = Conv2dWeightFunction.apply(grad_output, input, weight.shape, stride, padding, dilation, groups)
+            grad_weight = Conv2dWeightFunction.apply(
+                grad_output, input.conj(), weight.shape, stride, padding, dilation, groups
+            )
         if need_bias:
             grad_bias = _bias_grad(grad_output)
         stride, output_padding = ctx.transposed[0], ctx.transposed[2]
@@ -251,11 +260,11 @@ class Conv2dWeightFunction(_Function):
         grad_input = grad_grad_output = None
         if ctx.needs_input_grad[0]:
             grad_input = _conv_transpose2d_sized(
-                grad_output, grad_grad_weight, input.shape[2:], stride, padding, dilation, groups
+                grad_output.conj(), grad_grad_weight, input.shape[2:], stride, padding, dilation, groups
             )
         if ctx.needs_input_grad[1]:
             grad_grad_output = _conv2d_sized(
-                input, grad_grad_weight, grad_output.shape[2:], stride, padding, dilation, groups
+                input.conj(), grad_grad_weight, grad_output.shape[2:], stride, padding, dilation, groups
             )
         return grad_input, grad_grad_output, None, None, None, None, None
 

@@ -62,6 +62,19 @@ def output_padding_is_big(stride, output_padding) -> bool:
     return any(o >= s for o, s in zip(output_padding, stride))
 
 
+def _owned(out: Tensor) -> Tensor:
+    """``out`` as a tensor of its own, never a view.
+
+    A kernel may return a view of a buffer it made (a reshape of a GEMM's
+    result, a slice of col2im's padded canvas). Autograd treats an op's view
+    output as aliasing that buffer and then refuses in-place ops on it
+    ("Output 0 of ... is a view and is being modified inplace"), which breaks
+    ``nn.ReLU(inplace=True)`` after a layer. ``detach()`` drops the view
+    relation without copying; the buffer is referenced by nothing else.
+    """
+    return out.detach() if out._is_view() else out
+
+
 def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
     return torch.empty(
         shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format
@@ -69,6 +82,33 @@ def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
 
 
 # ----------------------------------------------------------------------- conv
+#
+# The convolution kernels are real. Each convolution is bilinear in its two
+# tensor operands, so a complex one is three real ones (Gauss's trick, as
+# ATen's complex convolution does): with a = ar + i ai and b = br + i bi,
+#   k1 = f(ar + ai, br),  k2 = f(ar, bi - br),  k3 = f(ai, br + bi),
+#   f(a, b) = (k1 - k3) + i (k1 + k2).
+
+
+def _bilinear(product, a: Tensor, b: Tensor) -> Tensor:
+    """``product(a, b)`` for a real-bilinear ``product``, real or complex operands."""
+    if not a.is_complex():
+        return product(a, b)
+    a, b = a.resolve_conj(), b.resolve_conj()
+    ar, ai, br, bi = a.real, a.imag, b.real, b.imag
+    k1 = product(ar + ai, br)
+    k2 = product(ar, bi - br)
+    k3 = product(ai, br + bi)
+    return torch.complex(k1 - k3, k1 + k2)
+
+
+def _conv_with_bias(kernel, input, weight, bias, *args) -> Tensor:
+    """``kernel(input, weight, bias, *args)``; complex operands through ``_bilinear``, the bias added after."""
+    if not input.is_complex():
+        return kernel(input, weight, bias, *args)
+    out = _bilinear(lambda x, w: kernel(x, w, None, *args), input, weight)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
 
 
 @torch.library.custom_op("torchconv::conv2d", mutates_args=())
@@ -81,8 +121,9 @@ def conv2d(
     dilation: Sequence[int],
     groups: int,
 ) -> Tensor:
-    out = backends.kernels(input.device).conv2d(input, weight, bias, stride, padding, dilation, groups)
-    return in_layout(out, conv_layout(input, weight))
+    kernel = backends.kernels(input.device).conv2d
+    out = _conv_with_bias(kernel, input, weight, bias, stride, padding, dilation, groups)
+    return _owned(in_layout(out, conv_layout(input, weight)))
 
 
 @conv2d.register_fake
@@ -105,10 +146,9 @@ def conv_transpose2d(
     groups: int,
     dilation: Sequence[int],
 ) -> Tensor:
-    out = backends.kernels(input.device).conv_transpose2d(
-        input, weight, bias, stride, padding, output_padding, groups, dilation
-    )
-    return in_layout(out, conv_layout(input, weight, output_padding_is_big(stride, output_padding)))
+    kernel = backends.kernels(input.device).conv_transpose2d
+    out = _conv_with_bias(kernel, input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _owned(in_layout(out, conv_layout(input, weight, output_padding_is_big(stride, output_padding))))
 
 
 @conv_transpose2d.register_fake
@@ -132,10 +172,10 @@ def conv2d_weight(
     groups: int,
 ) -> Tensor:
     """Gradient of ``conv2d(input, W)`` with respect to W, for ``grad_output``."""
-    out = backends.kernels(input.device).conv2d_weight(
-        input, grad_output, list(weight_size), stride, padding, dilation, groups
-    )
-    return in_layout(out, conv_layout(input, grad_output))
+    kernel = backends.kernels(input.device).conv2d_weight
+    size = list(weight_size)
+    out = _bilinear(lambda x, g: kernel(x, g, size, stride, padding, dilation, groups), input, grad_output)
+    return _owned(in_layout(out, conv_layout(input, grad_output)))
 
 
 @conv2d_weight.register_fake
@@ -166,7 +206,7 @@ def max_pool2d(
         input, kernel_size, stride, padding, dilation, ceil_mode
     )
     layout = memory_format_of(input)
-    return in_layout(values, layout), in_layout(indices, layout)
+    return _owned(in_layout(values, layout)), _owned(in_layout(indices, layout))
 
 
 @max_pool2d.register_fake
@@ -195,7 +235,7 @@ def max_pool2d_backward(
     out = backends.kernels(grad_output.device).max_pool2d_backward(
         grad_output, indices, list(input_size), kernel_size, stride, padding, dilation
     )
-    return in_layout(out, memory_format_of(grad_output))
+    return _owned(in_layout(out, memory_format_of(grad_output)))
 
 
 @max_pool2d_backward.register_fake
@@ -216,7 +256,7 @@ def avg_pool2d(
     out = backends.kernels(input.device).avg_pool2d(
         input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
-    return in_layout(out, memory_format_of(input))
+    return _owned(in_layout(out, memory_format_of(input)))
 
 
 @avg_pool2d.register_fake
@@ -240,12 +280,59 @@ def avg_pool2d_backward(
     out = backends.kernels(grad_output.device).avg_pool2d_backward(
         grad_output, list(input_size), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
-    return in_layout(out, memory_format_of(grad_output))
+    return _owned(in_layout(out, memory_format_of(grad_output)))
 
 
 @avg_pool2d_backward.register_fake
 def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     return _empty(grad_output, (*grad_output.shape[:2], *input_size), memory_format_of(grad_output))
+
+
+# --------------------------------------------------------------------- autocast
+
+# torch.autocast runs convolutions in its lower-precision dtype (they are on
+# autocast's lower-precision list for CPU and CUDA) and pooling in the input's
+# dtype (no rule: the dispatcher falls through). torch.library's own
+# ``register_autocast`` fixes one target dtype per device, but autocast's dtype
+# is the user's choice (bfloat16 or float16 on either device), so the rule is
+# registered on the Autocast dispatch keys directly and reads it per call.
+AUTOCAST_OPS = ("conv2d", "conv_transpose2d")
+
+
+def _autocast_rule(op, device_type: str):
+    """The Autocast<device> kernel of ``op``: casts floating-point tensors of
+    ``device_type`` (float64 excepted, as autocast does) to the autocast
+    dtype, then runs ``op`` with autocast off. The casts happen above autograd,
+    so they are recorded, and gradients come back in each input's dtype."""
+    key = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, _autocast_key(device_type)))
+
+    def cast(value, dtype):
+        if (
+            isinstance(value, Tensor)
+            and value.is_floating_point()
+            and value.dtype != torch.float64
+            and value.device.type == device_type
+        ):
+            return value.to(dtype)
+        return value
+
+    def rule(*args):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch._C._ExcludeDispatchKeyGuard(key):
+            return op(*(cast(a, dtype) for a in args))
+
+    return rule
+
+
+def _autocast_key(device_type: str) -> str:
+    return "Autocast" + torch._C._dispatch_key_for_device(device_type)
+
+
+def _register_autocast() -> None:
+    for name in AUTOCAST_OPS:
+        op = globals()[name]
+        for device_type in ("cpu", "cuda"):
+            torch.library.impl(f"torchconv::{name}", _autocast_key(device_type), _autocast_rule(op, device_type))
 
 
 def _register_compiled_fakes() -> None:
@@ -257,4 +344,5 @@ def _register_compiled_fakes() -> None:
         torch.library.register_fake(f"torchconv_cpp::{name}")(globals()[f"_{name}_fake"])
 
 
+_register_autocast()
 _register_compiled_fakes()

@@ -22,16 +22,24 @@ __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"]
 
 def _run(function, op, *args):
     """Runs an op through its autograd.Function in eager mode, and as the bare
-    custom op under torch.compile.
+    custom op under torch.compile and torch.autocast.
 
     Both carry the same formulas (``torchconv._autograd``): the Function adds
     forward-mode AD and the torch.func transforms, which Dynamo cannot trace
     (it rejects Functions with a custom jvp); the custom op, with the same
-    backward registered, is what a compiled graph holds as one opaque node.
+    backward registered, is what a compiled graph holds as one opaque node,
+    and it goes through the dispatcher, where autocast's cast rules for the
+    convolutions (``_library.AUTOCAST_OPS``) run above autograd, so the casts
+    are differentiated like torch's own.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or (
+        op in _AUTOCAST_OPS and torch.is_autocast_enabled(args[0].device.type)
+    ):
         return op(*args)
     return function.apply(*args)
+
+
+_AUTOCAST_OPS = frozenset(getattr(ops, name) for name in ops.AUTOCAST_OPS)
 
 
 def _batched(input: Tensor) -> tuple[Tensor, bool]:
@@ -90,6 +98,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         # Even effective kernel: the odd row/column of padding goes last.
         x = F.pad(x, (0, extra[1], 0, extra[0]))
     _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups)
+    _args.check_conv_dtype(op, x, dilation, transposed=False)
     y = _run(Conv2dFunction, ops.conv2d, x, weight, bias, stride, padding, dilation, groups)
     return y.squeeze(0) if unbatched else y
 
@@ -139,6 +148,7 @@ def conv_transpose2d(
     _args.check_conv_params(op, stride, padding, dilation, groups, output_padding)
     x, unbatched = _batched(input)
     _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups, output_padding)
+    _args.check_conv_dtype(op, x, dilation, transposed=True)
     y = _run(
         ConvTranspose2dFunction, ops.conv_transpose2d, x, weight, bias, stride, padding, output_padding, groups, dilation
     )

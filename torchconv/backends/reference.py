@@ -39,6 +39,37 @@ __all__ = [
 ]
 
 
+# ------------------------------------------------------------------ dtypes
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _computed_wide(kernel):
+    """Runs ``kernel`` on widened copies of half-precision and integer inputs.
+
+    float16 and bfloat16 accumulate in float32 and are rounded once at the
+    end, as torch's CPU kernels do (a float16 sum of large values would
+    overflow where the mean is finite). Integer convolutions run in int64
+    and wrap back to their dtype: integer arithmetic modulo 2^bits is the
+    same whatever the width it is carried out in, so the result is torch's
+    bit for bit. Every tensor argument has the first one's dtype.
+    """
+
+    def widened(first, *args):
+        dtype = first.dtype
+        if dtype in _HALF:
+            wide = torch.float32
+        elif not (dtype.is_floating_point or dtype.is_complex or dtype == torch.int64):
+            wide = torch.int64
+        else:
+            return kernel(first, *args)
+        args = [a.to(wide) if isinstance(a, torch.Tensor) else a for a in args]
+        return kernel(first.to(wide), *args).to(dtype)
+
+    widened.__name__, widened.__qualname__, widened.__doc__ = kernel.__name__, kernel.__qualname__, kernel.__doc__
+    return widened
+
+
 # ------------------------------------------------------------------ im2col / col2im
 
 
@@ -88,6 +119,7 @@ def _col2im(cols, image_size, stride, padding, dilation) -> torch.Tensor:
 # ----------------------------------------------------------------------- conv
 
 
+@_computed_wide
 def conv2d(input, weight, bias, stride, padding, dilation, groups):
     """y[n, g, o] = W[g, o, :] . cols[n, g, :] (+ b): one GEMM per group."""
     n, c_in, h, w = input.shape
@@ -105,6 +137,7 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
     return out
 
 
+@_computed_wide
 def conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
     """cols = W^T . x per group, then col2im: conv2d's input gradient, as a forward."""
     n, c_in, h, w = input.shape
@@ -122,6 +155,7 @@ def conv_transpose2d(input, weight, bias, stride, padding, output_padding, group
     return out
 
 
+@_computed_wide
 def conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups):
     """dL/dW = sum over the batch of gy . im2col(x)^T, one GEMM per group.
 
@@ -175,12 +209,20 @@ def max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     """Window maxima and the flat index ``h * W + w`` of each (first on ties)."""
     n, c, h, w = input.shape
     out_size = _out_size(input, kernel_size, stride, padding, dilation, ceil_mode)
-    windows = _pool_windows(input, kernel_size, stride, padding, dilation, out_size, float("-inf"))
+    lowest = float("-inf") if input.dtype.is_floating_point else torch.iinfo(input.dtype).min
+    windows = _pool_windows(input, kernel_size, stride, padding, dilation, out_size, lowest)
     taps = kernel_size[0] * kernel_size[1]
     if n * c == 0:  # max() cannot reduce an empty batch; nothing to compute
         empty = input.new_empty(n, c, *out_size)
         return empty, empty.long()
-    values, tap = windows.reshape(n, c, out_size[0], out_size[1], taps).max(dim=-1)
+    windows = windows.reshape(n, c, out_size[0], out_size[1], taps)
+    values, tap = windows.max(dim=-1)
+    if input.dtype.is_floating_point:
+        # torch scans a window in order and takes a tap if it is greater than
+        # the maximum so far or NaN: a window with NaNs reports its last NaN.
+        nan = windows.isnan()
+        last_nan = (taps - 1) - nan.flip(-1).to(torch.uint8).argmax(-1)
+        tap = torch.where(nan.any(-1), last_nan, tap)
 
     rows = _tap_positions(out_size[0], kernel_size[0], stride[0], padding[0], dilation[0], input.device)
     cols = _tap_positions(out_size[1], kernel_size[1], stride[1], padding[1], dilation[1], input.device)
@@ -232,6 +274,7 @@ def _avg_divisors(in_size, out_size, kernel, stride, padding, count_include_pad,
     return (counts[0][:, None] * counts[1][None, :]).to(like.dtype)
 
 
+@_computed_wide
 def avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     """Window sums over the zero-padded input, divided by each window's divisor."""
     out_size = _out_size(input, kernel_size, stride, padding, (1, 1), ceil_mode)
@@ -240,9 +283,12 @@ def avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad
     divisors = _avg_divisors(
         input.shape[2:], out_size, kernel_size, stride, padding, count_include_pad, divisor_override, input
     )
+    if not input.dtype.is_floating_point:  # int64: C++ integer division, toward zero
+        return torch.div(sums, divisors, rounding_mode="trunc")
     return sums / divisors
 
 
+@_computed_wide
 def avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     """Adjoint of avg_pool2d: each gradient, over its divisor, spread on its window."""
     n, c, out_h, out_w = grad_output.shape
