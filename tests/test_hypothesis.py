@@ -446,17 +446,7 @@ def same_failure(ours, theirs, make_args):
         with pytest.raises(expected_type):
             ours(*args, **kwargs)
         return False
-    if args[0].numel() == 0:
-        # Known disagreement (test_known_empty_input_skips_checks): on an empty
-        # input torch skips some argument checks that torchconv makes.
-        try:
-            got = ours(*args, **kwargs)
-        except RuntimeError as error:
-            if EMPTY_INPUT_CHECKS.search(str(error)):
-                return True
-            raise
-    else:
-        got = ours(*args, **kwargs)
+    got = ours(*args, **kwargs)
     if isinstance(expected, tuple):
         assert isinstance(got, tuple) and len(got) == len(expected)
         close(got[1], expected[1], "indices")
@@ -467,9 +457,6 @@ def same_failure(ours, theirs, make_args):
 
 TORCH_211_AVG_POOL_MESSAGE = "integer out of range"
 
-EMPTY_INPUT_CHECKS = re.compile(
-    "dilation should be greater than zero|output padding must be smaller|Output size is too small"
-)
 
 small = st.integers(-1, 4)
 
@@ -606,13 +593,8 @@ def test_avg_pool2d_fails_like_torch(backend, data):
 _ALL_PADDING = dict(kernel_size=(1, 2), padding=(0, 1), dilation=(1, 2))
 
 
-def test_known_max_pool2d_all_padding_window_indices(request, backend):
+def test_max_pool2d_all_padding_window_indices(backend):
     """torch: -inf with index 1 (the window's first tap clamped to >= 0, here outside the plane)."""
-    if backend == "reference":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-            "reference backend: a max-pooling window entirely in the padding gets index -1 "
-            "(its first tap, unclamped); torch and the cpp backend give 1"
-        )))
     x = torch.tensor([[[[5.0]]]])
     expected, expected_idx = F.max_pool2d(x, return_indices=True, **_ALL_PADDING)
     got, got_idx = torchconv.max_pool2d(x, return_indices=True, **_ALL_PADDING)
@@ -622,11 +604,10 @@ def test_known_max_pool2d_all_padding_window_indices(request, backend):
 
 def test_known_max_pool2d_all_padding_window_backward(request, backend):
     """The CUDA backend's backward is a gather over the windows (as torch's CUDA kernel): zero, like torch."""
-    if backend in ("cpp", "reference"):
+    if backend == "cpp":
         request.applymarker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
             "max_pool2d backward with a window entirely in the padding raises (cpp: 'index 1 is outside the "
-            "input plane of 1 elements'; reference: 'index -1 is out of bounds for dimension 2 with size 1'); "
-            "torch returns a zero gradient"
+            "input plane of 1 elements'); torch returns a zero gradient"
         )))
     x = torch.tensor([[[[5.0]]]], requires_grad=True)
     (expected,) = torch.autograd.grad(F.max_pool2d(x, **_ALL_PADDING).sum(), x)
@@ -634,29 +615,40 @@ def test_known_max_pool2d_all_padding_window_backward(request, backend):
     torch.testing.assert_close(got, expected)
 
 
-_EMPTY_SKIPS = (
-    "on an empty (batch-0) input torch skips the dilation > 0 check (conv2d, conv_transpose2d), "
-    "conv_transpose2d's output_padding < max(stride, dilation) check and its 'Output size is too small' "
-    "check, and returns an empty output; torchconv raises RuntimeError"
-)
-
-
 @pytest.mark.parametrize(
     "op, shape, kwargs",
     [
         pytest.param("conv2d", (0, 1, 3, 3), dict(dilation=0), id="conv2d-dilation0"),
+        pytest.param("conv2d", (1, 0, 3, 3), dict(dilation=0), id="conv2d-no-channels-dilation0"),
         pytest.param("conv_transpose2d", (0, 1, 3, 3), dict(dilation=0), id="conv_transpose2d-dilation0"),
         pytest.param("conv_transpose2d", (0, 1, 3, 3), dict(output_padding=1), id="conv_transpose2d-output_padding"),
         pytest.param("conv_transpose2d", (0, 1, 0, 0), dict(), id="conv_transpose2d-output_size0"),
+        pytest.param("conv_transpose2d", (0, 1, 1, 1), dict(padding=(1, 0)), id="conv_transpose2d-output_height0"),
     ],
 )
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=_EMPTY_SKIPS)
-def test_known_empty_input_skips_checks(backend, op, shape, kwargs):
-    x = torch.randn(shape)
-    w = torch.randn(1, 1, 1 if shape[-1] == 0 else 2, 2)
-    expected = getattr(F, op)(x, w, **kwargs)
-    got = getattr(torchconv, op)(x, w, **kwargs)
-    assert got.shape == expected.shape
+def test_empty_input_skips_the_checks_torch_skips(backend, op, shape, kwargs):
+    """On an input without elements torch skips the dilation > 0 check,
+    conv_transpose2d's output_padding check and its 'Output size is too small'
+    check (a size of 0 passes, a negative one does not), and returns an
+    empty output; every operand gets a zero gradient."""
+    x = torch.randn(shape, requires_grad=True)
+    w = torch.randn(1, shape[1] if op == "conv2d" else 1, 1 if shape[-1] == 0 else 2, 2, requires_grad=True)
+    b = torch.randn(1, requires_grad=True)
+    expected = getattr(F, op)(x, w, b, **kwargs)
+    got = getattr(torchconv, op)(x, w, b, **kwargs)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    expected_grads = torch.autograd.grad(expected.sum(), (x, w, b))
+    got_grads = torch.autograd.grad(got.sum(), (x, w, b))
+    for g, e in zip(got_grads, expected_grads):
+        assert g.shape == e.shape and g.stride() == e.stride() and not g.any()
+
+
+def test_empty_input_negative_output_size_raises(backend):
+    x, w = torch.randn(0, 1, 1, 1), torch.randn(1, 1, 1, 1)
+    with pytest.raises(RuntimeError):
+        F.conv_transpose2d(x, w, padding=3)
+    with pytest.raises(RuntimeError, match="Output size is too small"):
+        torchconv.conv_transpose2d(x, w, padding=3)
 
 
 def test_torch_float64_weight_grad_ambiguous_layout(backend):

@@ -12,11 +12,9 @@ layout of what is computed next would); gradients get the layout of their
 forward operands (``input.suggest_memory_format()``; for a convolution
 channels_last if input or weight is) whatever the output gradient's layout.
 
-Known disagreements (``strict`` xfails, so that a fix shows as XPASS):
-
-* empty batches: a channels_last input's gradient is channels_last for torch's
-  convolutions, contiguous for torchconv; with a channels_last weight torch's
-  output is contiguous, torchconv's channels_last.
+Empty batches follow torch too: a convolution of an input without elements
+has a contiguous output and gives every operand a zero gradient in the
+operand's own layout.
 """
 
 from __future__ import annotations
@@ -324,22 +322,8 @@ def test_batch_zero(backend, op, dtype, x_layout):
         assert g.shape == t.shape and not g.any()
 
 
-_EMPTY_CL_GRAD = (
-    "batch-0 channels_last input: torch's input gradient is channels_last (strides (288, 1, 32, 4) for "
-    "size (0, 4, 9, 8)), torchconv's is contiguous (torchconv's memory_format_of() calls any tensor "
-    "with a zero size contiguous, torch's convolution backward checks is_contiguous(channels_last))"
-)
-
-
 def _batch_zero_layout_params():
-    params = []
-    for op in OPS:
-        for x_layout in ("contiguous", "channels_last"):
-            marks = ()
-            if op in CONV_OPS and x_layout == "channels_last":
-                marks = pytest.mark.xfail(strict=True, raises=AssertionError, reason=_EMPTY_CL_GRAD)
-            params.append(pytest.param(op, x_layout, id=f"{op}-{x_layout}", marks=marks))
-    return params
+    return [pytest.param(op, x_layout, id=f"{op}-{x_layout}") for op in OPS for x_layout in ("contiguous", "channels_last")]
 
 
 @pytest.mark.parametrize("op, x_layout", _batch_zero_layout_params())
@@ -349,15 +333,7 @@ def test_batch_zero_grad_layout(backend, op, x_layout):
         assert memory_formats(g) == memory_formats(e), (k, g.stride(), e.stride())
 
 
-_EMPTY_CL_WEIGHT = (
-    "batch-0 input with a channels_last weight: torch's output is contiguous (strides (27, 9, 3, 1) "
-    "for size (0, 3, 3, 3)), torchconv's is channels_last (27, 1, 9, 3), as for a non-empty batch"
-)
-
-
-@pytest.mark.parametrize(
-    "op", [pytest.param(op, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=_EMPTY_CL_WEIGHT)) for op in CONV_OPS]
-)
+@pytest.mark.parametrize("op", CONV_OPS)
 def test_batch_zero_channels_last_weight(backend, op):
     tensors, kwargs = operands(op, torch.float32, "contiguous", "channels_last", batch=0)
     got, expected = run(op, tensors, kwargs)

@@ -289,9 +289,10 @@ def _check_pool_dtype(op: str, input) -> None:
         raise _not_implemented(op, dtype)
 
 
-def check_conv_params(op: str, stride, padding, dilation, groups, output_padding=None) -> None:
+def check_conv_params(op: str, stride, padding, dilation, groups, output_padding=None, input_is_empty=False) -> None:
     """Sign checks on conv arguments, in the order ATen makes them (types were
-    checked first, by check_types)."""
+    checked first, by check_types). Torch lets a zero dilation through when
+    the input has no elements (``input_is_empty``): nothing reads it."""
     if groups <= 0:
         raise RuntimeError(f"{op}: non-positive groups is not supported, but got groups={groups}")
     if any(p < 0 for p in padding):
@@ -302,7 +303,7 @@ def check_conv_params(op: str, stride, padding, dilation, groups, output_padding
         )
     if any(s <= 0 for s in stride):
         raise RuntimeError(f"{op}: non-positive stride is not supported, but got stride={stride}")
-    if any(d <= 0 for d in dilation):
+    if any(d < 0 or (d == 0 and not input_is_empty) for d in dilation):
         raise RuntimeError(
             f"{op}: dilation should be greater than zero, but got dilation={dilation}"
         )
@@ -346,7 +347,10 @@ def check_conv_shapes(
     spatial = list(input.shape[2:])
     if transposed:
         _check_nonempty_planes(op, input)
-        if any(op_ >= s and op_ >= d for op_, s, d in zip(output_padding, stride, dilation)):
+        # Torch skips these two checks for an input without elements: its
+        # output is empty whatever they say, as long as no size is negative.
+        empty = input.numel() == 0
+        if not empty and any(op_ >= s and op_ >= d for op_, s, d in zip(output_padding, stride, dilation)):
             raise RuntimeError(
                 f"{op}: output padding must be smaller than either stride or dilation, but got "
                 f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
@@ -355,7 +359,7 @@ def check_conv_shapes(
             conv_transpose_output_size(n, k, s, p, o, d)
             for n, k, s, p, o, d in zip(spatial, kernel, stride, padding, output_padding, dilation)
         ]
-        if any(o <= 0 for o in out):
+        if any(o < 0 or (o == 0 and not empty) for o in out):
             raise RuntimeError(
                 f"{op}: Given input size per channel: ({spatial[0]} x {spatial[1]}). Calculated "
                 f"output size per channel: ({out[0]} x {out[1]}). Output size is too small"
@@ -441,6 +445,8 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
         f"but got: {list(input.shape)}"
     )
     if input.dim() not in (3, 4):
+        if op == "max_pool2d":  # torch's max_pool2d words a wrong rank so
+            raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, but got: {list(input.shape)}")
         raise RuntimeError(shape_message)
     height, width = input.shape[-2:]
     out_h = pool_output_size(height, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)

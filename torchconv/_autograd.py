@@ -50,6 +50,7 @@ __all__ = [
     "MaxPool2dBackwardFunction",
     "AvgPool2dFunction",
     "AvgPool2dBackwardFunction",
+    "EmptyConvFunction",
 ]
 
 
@@ -104,9 +105,12 @@ def _remember_output(ctx, output):
 def _gather_at(values, indices):
     """values[n, c].flatten()[indices[n, c]]: the adjoint of max pooling's scatter."""
     n, c, out_h, out_w = indices.shape
-    in_h, in_w = values.shape[2:]
+    plane = values.shape[2] * values.shape[3]
     flat_indices = indices.reshape(n, c, out_h * out_w)
-    return values.reshape(n, c, in_h * in_w).gather(2, flat_indices).reshape(indices.shape)
+    # An index past the plane marks a window that saw no input: it gathers 0.
+    outside = flat_indices >= plane
+    gathered = values.reshape(n, c, plane).gather(2, flat_indices.clamp(max=max(plane - 1, 0)))
+    return gathered.masked_fill(outside, 0).reshape(indices.shape)
 
 
 class _Function(torch.autograd.Function):
@@ -380,6 +384,32 @@ class AvgPool2dBackwardFunction(_Function):
     def backward(ctx, grad_grad_input):
         grad_grad_output = AvgPool2dFunction.apply(grad_grad_input, *ctx.pool)
         return grad_grad_output, None, None, None, None, None, None, None
+
+
+class EmptyConvFunction(_Function):
+    """A convolution of an input without elements: no arithmetic, an empty
+    output of ``shape`` (contiguous, as torch's), and a zero gradient for
+    every operand in the operand's own layout, as torch gives."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias, shape, dtype):
+        return input.new_empty(shape, dtype=dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.operands = [None if t is None else torch.zeros_like(t, memory_format=torch.preserve_format)
+                        for t in inputs[:3]]
+        _remember_output(ctx, output)
+
+    @staticmethod
+    def jvp(ctx, *_):
+        return _tangent(ctx)
+
+    @staticmethod
+    def backward(ctx, _grad_output):
+        return (*ctx.operands, None, None)
 
 
 def _register() -> None:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import _args
 from . import _library as ops
-from ._autograd import AvgPool2dFunction, Conv2dFunction, ConvTranspose2dFunction, MaxPool2dFunction
+from ._autograd import AvgPool2dFunction, Conv2dFunction, ConvTranspose2dFunction, EmptyConvFunction, MaxPool2dFunction
 
 __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"]
 
@@ -40,6 +40,12 @@ def _run(function, op, *args):
 
 
 _AUTOCAST_OPS = frozenset(getattr(ops, name) for name in ops.AUTOCAST_OPS)
+
+
+def _empty_conv(shape, input: Tensor, weight: Tensor, bias) -> Tensor:
+    """The output of a convolution of an input without elements (nothing to
+    compute; torch skips some checks for it too)."""
+    return EmptyConvFunction.apply(input, weight, bias, shape, _args.autocast_dtype(input))
 
 
 def _batched(input: Tensor) -> tuple[Tensor, bool]:
@@ -92,14 +98,19 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
             raise RuntimeError(f"{op}: Invalid padding string: '{padding}' (expected 'same', 'valid', an int or a pair)")
     else:
         padding = _args.pair(padding, "padding", op)
-    _args.check_conv_params(op, stride, padding, dilation, groups)
+    _args.check_conv_params(op, stride, padding, dilation, groups, input_is_empty=input.numel() == 0)
     x, unbatched = _batched(input)
     if extra is not None and any(extra):
         # Even effective kernel: the odd row/column of padding goes last.
         x = F.pad(x, (0, extra[1], 0, extra[0]))
-    _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups)
+    shape = _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups)
     _args.check_conv_dtype(op, x, dilation, transposed=False)
-    y = _run(Conv2dFunction, ops.conv2d, x, weight, bias, stride, padding, dilation, groups)
+    if x.numel() == 0:
+        # Torch's shape for no input channels keeps none of the output's.
+        shape[1] = shape[1] if x.shape[1] else 0
+        y = _empty_conv(shape, x, weight, bias)
+    else:
+        y = _run(Conv2dFunction, ops.conv2d, x, weight, bias, stride, padding, dilation, groups)
     return y.squeeze(0) if unbatched else y
 
 
@@ -145,13 +156,17 @@ def conv_transpose2d(
     padding = _args.pair(padding, "padding", op)
     output_padding = _args.pair(output_padding, "output_padding", op)
     dilation = _args.pair(dilation, "dilation", op)
-    _args.check_conv_params(op, stride, padding, dilation, groups, output_padding)
+    _args.check_conv_params(op, stride, padding, dilation, groups, output_padding, input_is_empty=input.numel() == 0)
     x, unbatched = _batched(input)
-    _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups, output_padding)
+    shape = _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups, output_padding)
     _args.check_conv_dtype(op, x, dilation, transposed=True)
-    y = _run(
-        ConvTranspose2dFunction, ops.conv_transpose2d, x, weight, bias, stride, padding, output_padding, groups, dilation
-    )
+    if x.numel() == 0:
+        y = _empty_conv(shape, x, weight, bias)
+    else:
+        y = _run(
+            ConvTranspose2dFunction, ops.conv_transpose2d, x, weight, bias, stride, padding, output_padding, groups,
+            dilation,
+        )
     return y.squeeze(0) if unbatched else y
 
 

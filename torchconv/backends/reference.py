@@ -231,8 +231,12 @@ def max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     inside = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[None, :, None, :]
     inside = inside.reshape(out_size[0], out_size[1], taps)
     # A window whose inputs are all -inf ties with its padding; torch then
-    # reports the window's first in-bounds tap, so we do too.
-    first_inside = flat.gather(-1, inside.to(torch.uint8).argmax(-1, keepdim=True)).squeeze(-1)
+    # reports the window's start clamped into the plane (its first row and
+    # column >= 0): the first in-bounds tap, or, for a window that sees no
+    # input at all, a position past the plane, which the backward skips.
+    first_row = rows.gather(1, (rows >= 0).to(torch.uint8).argmax(1, keepdim=True))
+    first_col = cols.gather(1, (cols >= 0).to(torch.uint8).argmax(1, keepdim=True))
+    first_inside = first_row * w + first_col.reshape(1, -1)
     chosen = flat.expand(n, c, -1, -1, -1).gather(-1, tap.unsqueeze(-1)).squeeze(-1)
     chosen_inside = inside.expand(n, c, -1, -1, -1).gather(-1, tap.unsqueeze(-1)).squeeze(-1)
     indices = torch.where(chosen_inside, chosen, first_inside)
@@ -248,10 +252,14 @@ def max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, p
     atomics); this scatter to ``indices`` does not need it.
     """
     n, c = grad_output.shape[:2]
-    grad = grad_output.new_zeros(n, c, input_size[0] * input_size[1])
-    plane = grad_output.shape[2] * grad_output.shape[3]
-    grad.scatter_add_(2, indices.reshape(n, c, plane), grad_output.reshape(n, c, plane))
-    return grad.reshape(n, c, input_size[0], input_size[1])
+    in_plane, out_plane = input_size[0] * input_size[1], grad_output.shape[2] * grad_output.shape[3]
+    indices = indices.reshape(n, c, out_plane)
+    # A window that saw no input reports an index past the plane (torch's
+    # rule); its gradient goes nowhere, here into one spare slot.
+    spare = int(indices.numel() > 0 and bool(indices.max() >= in_plane))
+    grad = grad_output.new_zeros(n, c, in_plane + spare)
+    grad.scatter_add_(2, indices.clamp(max=in_plane) if spare else indices, grad_output.reshape(n, c, out_plane))
+    return grad[:, :, :in_plane].reshape(n, c, input_size[0], input_size[1])
 
 
 def _avg_divisors(in_size, out_size, kernel, stride, padding, count_include_pad, divisor_override, like):
