@@ -15,14 +15,6 @@
 
 namespace torchconv {
 
-// The CUDA kernels compiled for the CPU (TORCHCONV_CUDA_EMULATION, tests
-// only) take the CUDA kernels' dtypes on CPU tensors.
-#ifdef TORCHCONV_CUDA_EMULATION
-constexpr bool kCudaEmulation = true;
-#else
-constexpr bool kCudaEmulation = false;
-#endif
-
 inline int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
   return (size + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
 }
@@ -57,16 +49,14 @@ inline void check_input(const char* op, const at::Tensor& input) {
   TORCH_CHECK(input.defined() && input.dim() == 4, "torchconv_cpp::", op, ": expected a 4-d input (N, C, H, W), but got ",
               input.defined() ? input.sizes() : at::IntArrayRef{});
   TORCH_CHECK(input.layout() == at::kStrided, "torchconv_cpp::", op, ": expected a strided input");
+  TORCH_CHECK(input.is_cuda() || input.device().is_cpu(), "torchconv_cpp::", op,
+              ": expected a CPU or CUDA input, but got ", input.device());
+  // The CPU and CUDA kernels (and the CUDA ones compiled for the CPU in the
+  // tests' emulation) all take the four floating dtypes; the half ones
+  // accumulate in float32.
   const at::ScalarType dtype = input.scalar_type();
-  if (input.is_cuda() || kCudaEmulation) {
-    TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-                "torchconv_cpp::", op, ": expected a float32, float64, float16 or bfloat16 input, but got ", dtype);
-  } else {
-    TORCH_CHECK(input.device().is_cpu(), "torchconv_cpp::", op, ": expected a CPU or CUDA input, but got ",
-                input.device());
-    TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "torchconv_cpp::", op,
-                ": expected a float32 or float64 input, but got ", dtype);
-  }
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+              "torchconv_cpp::", op, ": expected a float32, float64, float16 or bfloat16 input, but got ", dtype);
 }
 
 inline void check_conv_arguments(const char* op, const at::Tensor& input, const at::Tensor& weight,

@@ -180,7 +180,7 @@ def test_compiled_ops_name_the_problem():
     with pytest.raises(RuntimeError, match=r"max_pool2d_backward: index 99 is outside the input plane"):
         ops.max_pool2d_backward(torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 99), [2, 2], [2, 2], [2, 2], [0, 0],
                                 [1, 1])
-    with pytest.raises(RuntimeError, match=r"expected a float32 or float64 input"):
+    with pytest.raises(RuntimeError, match=r"expected a float32, float64, float16 or bfloat16 input"):
         ops.avg_pool2d(x.long(), [2, 2], [2, 2], [0, 0], False, True, None)
 
 

@@ -9,12 +9,16 @@
 // (y * stride_h - pad_h + i * dilation_h, x * stride_w - pad_w + j * dilation_w)
 // of plane c; pixels outside the image read as zero (im2col) or are dropped
 // (col2im). Every access is bounds-checked, so no shape can make them read or
-// write out of range.
+// write out of range. im2col may widen as it copies (a float16 or bfloat16
+// image into float32 columns, see precision.h): the widening then costs no
+// pass of its own.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+
+#include "precision.h"
 
 namespace torchconv {
 namespace cpu {
@@ -38,33 +42,33 @@ inline void inside_range(int64_t grid, int64_t stride, int64_t offset, int64_t w
   *end = std::max(*begin, std::min(e, grid));
 }
 
-template <typename scalar_t>
-void im2col(const scalar_t* image, int64_t channels, int64_t image_h, int64_t image_w,
-            int64_t grid_h, int64_t grid_w, const Window& w, scalar_t* columns) {
+template <typename image_t, typename column_t>
+void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t image_w,
+            int64_t grid_h, int64_t grid_w, const Window& w, column_t* columns) {
   const int64_t grid = grid_h * grid_w;
   for (int64_t c = 0; c < channels; ++c) {
-    const scalar_t* plane = image + c * image_h * image_w;
+    const image_t* plane = image + c * image_h * image_w;
     for (int64_t i = 0; i < w.kernel_h; ++i) {
       for (int64_t j = 0; j < w.kernel_w; ++j) {
-        scalar_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * grid;
+        column_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * grid;
         const int64_t offset_w = j * w.dilation_w - w.pad_w;
         int64_t x_begin, x_end;
         inside_range(grid_w, w.stride_w, offset_w, image_w, &x_begin, &x_end);
         for (int64_t y = 0; y < grid_h; ++y) {
-          scalar_t* out = row + y * grid_w;
+          column_t* out = row + y * grid_w;
           const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
           if (iy < 0 || iy >= image_h) {
-            std::fill(out, out + grid_w, scalar_t(0));
+            std::fill(out, out + grid_w, column_t(0));
             continue;
           }
-          const scalar_t* in = plane + iy * image_w + offset_w;
-          std::fill(out, out + x_begin, scalar_t(0));
+          const image_t* in = plane + iy * image_w + offset_w;
+          std::fill(out, out + x_begin, column_t(0));
           if (w.stride_w == 1) {
-            std::memcpy(out + x_begin, in + x_begin, (x_end - x_begin) * sizeof(scalar_t));
+            convert(in + x_begin, out + x_begin, x_end - x_begin);
           } else {
-            for (int64_t x = x_begin; x < x_end; ++x) out[x] = in[x * w.stride_w];
+            for (int64_t x = x_begin; x < x_end; ++x) out[x] = static_cast<column_t>(in[x * w.stride_w]);
           }
-          std::fill(out + x_end, out + grid_w, scalar_t(0));
+          std::fill(out + x_end, out + grid_w, column_t(0));
         }
       }
     }

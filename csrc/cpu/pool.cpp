@@ -6,14 +6,23 @@
 // divisor_override, or the cells it covers inside the padded input
 // (count_include_pad) or inside the input alone. Backward passes write only
 // into their own plane, in a fixed order: results are deterministic.
+//
+// float16 and bfloat16: max pooling compares in the dtype itself (a
+// comparison of halves is exact, and the result is one of the inputs);
+// average pooling sums and divides in float32 and rounds once, so a window
+// of large halves does not overflow where its mean is finite. Both backward
+// passes accumulate each input plane's gradient in float32 and round it once.
 #include <ATen/ATen.h>
+#include <ATen/NumericUtils.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "checks.h"
+#include "precision.h"
 
 namespace torchconv {
 namespace cpu {
@@ -26,7 +35,34 @@ void for_each_plane(int64_t planes, const Fn& fn) {
   });
 }
 
+// Runs accumulate(plane, gradient) for every plane of a backward pass, with
+// gradient the plane's `plane_size` elements of grad_input in acc_t, zeroed:
+// grad_input itself, or for a half dtype the thread's float32 scratch,
+// rounded into grad_input afterwards.
+template <typename scalar_t, typename Fn>
+void for_each_gradient_plane(scalar_t* grad_input, int64_t planes, int64_t plane_size, const Fn& accumulate) {
+  using acc = acc_t<scalar_t>;
+  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    const int64_t scratch = widening_size<scalar_t>(plane_size);
+    std::unique_ptr<acc[]> buffer(scratch > 0 ? new acc[scratch] : nullptr);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      scalar_t* result = grad_input + plane * plane_size;
+      acc* gradient = accumulator(result, buffer.get());
+      std::fill(gradient, gradient + plane_size, acc(0));
+      accumulate(plane, gradient);
+      store(gradient, plane_size, result);
+    }
+  });
+}
+
 // ------------------------------------------------------------- max pool
+
+// ATen's rule: a value replaces the window's best when it is greater or NaN,
+// so with several NaNs in a window the last one wins (its index is taken).
+template <typename scalar_t>
+inline bool replaces_max(scalar_t value, scalar_t best) {
+  return value > best || at::_isnan(value);
+}
 
 template <typename scalar_t>
 void max_pool2d_kernel(const scalar_t* input, scalar_t* output, int64_t* indices, int64_t planes, int64_t in_h,
@@ -48,7 +84,7 @@ void max_pool2d_kernel(const scalar_t* input, scalar_t* output, int64_t* indices
         for (int64_t y = y0; y < y1; y += p.dilation_h) {
           for (int64_t x = x0; x < x1; x += p.dilation_w) {
             const scalar_t v = in[y * in_w + x];
-            if (v > best || std::isnan(v)) {
+            if (replaces_max(v, best)) {
               best = v;
               best_index = y * in_w + x;
             }
@@ -72,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty({input.size(0), input.size(1), out_h, out_w}, input.options());
   at::Tensor indices = at::empty({input.size(0), input.size(1), out_h, out_w}, input.options().dtype(at::kLong));
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::max_pool2d", [&] {
+  TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::max_pool2d", [&] {
     max_pool2d_kernel<scalar_t>(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), indices.data_ptr<int64_t>(),
                                 input.size(0) * input.size(1), in_h, in_w, out_h, out_w, p);
   });
@@ -94,18 +130,18 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const int64_t planes = grad_output.size(0) * grad_output.size(1);
   const int64_t plane_in = input_size[0] * input_size[1], plane_out = grad_output.size(2) * grad_output.size(3);
   const at::Tensor dy = grad_output.contiguous(), idx = indices.contiguous();
-  at::Tensor grad_input = at::zeros({grad_output.size(0), grad_output.size(1), input_size[0], input_size[1]},
+  at::Tensor grad_input = at::empty({grad_output.size(0), grad_output.size(1), input_size[0], input_size[1]},
                                     grad_output.options());
-  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "torchconv_cpp::max_pool2d_backward", [&] {
+  TORCHCONV_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "torchconv_cpp::max_pool2d_backward", [&] {
+    using acc = acc_t<scalar_t>;
     const scalar_t* g = dy.data_ptr<scalar_t>();
     const int64_t* ix = idx.data_ptr<int64_t>();
-    scalar_t* gx = grad_input.data_ptr<scalar_t>();
-    for_each_plane(planes, [&](int64_t plane) {
+    for_each_gradient_plane(grad_input.data_ptr<scalar_t>(), planes, plane_in, [&](int64_t plane, acc* gx) {
       for (int64_t o = 0; o < plane_out; ++o) {
         const int64_t target = ix[plane * plane_out + o];
         TORCH_CHECK(target >= 0 && target < plane_in, "torchconv_cpp::max_pool2d_backward: index ", target,
                     " is outside the input plane of ", plane_in, " elements");
-        gx[plane * plane_in + target] += g[plane * plane_out + o];
+        gx[target] += static_cast<acc>(g[plane * plane_out + o]);
       }
     });
   });
@@ -164,7 +200,8 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
   const int64_t out_h = out_size.first, out_w = out_size.second;
   const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty({input.size(0), input.size(1), out_h, out_w}, input.options());
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::avg_pool2d", [&] {
+  TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::avg_pool2d", [&] {
+    using acc = acc_t<scalar_t>;
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
     for_each_plane(input.size(0) * input.size(1), [&](int64_t plane) {
@@ -172,10 +209,11 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
       scalar_t* dst = y + plane * out_h * out_w;
       for_each_avg_window<scalar_t>(out_h, out_w, in_h, in_w, p, count_include_pad, divisor_override,
                                     [&](int64_t o, const Span& ys, const Span& xs, int64_t divisor) {
-                                      scalar_t sum = 0;
+                                      acc sum = 0;
                                       for (int64_t yy = ys.begin; yy < ys.end; ++yy)
-                                        for (int64_t xx = xs.begin; xx < xs.end; ++xx) sum += src[yy * in_w + xx];
-                                      dst[o] = divisor == 0 ? scalar_t(0) : sum / scalar_t(divisor);
+                                        for (int64_t xx = xs.begin; xx < xs.end; ++xx)
+                                          sum += static_cast<acc>(src[yy * in_w + xx]);
+                                      dst[o] = static_cast<scalar_t>(divisor == 0 ? acc(0) : sum / acc(divisor));
                                     });
     });
   });
@@ -193,17 +231,17 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
   const int64_t in_h = input_size[0], in_w = input_size[1];
   const int64_t out_h = grad_output.size(2), out_w = grad_output.size(3);
   const at::Tensor dy = grad_output.contiguous();
-  at::Tensor grad_input = at::zeros({grad_output.size(0), grad_output.size(1), in_h, in_w}, grad_output.options());
-  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "torchconv_cpp::avg_pool2d_backward", [&] {
+  at::Tensor grad_input = at::empty({grad_output.size(0), grad_output.size(1), in_h, in_w}, grad_output.options());
+  TORCHCONV_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "torchconv_cpp::avg_pool2d_backward", [&] {
+    using acc = acc_t<scalar_t>;
     const scalar_t* g = dy.data_ptr<scalar_t>();
-    scalar_t* gx = grad_input.data_ptr<scalar_t>();
-    for_each_plane(grad_output.size(0) * grad_output.size(1), [&](int64_t plane) {
+    const int64_t planes = grad_output.size(0) * grad_output.size(1);
+    for_each_gradient_plane(grad_input.data_ptr<scalar_t>(), planes, in_h * in_w, [&](int64_t plane, acc* dst) {
       const scalar_t* src = g + plane * out_h * out_w;
-      scalar_t* dst = gx + plane * in_h * in_w;
       for_each_avg_window<scalar_t>(out_h, out_w, in_h, in_w, p, count_include_pad, divisor_override,
                                     [&](int64_t o, const Span& ys, const Span& xs, int64_t divisor) {
                                       if (divisor == 0) return;
-                                      const scalar_t share = src[o] / scalar_t(divisor);
+                                      const acc share = static_cast<acc>(src[o]) / acc(divisor);
                                       for (int64_t yy = ys.begin; yy < ys.end; ++yy)
                                         for (int64_t xx = xs.begin; xx < xs.end; ++xx) dst[yy * in_w + xx] += share;
                                     });

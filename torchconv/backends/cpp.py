@@ -5,8 +5,11 @@ csrc/ops.cpp, CPU kernels in csrc/cpu/). If the extension was not built, or
 fails to load, this backend reports itself unavailable and the reference
 backend runs instead; ``import torchconv`` never fails because of it.
 
-The compiled kernels take float32 and float64; other floating dtypes
-(float16, bfloat16) run on the reference kernels.
+The compiled kernels take float32, float64, float16 and bfloat16. The half
+dtypes compute in float32 (as torch's CPU kernels do): convolutions widen
+their operands into float32 GEMMs and round each result once; average
+pooling sums and divides in float32; max pooling compares in the dtype
+itself (exact); backward passes accumulate in float32.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ HOW_TO_ENABLE = (
     "Build it with `pip install --no-build-isolation -e .` from the repository root "
     "(needs g++ and torch==2.13.0)."
 )
-_COMPILED_DTYPES = (torch.float32, torch.float64)
+_COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def is_available() -> bool:
