@@ -331,3 +331,98 @@ def test_shared_layer_converted_once(backend):
     assert fast[0] is fast[2] and type(fast[0]) is torchconv.Conv2d
     x = torch.randn(1, 3, 6, 6)
     torch.testing.assert_close(fast(x), model(x), **TOL)
+
+
+# ------------------------------------------------------------- weight normalisation
+
+
+def _weight_normed(norm):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        norm(nn.Conv2d(3, 4, 3)), nn.LeakyReLU(0.2, inplace=True), norm(nn.ConvTranspose2d(4, 2, 2, stride=2))
+    )
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+@pytest.mark.parametrize(
+    "norm",
+    [
+        torch.nn.utils.weight_norm,  # a hook recomputes a plain tensor attribute: deepcopy refuses it
+        torch.nn.utils.parametrizations.weight_norm,
+        torch.nn.utils.parametrizations.spectral_norm,
+    ],
+    ids=["weight_norm", "parametrizations.weight_norm", "parametrizations.spectral_norm"],
+)
+def test_weight_normalised_models_convert(backend, norm):
+    model = _weight_normed(norm).to(device_of_test()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    model(x)  # after a forward, weight_norm's weight is a non-leaf tensor
+    fast = torchconv.convert(model)
+    assert isinstance(fast[0], torchconv.Conv2d) and isinstance(fast[2], torchconv.ConvTranspose2d)
+    torch.testing.assert_close(fast(x), model(x), **TOL)
+    fast(x).square().sum().backward()
+    model(x).square().sum().backward()
+    for (name, p), q in zip(fast.named_parameters(), model.parameters()):
+        assert p is not q, name
+        torch.testing.assert_close(p.grad, q.grad, **TOL, msg=name)
+
+
+def test_removing_a_parametrization_keeps_torchconvs_layer(backend):
+    from torch.nn.utils import parametrize
+
+    fast = torchconv.convert(_weight_normed(torch.nn.utils.parametrizations.weight_norm))
+    parametrize.remove_parametrizations(fast[0], "weight")
+    assert type(fast[0]) is torchconv.Conv2d
+
+
+# ------------------------------------------------------------- in-place after a layer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: nn.Conv2d(3, 8, 3, bias=False),
+        lambda: nn.Conv2d(3, 8, 1, bias=False),
+        lambda: nn.ConvTranspose2d(3, 8, 2, stride=2, bias=False),  # kernel == stride
+        lambda: nn.ConvTranspose2d(3, 8, 3, stride=2, padding=1),
+        lambda: nn.MaxPool2d(2),
+        lambda: nn.AvgPool2d(3, stride=1, padding=1),
+    ],
+    ids=["conv", "conv1x1", "convT-k2s2", "convT", "maxpool", "avgpool"],
+)
+def test_inplace_op_after_a_layer(backend, layer, dtype):
+    """Outputs never alias a kernel's internal buffer, so autograd lets an
+    in-place activation modify them, as after torch's layers."""
+    model = nn.Sequential(layer(), nn.ReLU(inplace=True)).to(device_of_test(), dtype)
+    fast = torchconv.convert(model)
+    x = torch.randn(2, 3, 8, 8, dtype=dtype, requires_grad=True)
+    y = fast(x)
+    assert y._base is None
+    (grad,) = torch.autograd.grad(y.float().sum(), x)
+    (expected,) = torch.autograd.grad(torch.relu(fast[0](x)).float().sum(), x)  # out of place
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+
+
+def test_dcgan_discriminator_with_gradient_penalty(backend):
+    """A WGAN-GP critic step: LeakyReLU(inplace=True) after every layer and
+    the gradient penalty's double backward."""
+    torch.manual_seed(0)
+    critic = nn.Sequential(
+        nn.Conv2d(3, 8, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(8, 16, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(16, 1, 4, 1, 0, bias=False), nn.Flatten(),
+    ).to(device_of_test()).double()
+    fast = torchconv.convert(critic)
+    real, fake = torch.randn(4, 3, 16, 16, dtype=torch.float64), torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    mix = (0.3 * real + 0.7 * fake).requires_grad_()
+    losses = []
+    for model in (critic, fast):
+        (grad,) = torch.autograd.grad(model(mix).sum(), mix, create_graph=True)
+        penalty = (grad.flatten(1).norm(dim=1) - 1).square().mean()
+        loss = model(fake).mean() - model(real).mean() + 10 * penalty
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0])
+    for p, q in zip(fast.parameters(), critic.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch.nn.utils import parametrize
 
 from . import nn as _nn
 
@@ -29,7 +30,11 @@ def convert(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
     :class:`torch.nn.AvgPool2d` becomes an instance of the torchconv twin
     (:class:`torchconv.Conv2d`, ...). Subclasses of those types (e.g.
     ``LazyConv2d``, parametrized layers or your own subclasses) and torchconv's
-    own layers are left as they are.
+    own layers are left as they are, except layers with parametrizations
+    (``torch.nn.utils.parametrizations.weight_norm``, ``spectral_norm``,
+    your own ``register_parametrization``), which are converted and keep
+    them. Models that use the older ``torch.nn.utils.weight_norm`` convert
+    too.
 
     The swap changes each layer's class and nothing else: torchconv's layers
     subclass torch's and only override ``forward``, so the converted layer
@@ -77,9 +82,49 @@ def convert(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
     if isinstance(model, torch.jit.ScriptModule):
         raise TypeError("torchconv.convert: cannot convert a TorchScript module; convert the eager model first")
     if not inplace:
-        model = copy.deepcopy(model)
+        model = copy.deepcopy(model, _derived_tensor_copies(model))
     for module in model.modules():
-        target = _MAPPING.get(type(module))
+        target = _twin(module)
         if target is not None:
             module.__class__ = target
     return model
+
+
+def _twin(module: torch.nn.Module) -> type | None:
+    """torchconv's class for ``module``, or None to leave it as it is.
+
+    A layer with a parametrization (``torch.nn.utils.parametrize``, e.g.
+    ``parametrizations.weight_norm`` or ``spectral_norm``) has a class that
+    torch made for it, a subclass of the layer's own class holding the
+    parametrized attributes; its twin is the same class over torchconv's
+    layer (made once per class), so ``remove_parametrizations`` later
+    restores torchconv's layer.
+    """
+    cls = type(module)
+    target = _MAPPING.get(cls)
+    if target is not None:
+        return target
+    base = cls.__bases__[0] if len(cls.__bases__) == 1 else None
+    if base not in _MAPPING or not parametrize.is_parametrized(module):
+        return None
+    if cls not in _PARAMETRIZED_TWINS:
+        body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+        _PARAMETRIZED_TWINS[cls] = type(cls.__name__, (_MAPPING[base],), body)
+    return _PARAMETRIZED_TWINS[cls]
+
+
+_PARAMETRIZED_TWINS: dict[type, type] = {}
+
+
+def _derived_tensor_copies(model: torch.nn.Module) -> dict[int, torch.Tensor]:
+    """A ``copy.deepcopy`` memo for tensors that a module holds as plain
+    attributes but computes from its parameters, such as the ``weight`` of
+    ``torch.nn.utils.weight_norm`` (recomputed by a hook before each forward).
+    Such non-leaf tensors refuse ``deepcopy``; the copy gets their value,
+    detached, and the hook recomputes it from the copied parameters."""
+    memo: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return memo

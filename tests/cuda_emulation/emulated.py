@@ -51,12 +51,14 @@ def load() -> None:
 
 
 def kernels() -> types.SimpleNamespace:
-    """The emulated ops with the backend kernel signatures (torchconv.backends.reference's)."""
-    from torchconv.backends import reference
+    """The emulated ops with the backend kernel signatures (torchconv.backends.reference's),
+    for the floating dtypes the CUDA backend compiles; the others run on the reference kernels."""
+    from torchconv.backends import cpp, cuda, reference
 
     load()
-    ops = getattr(torch.ops, NAME)
-    return types.SimpleNamespace(**{name: getattr(ops, name) for name in reference.__all__})
+    return types.SimpleNamespace(
+        **{name: cpp.compiled_kernel(name, cuda.COMPILED_DTYPES, "CPU", NAME) for name in reference.__all__}
+    )
 
 
 def backend():

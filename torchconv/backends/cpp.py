@@ -36,21 +36,22 @@ def is_available() -> bool:
     return LOAD_ERROR is None
 
 
-def compiled_kernel(name: str, dtypes: tuple[torch.dtype, ...], device: str):
-    """The compiled kernel ``torchconv_cpp::<name>`` with the reference
-    kernel's signature, for inputs of ``dtypes``; inputs of another dtype go
-    to the reference kernel. Every kernel's first argument is the tensor
-    whose dtype decides. The op is looked up at call time: without the
-    extension it does not exist, and importing this module must not fail."""
+def compiled_kernel(name: str, dtypes: tuple[torch.dtype, ...], device: str, namespace: str = "torchconv_cpp"):
+    """The compiled kernel ``<namespace>::<name>`` with the reference
+    kernel's signature, for inputs of ``dtypes``; inputs of another dtype
+    (the integer dtypes) go to the reference kernel. Every kernel's first
+    argument is the tensor whose dtype decides. The op is looked up at call
+    time: without the extension it does not exist, and importing this module
+    must not fail."""
     fallback = getattr(reference, name)
 
     def kernel(first, *args):
         if first.dtype not in dtypes:
             return fallback(first, *args)
-        return getattr(torch.ops.torchconv_cpp, name)(first, *args)
+        return getattr(getattr(torch.ops, namespace), name)(first, *args)
 
     kernel.__name__ = kernel.__qualname__ = name
-    kernel.__doc__ = f"torchconv_cpp::{name} on {device} tensors of {dtypes}, else reference.{name}."
+    kernel.__doc__ = f"{namespace}::{name} on {device} tensors of {dtypes}, else reference.{name}."
     return kernel
 
 

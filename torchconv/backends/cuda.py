@@ -41,14 +41,14 @@ def is_available() -> bool:
     return torch.cuda.is_available() and is_built()
 
 
-# Every floating dtype runs compiled on CUDA (the reference fallback of
-# cpp.compiled_kernel is never taken: other dtypes are rejected before).
-_COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Every floating dtype runs compiled on CUDA; the integer dtypes run on the
+# reference kernels (cpp.compiled_kernel's fallback).
+COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
-conv2d = cpp.compiled_kernel("conv2d", _COMPILED_DTYPES, "CUDA")
-conv_transpose2d = cpp.compiled_kernel("conv_transpose2d", _COMPILED_DTYPES, "CUDA")
-conv2d_weight = cpp.compiled_kernel("conv2d_weight", _COMPILED_DTYPES, "CUDA")
-max_pool2d = cpp.compiled_kernel("max_pool2d", _COMPILED_DTYPES, "CUDA")
-max_pool2d_backward = cpp.compiled_kernel("max_pool2d_backward", _COMPILED_DTYPES, "CUDA")
-avg_pool2d = cpp.compiled_kernel("avg_pool2d", _COMPILED_DTYPES, "CUDA")
-avg_pool2d_backward = cpp.compiled_kernel("avg_pool2d_backward", _COMPILED_DTYPES, "CUDA")
+conv2d = cpp.compiled_kernel("conv2d", COMPILED_DTYPES, "CUDA")
+conv_transpose2d = cpp.compiled_kernel("conv_transpose2d", COMPILED_DTYPES, "CUDA")
+conv2d_weight = cpp.compiled_kernel("conv2d_weight", COMPILED_DTYPES, "CUDA")
+max_pool2d = cpp.compiled_kernel("max_pool2d", COMPILED_DTYPES, "CUDA")
+max_pool2d_backward = cpp.compiled_kernel("max_pool2d_backward", COMPILED_DTYPES, "CUDA")
+avg_pool2d = cpp.compiled_kernel("avg_pool2d", COMPILED_DTYPES, "CUDA")
+avg_pool2d_backward = cpp.compiled_kernel("avg_pool2d_backward", COMPILED_DTYPES, "CUDA")

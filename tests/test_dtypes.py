@@ -1,0 +1,215 @@
+"""Every dtype torch's CPU ops accept, with torch's results.
+
+* integer convolutions and pools: bit for bit (integer arithmetic wraps
+  the same whatever width it runs in; avg_pool2d divides toward zero);
+* complex convolutions: three real convolutions each (Gauss's trick),
+  gradients in torch's conjugate convention (gradcheck and gradgradcheck
+  on complex inputs);
+* half precision accumulates in float32: float16 averages of large values
+  stay finite where torch's are;
+* max_pool2d's NaN rule: the last NaN of a window wins, in every dtype.
+
+The dtypes torch refuses are refused with its errors: tests/test_errors.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck, gradgradcheck
+
+import torchconv
+
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+CL = torch.channels_last
+
+
+def _integers(shape, dtype, low=-100, high=100):
+    low = max(low, 0) if dtype == torch.uint8 else low
+    return torch.randint(low, high, shape).to(dtype)
+
+
+def _same(got, expected):
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert got.stride() == expected.stride(), (got.stride(), expected.stride())
+    assert torch.equal(got, expected)
+
+
+# ------------------------------------------------------------------ integers
+
+
+CONV2D_CASES = [
+    dict(),
+    dict(stride=2, padding=1),
+    dict(padding=(2, 0), groups=2),
+    dict(stride=(1, 3), padding="same"),
+]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("kwargs", CONV2D_CASES, ids=str)
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES, ids=str)
+def test_integer_conv2d_is_torchs_bit_for_bit(backend, dtype, kwargs, layout):
+    if kwargs.get("padding") == "same" and kwargs.get("stride", 1) != 1:
+        kwargs = dict(padding="same")
+    x = _integers((2, 4, 7, 6), dtype)  # large enough to wrap around in 8 and 16 bits
+    w = _integers((6, 4 // kwargs.get("groups", 1), 3, 3), dtype, -9, 9)
+    b = _integers((6,), dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CL)
+    _same(torchconv.conv2d(x, w, b, **kwargs), F.conv2d(x, w, b, **kwargs))
+    _same(torchconv.conv2d(x[0], w, **kwargs), F.conv2d(x[0], w, **kwargs))
+
+
+def test_int64_dilated_and_transposed(backend):
+    x = _integers((2, 4, 7, 6), torch.int64)
+    w = _integers((6, 2, 3, 3), torch.int64, -9, 9)
+    _same(torchconv.conv2d(x, w, stride=2, dilation=2, groups=2), F.conv2d(x, w, stride=2, dilation=2, groups=2))
+    wt = _integers((4, 3, 3, 2), torch.int64, -9, 9)
+    b = _integers((6,), torch.int64)
+    kwargs = dict(stride=2, padding=1, output_padding=1, groups=2, dilation=2)
+    _same(torchconv.conv_transpose2d(x, wt, b, **kwargs), F.conv_transpose2d(x, wt, b, **kwargs))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES, ids=str)
+def test_integer_max_pool2d_is_torchs(backend, dtype, layout):
+    x = _integers((2, 3, 9, 8), dtype, -3, 3)  # many ties: the first maximum wins
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CL)
+    for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+                   dict(kernel_size=(2, 3), dilation=2, padding=1)):
+        got = torchconv.max_pool2d(x, return_indices=True, **kwargs)
+        expected = F.max_pool2d(x, return_indices=True, **kwargs)
+        _same(got[0], expected[0])
+        _same(got[1], expected[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+        dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+        dict(kernel_size=3, divisor_override=7),
+        dict(kernel_size=(2, 3), divisor_override=-4),
+    ],
+    ids=str,
+)
+def test_int64_avg_pool2d_rounds_as_torch(backend, kwargs):
+    """ATen divides the window sum in integer arithmetic: toward zero."""
+    x = _integers((2, 3, 9, 8), torch.int64, -1000, 1000)
+    _same(torchconv.avg_pool2d(x, **kwargs), F.avg_pool2d(x, **kwargs))
+
+
+# ------------------------------------------------------------------ complex
+
+
+@pytest.mark.parametrize("dtype", COMPLEX_DTYPES, ids=str)
+def test_complex_convolutions_match_torch(backend, dtype):
+    x = torch.randn(2, 4, 7, 6, dtype=dtype)
+    w = torch.randn(6, 2, 3, 3, dtype=dtype)
+    b = torch.randn(6, dtype=dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.complex64 else {}
+    kwargs = dict(stride=2, padding=1, groups=2)
+    torch.testing.assert_close(torchconv.conv2d(x, w, b, **kwargs), F.conv2d(x, w, b, **kwargs), **tol)
+    wt = torch.randn(4, 3, 3, 3, dtype=dtype)
+    kwargs = dict(stride=2, padding=1, output_padding=1, groups=2, dilation=1)
+    torch.testing.assert_close(
+        torchconv.conv_transpose2d(x, wt, b, **kwargs), F.conv_transpose2d(x, wt, b, **kwargs), **tol
+    )
+
+
+def test_complex_gradients_follow_torchs_convention(backend):
+    x = torch.randn(2, 4, 6, 5, dtype=torch.complex128, requires_grad=True)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.complex128, requires_grad=True)
+    b = torch.randn(4, dtype=torch.complex128, requires_grad=True)
+    for ours, theirs in ((torchconv.conv2d, F.conv2d), (torchconv.conv_transpose2d, F.conv_transpose2d)):
+        g = torch.randn(ours(x, w, b, stride=2, padding=1, groups=2).shape, dtype=torch.complex128)
+        got = torch.autograd.grad(ours(x, w, b, stride=2, padding=1, groups=2), (x, w, b), g)
+        expected = torch.autograd.grad(theirs(x, w, b, stride=2, padding=1, groups=2), (x, w, b), g)
+        for a, e in zip(got, expected):
+            torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize(
+    "op, weight_shape, kwargs",
+    [
+        ("conv2d", (3, 2, 2, 3), dict(stride=2, padding=1, dilation=(1, 2))),
+        ("conv_transpose2d", (2, 3, 3, 2), dict(stride=2, padding=(1, 0), output_padding=1)),
+    ],
+)
+def test_complex_gradcheck_and_gradgradcheck(backend, op, weight_shape, kwargs):
+    fn = getattr(torchconv, op)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.complex128, requires_grad=True)
+    w = torch.randn(weight_shape, dtype=torch.complex128, requires_grad=True)
+    b = torch.randn(3, dtype=torch.complex128, requires_grad=True)
+    assert gradcheck(lambda x, w, b: fn(x, w, b, **kwargs), (x, w, b))
+    assert gradgradcheck(lambda x, w, b: fn(x, w, b, **kwargs), (x, w, b))
+
+
+def test_complex_channels_last_layout(backend):
+    x = torch.randn(2, 3, 6, 6, dtype=torch.complex64).contiguous(memory_format=CL)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.complex64)
+    got, expected = torchconv.conv2d(x, w), F.conv2d(x, w)
+    assert got.stride() == expected.stride()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_complex_runs_on_real_kernels(backend, monkeypatch):
+    """The backend's kernels only ever see real tensors."""
+    kernels = torchconv.backends.kernels(torch.get_default_device())
+    seen = []
+    real_conv2d = kernels.conv2d
+
+    def spy(input, *args):
+        seen.append(input.dtype)
+        return real_conv2d(input, *args)
+
+    monkeypatch.setattr(kernels, "conv2d", spy)
+    torchconv.conv2d(torch.randn(1, 2, 5, 5, dtype=torch.complex64), torch.randn(3, 2, 3, 3, dtype=torch.complex64))
+    assert seen == [torch.float32] * 3  # Gauss's three real products
+
+
+# ------------------------------------------------------------------ half precision
+
+
+def test_float16_average_of_large_values_stays_finite(backend):
+    x = torch.full((1, 1, 56, 56), 30.0, dtype=torch.float16)
+    expected = F.avg_pool2d(x, 56)
+    got = torchconv.avg_pool2d(x, 56)
+    assert torch.equal(got, expected) and got.item() == 30.0
+    (grad,) = torch.autograd.grad(torchconv.avg_pool2d(x.requires_grad_(), 56).sum(), x)
+    torch.testing.assert_close(grad, torch.full_like(x, 1 / 56**2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_convolution_accumulates_in_float32(backend, dtype):
+    """A long reduction (4 * 9 * 64 = 2304 terms): rounding each partial sum
+    to half precision would be far off; one rounding at the end is not."""
+    x = torch.rand(1, 256, 8, 8).to(dtype)
+    w = torch.rand(2, 256, 3, 3).to(dtype)
+    exact = F.conv2d(x.double(), w.double())
+    got = torchconv.conv2d(x, w)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), exact, rtol=torch.finfo(dtype).eps, atol=0)
+
+
+# ------------------------------------------------------------------ NaN in max pooling
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_max_pool2d_picks_torchs_nan(backend, dtype, layout):
+    nan = float("nan")
+    row = torch.tensor([1.0, nan, 1.0, nan, 2.0, -1.0, nan, 0.0], dtype=dtype)
+    x = torch.stack([row, row.flip(0), row.roll(3)]).reshape(1, 3, 2, 4)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CL)
+    for kwargs in (dict(kernel_size=(2, 4)), dict(kernel_size=2, stride=1, padding=1), dict(kernel_size=(1, 2), dilation=(1, 2))):
+        got_values, got_indices = torchconv.max_pool2d(x, return_indices=True, **kwargs)
+        expected_values, expected_indices = F.max_pool2d(x, return_indices=True, **kwargs)
+        torch.testing.assert_close(got_values, expected_values, equal_nan=True)
+        assert torch.equal(got_indices, expected_indices), (got_indices, expected_indices)
