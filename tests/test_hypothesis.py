@@ -169,11 +169,12 @@ def _pairs(*values):
 
 
 def has_all_padding_window(size, kernel_size, stride, padding, dilation, ceil_mode) -> bool:
-    """Known disagreement: some max-pooling window sees no input element at all.
+    """Some window sees no input element at all.
 
     Possible with dilation (e.g. a 1-wide input, kernel 2, dilation 2, padding 1:
-    taps at -1 and +1). torch returns -inf with the index of the window's first
-    tap clamped into range (which may lie outside the plane) and a zero gradient.
+    taps at -1 and +1). For max pooling torch returns -inf with the index of the
+    window's first tap clamped into range (which may lie outside the plane) and a
+    zero gradient, and so does torchconv; for convolutions see _onednn_crash_risk.
     """
     stride = kernel_size if stride is None or stride == () else stride
     pairs = _pairs(kernel_size, stride, padding, dilation)
@@ -411,7 +412,6 @@ def _pool_input(cfg, distinct=False):
 @given(cfg=max_pool2d_configs())
 def test_max_pool2d_matches_torch(backend, cfg):
     size = cfg["size"]
-    assume(not has_all_padding_window(size, cfg["kernel_size"], cfg["stride"], cfg["padding"], cfg["dilation"], cfg["ceil_mode"]))
     x = _pool_input(cfg, distinct=True)
     kwargs = {k: cfg[k] for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")}
     compare(torchconv.max_pool2d, F.max_pool2d, [x], kwargs, cfg["seed"])
@@ -561,10 +561,6 @@ def test_max_pool2d_fails_like_torch(backend, data):
     )), "kwargs")
     kwargs["ceil_mode"] = data.draw(st.booleans(), "ceil_mode")
     kwargs["return_indices"] = data.draw(st.booleans(), "return_indices")
-    # Known disagreement, tested apart (test_known_*): keep the property about the rest.
-    if x.dim() >= 2:
-        args = [kwargs[k] for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")]
-        assume(not has_all_padding_window(list(x.shape[-2:]), *args))
     same_failure(torchconv.max_pool2d, F.max_pool2d, lambda: ((x,), kwargs))
 
 
@@ -583,10 +579,9 @@ def test_avg_pool2d_fails_like_torch(backend, data):
     same_failure(torchconv.avg_pool2d, F.avg_pool2d, lambda: ((x,), kwargs))
 
 
-# ---------------------------------------------------------------- known disagreements
-# Found by the properties above, which exclude them (see has_all_padding_window,
-# EMPTY_INPUT_CHECKS); strict xfails, so a fix shows as XPASS and the exclusion
-# can go. Fixed ones stay as regression tests (the last section of this file).
+# ---------------------------------------------------------------- corners
+# Found by the properties above, once excluded from them as disagreements with
+# torch; fixed, and kept as regression tests.
 
 
 # A window that sees no input element: 1-wide input, kernel 2, dilation 2, padding 1 (taps at -1, +1).
@@ -602,13 +597,9 @@ def test_max_pool2d_all_padding_window_indices(backend):
     assert torch.equal(got_idx, expected_idx), (got_idx, expected_idx)
 
 
-def test_known_max_pool2d_all_padding_window_backward(request, backend):
-    """The CUDA backend's backward is a gather over the windows (as torch's CUDA kernel): zero, like torch."""
-    if backend == "cpp":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-            "max_pool2d backward with a window entirely in the padding raises (cpp: 'index 1 is outside the "
-            "input plane of 1 elements'); torch returns a zero gradient"
-        )))
+def test_max_pool2d_all_padding_window_backward(backend):
+    """torch's gradient is zero there; the CPU kernels skip the window's index past the plane, the CUDA
+    backend's gather never reads it."""
     x = torch.tensor([[[[5.0]]]], requires_grad=True)
     (expected,) = torch.autograd.grad(F.max_pool2d(x, **_ALL_PADDING).sum(), x)
     (got,) = torch.autograd.grad(torchconv.max_pool2d(x, **_ALL_PADDING).sum(), x)

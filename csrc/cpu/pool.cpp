@@ -115,17 +115,30 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   return {out, indices};
 }
 
+// True if some tap of window `o` along one axis (taps o * stride - pad +
+// k * dilation) falls inside [0, size).
+inline bool window_meets_axis(int64_t o, int64_t size, int64_t kernel, int64_t stride, int64_t pad,
+                              int64_t dilation) {
+  for (int64_t k = 0; k < kernel; ++k) {
+    const int64_t at = o * stride - pad + k * dilation;
+    if (at >= 0 && at < size) return true;
+  }
+  return false;
+}
+
 // The window (kernel_size, stride, padding, dilation: max_pool2d's) is in the
 // schema for the CUDA kernel, which gathers per input pixel over the windows
-// that can contain it; this scatter needs only the indices, so it checks the
-// window and otherwise ignores it.
+// that can contain it; this scatter needs only the indices. A window that
+// sees no input at all (possible with dilation) holds torch's index, its
+// start clamped to >= 0, which may lie past the plane: its gradient goes
+// nowhere, as in torch. Any other index past the plane is an error.
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
                                at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation) {
   check_kernel_device("max_pool2d_backward", grad_output, at::kCPU);
   check_input("max_pool2d_backward", grad_output);
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
-  check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
+  const Pool p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
   check_pool_indices(grad_output, indices);
   const int64_t planes = grad_output.size(0) * grad_output.size(1);
   const int64_t plane_in = input_size[0] * input_size[1], plane_out = grad_output.size(2) * grad_output.size(3);
@@ -139,6 +152,13 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
     for_each_gradient_plane(grad_input.data_ptr<scalar_t>(), planes, plane_in, [&](int64_t plane, acc* gx) {
       for (int64_t o = 0; o < plane_out; ++o) {
         const int64_t target = ix[plane * plane_out + o];
+        if (target >= plane_in) {
+          const int64_t out_w = grad_output.size(3);
+          const bool sees_input =
+              window_meets_axis(o / out_w, input_size[0], p.kernel_h, p.stride_h, p.pad_h, p.dilation_h) &&
+              window_meets_axis(o % out_w, input_size[1], p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+          if (!sees_input) continue;
+        }
         TORCH_CHECK(target >= 0 && target < plane_in, "torchconv_cpp::max_pool2d_backward: index ", target,
                     " is outside the input plane of ", plane_in, " elements");
         gx[target] += static_cast<acc>(g[plane * plane_out + o]);
