@@ -150,3 +150,23 @@ def test_the_rule_is_registered_on_the_custom_ops():
     with torch.autocast("cpu", dtype=torch.float16):
         y = torch.ops.torchconv.conv2d(x, w, None, [1, 1], [0, 0], [1, 1], 1)
     assert y.dtype == torch.float16
+
+
+def test_torch_func_transforms_under_autocast(backend):
+    """The eager path keeps the autograd.Function under autocast: forward
+    mode and torch.func work as with torch's convolutions."""
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    tangent = torch.randn_like(x)
+    with _autocast(torch.bfloat16):
+        results = [
+            (
+                torch.func.jvp(lambda x: conv(x, w), (x,), (tangent,)),
+                torch.func.grad(lambda x: conv(x, w).float().square().sum())(x),
+            )
+            for conv in (torchconv.conv2d, F.conv2d)
+        ]
+    ((got_out, got_tangent), got_grad), ((out, tangent_out), grad) = results
+    assert got_out.dtype == out.dtype == got_tangent.dtype == tangent_out.dtype == torch.bfloat16
+    assert got_grad.dtype == grad.dtype == torch.float32
+    torch.testing.assert_close(got_tangent.float(), tangent_out.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got_grad, grad, rtol=3e-2, atol=3e-2 * grad.abs().max().item())

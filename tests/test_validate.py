@@ -30,7 +30,7 @@ def _row(op, backend, device, check, result):
 def _assert_all_pass(output, backends, device="cpu"):
     for backend in backends:
         for op in OPS:
-            for check in validate.CHECKS:
+            for check in validate.checks_of(op):
                 assert _row(op, backend, device, check, "PASS").search(output), (op, backend, check, output)
     assert not re.search(r"\bFAIL\b", output.split("validation:")[0]), output
     assert "validation: OK" in output
@@ -45,9 +45,15 @@ def _unavailable_are_listed(output):
 
 def test_checks_cover_every_op_and_tensor_input():
     assert set(validate.OPS) == set(OPS)
-    assert validate.CHECKS == (
-        "forward float32", "forward float64", "backward float32", "backward float64", "gradcheck", "gradgradcheck",
-    )
+    assert validate.checks_of("conv2d") == [
+        "forward float32", "backward float32", "forward float64", "backward float64",
+        "forward float16", "backward float16", "forward bfloat16", "backward bfloat16",
+        "forward complex64", "backward complex64", "forward complex128", "backward complex128",
+        "forward int64", "forward int32", "forward uint8", "gradcheck", "gradgradcheck",
+    ]
+    assert validate.checks_of("avg_pool2d")[-3:] == ["forward int64", "gradcheck", "gradgradcheck"]
+    for op in OPS:
+        assert set(validate.checks_of(op)) <= set(validate.CHECKS)
     for op in ("conv2d", "conv_transpose2d"):
         assert any(case.bias for case in validate.OPS[op].grad_cases), op
 

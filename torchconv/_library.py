@@ -299,14 +299,14 @@ def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padd
 AUTOCAST_OPS = ("conv2d", "conv_transpose2d")
 
 
-def _autocast_rule(op, device_type: str):
-    """The Autocast<device> kernel of ``op``: casts floating-point tensors of
-    ``device_type`` (float64 excepted, as autocast does) to the autocast
-    dtype, then runs ``op`` with autocast off. The casts happen above autograd,
-    so they are recorded, and gradients come back in each input's dtype."""
-    key = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, _autocast_key(device_type)))
+def autocast_operands(args, device_type: str) -> tuple:
+    """``args`` as autocast gives them to a convolution on ``device_type``:
+    floating-point tensors of that device (float64 excepted, as autocast
+    does) in autocast's dtype, everything else as is. ``.to`` is
+    differentiable, so gradients come back in each operand's own dtype."""
+    dtype = torch.get_autocast_dtype(device_type)
 
-    def cast(value, dtype):
+    def cast(value):
         if (
             isinstance(value, Tensor)
             and value.is_floating_point()
@@ -316,10 +316,17 @@ def _autocast_rule(op, device_type: str):
             return value.to(dtype)
         return value
 
+    return tuple(cast(a) for a in args)
+
+
+def _autocast_rule(op, device_type: str):
+    """The Autocast<device> kernel of ``op``: its operands cast
+    (:func:`autocast_operands`), then ``op`` run with autocast off."""
+    key = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, _autocast_key(device_type)))
+
     def rule(*args):
-        dtype = torch.get_autocast_dtype(device_type)
         with torch._C._ExcludeDispatchKeyGuard(key):
-            return op(*(cast(a, dtype) for a in args))
+            return op(*autocast_operands(args, device_type))
 
     return rule
 

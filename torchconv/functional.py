@@ -22,20 +22,23 @@ __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"]
 
 def _run(function, op, *args):
     """Runs an op through its autograd.Function in eager mode, and as the bare
-    custom op under torch.compile and torch.autocast.
+    custom op under torch.compile.
 
     Both carry the same formulas (``torchconv._autograd``): the Function adds
     forward-mode AD and the torch.func transforms, which Dynamo cannot trace
     (it rejects Functions with a custom jvp); the custom op, with the same
-    backward registered, is what a compiled graph holds as one opaque node,
-    and it goes through the dispatcher, where autocast's cast rules for the
-    convolutions (``_library.AUTOCAST_OPS``) run above autograd, so the casts
-    are differentiated like torch's own.
+    backward registered, is what a compiled graph holds as one opaque node.
+    Under torch.autocast the convolutions' operands are cast by the same rule
+    the custom ops carry on their Autocast dispatch keys
+    (``_library.AUTOCAST_OPS``), before the Function, so that autograd sees
+    the casts, as it sees torch's own.
     """
-    if torch.compiler.is_compiling() or (
-        op in _AUTOCAST_OPS and torch.is_autocast_enabled(args[0].device.type)
-    ):
+    if torch.compiler.is_compiling():
         return op(*args)
+    if op in _AUTOCAST_OPS:
+        device_type = args[0].device.type
+        if torch.is_autocast_enabled(device_type):
+            args = ops.autocast_operands(args, device_type)
     return function.apply(*args)
 
 

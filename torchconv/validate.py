@@ -4,15 +4,18 @@ For each op (conv2d, conv_transpose2d, max_pool2d, avg_pool2d), on each
 registered backend and each device type where that backend is available
 (``cpu``, and ``cuda`` when ``torch.cuda.is_available()``), it runs:
 
-``forward float32`` / ``forward float64``
+``forward DTYPE``
     torchconv's outputs against ``torch.nn.functional``'s on the same inputs,
     over a few fixed configurations (strides, padding, dilation, groups,
     ``padding='same'``, unbatched inputs, ``ceil_mode``, ``count_include_pad``,
-    ``divisor_override`` ...). For max_pool2d the returned indices must be
-    equal, not just close.
-``backward float32`` / ``backward float64``
+    ``divisor_override`` ...), in every dtype torch's CPU op computes
+    (:data:`DTYPES`: float32, float64, float16, bfloat16, complex64 and
+    complex128 for the convolutions, integers). For max_pool2d the returned
+    indices must be equal, not just close; integer results must be equal.
+``backward DTYPE``
     the gradients with respect to every tensor input (input, weight, bias)
-    for the same random ``grad_output``, against torch's.
+    for the same random ``grad_output``, against torch's, in each floating
+    and complex dtype.
 ``gradcheck`` / ``gradgradcheck``
     :func:`torch.autograd.gradcheck` and :func:`torch.autograd.gradgradcheck`
     in float64 on small shapes, with respect to every tensor input (and, for
@@ -57,21 +60,63 @@ from . import backends
 from . import functional as tc
 from ._precision import full_float32
 
-__all__ = ["Case", "OpSpec", "Result", "OPS", "LIMITS", "GRADCHECK_TOLERANCES", "run", "format_table", "main"]
+__all__ = [
+    "Case", "OpSpec", "Result", "OPS", "LIMITS", "DTYPES", "GRADCHECK_TOLERANCES", "checks_of", "run", "format_table",
+    "main",
+]
 
 #: Largest scaled error ``max|ours - torch| / max(1, max|torch|)`` accepted.
-LIMITS = {torch.float32: 1e-5, torch.float64: 1e-13}
+#: Half precision is compared with torch's float64 result rounded to the
+#: dtype (torch's own half-precision kernels round differently on different
+#: machines): a sum accumulated in float32 and rounded once lands within one
+#: unit in the last place, 2^-10 (float16) or 2^-7 (bfloat16) of the scale.
+#: Integers must be equal.
+LIMITS = {
+    torch.float32: 1e-5,
+    torch.float64: 1e-13,
+    torch.float16: 2 * 2**-10,
+    torch.bfloat16: 2 * 2**-7,
+    torch.complex64: 1e-5,
+    torch.complex128: 1e-13,
+    torch.int64: 0.0,
+    torch.int32: 0.0,
+    torch.uint8: 0.0,
+}
 #: torch.autograd.gradcheck's defaults, spelled out for the table.
 GRADCHECK_TOLERANCES = dict(eps=1e-6, atol=1e-5, rtol=1e-3)
 
-CHECKS = (
-    "forward float32",
-    "forward float64",
-    "backward float32",
-    "backward float64",
-    "gradcheck",
-    "gradgradcheck",
-)
+_FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_HALF = (torch.float16, torch.bfloat16)
+#: The dtypes each op is checked in: every dtype torch's CPU op computes
+#: (integer convolutions other than int64 only on cases without dilation).
+DTYPES = {
+    "conv2d": (*_FLOATING, torch.complex64, torch.complex128, torch.int64, torch.int32, torch.uint8),
+    "conv_transpose2d": (*_FLOATING, torch.complex64, torch.complex128, torch.int64),
+    "max_pool2d": (*_FLOATING, torch.int64, torch.int32, torch.uint8),
+    "avg_pool2d": (*_FLOATING, torch.int64),
+}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _has_gradients(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point or dtype.is_complex
+
+
+def _agreement_checks(dtype: torch.dtype) -> list[str]:
+    name = _dtype_name(dtype)
+    return [f"forward {name}"] + ([f"backward {name}"] if _has_gradients(dtype) else [])
+
+
+#: Every check, in table order.
+CHECKS = (*[check for dtype in LIMITS for check in _agreement_checks(dtype)], "gradcheck", "gradgradcheck")
+
+
+def checks_of(op: str) -> list[str]:
+    """The checks run for ``op``, in table order."""
+    return [*[check for dtype in DTYPES[op] for check in _agreement_checks(dtype)], "gradcheck", "gradgradcheck"]
 
 
 @dataclass(frozen=True)
@@ -289,7 +334,19 @@ def _inputs(op: str, case: Case, dtype: torch.dtype, device: str) -> list[torch.
         tensors.append(torch.randn(case.weight, generator=gen, dtype=torch.float64) / math.sqrt(math.prod(case.weight[1:])))
         if case.bias:
             tensors.append(torch.randn(_bias_size(op, case), generator=gen, dtype=torch.float64))
+    if dtype.is_complex:  # an imaginary part of its own
+        tensors = [torch.complex(t, torch.randn(t.shape, generator=gen, dtype=torch.float64)) for t in tensors]
+    elif not dtype.is_floating_point:  # small integers, large enough sums to wrap in 8 bits
+        tensors = [(t * 20).round().abs() if dtype == torch.uint8 else (t * 20).round() for t in tensors]
     return [t.to(device=device, dtype=dtype) for t in tensors]
+
+
+def _case_supported(op: str, case: Case, dtype: torch.dtype) -> bool:
+    """False where torch's CPU op refuses the dtype: dilated integer convolutions other than int64."""
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.int64 or op not in ("conv2d", "conv_transpose2d"):
+        return True
+    dilation = case.kwargs.get("dilation", 1)
+    return dilation in (1, (1, 1))
 
 
 def _call(op: str, fn: Callable, case: Case, tensors: Sequence[torch.Tensor]):
@@ -324,15 +381,16 @@ class _Tally:
             return
         if ref.numel() == 0:
             return
-        if not ref.dtype.is_floating_point:
+        if not (ref.dtype.is_floating_point or ref.dtype.is_complex):
             if not torch.equal(ours, ref):
                 self.problems.append(f"{what}: {(ours != ref).sum().item()} of {ref.numel()} elements differ")
             return
         finite = torch.isfinite(ours)
         if not bool(finite.all()):
             self.problems.append(f"{what}: {(~finite).sum().item()} non-finite elements")
-        error = (ours.double() - ref.double()).abs().max().item()
-        scale = max(1.0, ref.double().abs().max().item())
+        wide = torch.complex128 if ref.is_complex() else torch.float64
+        error = (ours.to(wide) - ref.to(wide)).abs().max().item()
+        scale = max(1.0, ref.to(wide).abs().max().item())
         scaled = error / scale
         if math.isnan(error):
             error = scaled = math.inf
@@ -343,14 +401,22 @@ class _Tally:
 
 
 def _agreement(op, ours_fn, torch_fn, cases, dtype, device):
-    """(forward tally, backward tally) of torchconv against torch over ``cases``."""
+    """(forward tally, backward tally) of torchconv against torch over ``cases``.
+
+    Half precision is compared with torch in float64 on the same values,
+    rounded to the dtype; the other dtypes with torch in the same dtype.
+    """
     forward, backward = _Tally(LIMITS[dtype]), _Tally(LIMITS[dtype])
     gen = torch.Generator().manual_seed(4321)
+    torch_dtype = torch.float64 if dtype in _HALF else dtype
+    with_grad = _has_gradients(dtype)
     for case in cases:
+        if not _case_supported(op, case, dtype):
+            continue
         tensors = _inputs(op, case, dtype, device)
         results = []
-        for fn in (ours_fn, torch_fn):
-            leaves = [t.clone().requires_grad_() for t in tensors]
+        for fn, as_dtype in ((ours_fn, dtype), (torch_fn, torch_dtype)):
+            leaves = [t.to(as_dtype).requires_grad_(with_grad) for t in tensors]
             with warnings.catch_warnings():
                 # torch warns that padding='same' with an even kernel copies the input.
                 warnings.simplefilter("ignore", UserWarning)
@@ -361,17 +427,21 @@ def _agreement(op, ours_fn, torch_fn, cases, dtype, device):
         ours_all = ours_out if isinstance(ours_out, tuple) else (ours_out,)
         ref_all = ref_out if isinstance(ref_out, tuple) else (ref_out,)
         for name, ours, ref in zip(names, ours_all, ref_all):
-            forward.compare(f"[{case.label}] {name}", ours.detach(), ref.detach())
-        if forward.problems and _values(ours_out).shape != _values(ref_out).shape:
+            ref = ref.detach()
+            forward.compare(f"[{case.label}] {name}", ours.detach(), ref.to(dtype) if ref.is_floating_point() else ref)
+        if not with_grad or (forward.problems and _values(ours_out).shape != _values(ref_out).shape):
             continue
-        grad_output = torch.randn(_values(ref_out).shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+        grad_output = torch.randn(_values(ref_out).shape, generator=gen, dtype=torch.float64)
+        if dtype.is_complex:
+            grad_output = torch.complex(grad_output, torch.randn(grad_output.shape, generator=gen, dtype=torch.float64))
+        grad_output = grad_output.to(device=device, dtype=dtype)
         ours_grads = torch.autograd.grad(_values(ours_out), ours_leaves, grad_output, allow_unused=True)
-        ref_grads = torch.autograd.grad(_values(ref_out), ref_leaves, grad_output, allow_unused=True)
+        ref_grads = torch.autograd.grad(_values(ref_out), ref_leaves, grad_output.to(torch_dtype), allow_unused=True)
         for name, ours, ref in zip(("input", "weight", "bias"), ours_grads, ref_grads):
             if ours is None:
                 backward.problems.append(f"[{case.label}] grad {name}: None")
                 continue
-            backward.compare(f"[{case.label}] grad {name}", ours, ref)
+            backward.compare(f"[{case.label}] grad {name}", ours, ref.to(dtype))
     return forward, backward
 
 
@@ -447,19 +517,18 @@ def _validate_op(op: str, backend: str, device: str, quick: bool) -> list[Result
             )
         )
 
-    for dtype in (torch.float32, torch.float64):
-        name = str(dtype).removeprefix("torch.")
-        limit = f"{LIMITS[dtype]:g} * scale"
+    for dtype in DTYPES[op]:
+        limit = f"{LIMITS[dtype]:g} * scale" if LIMITS[dtype] else "equal"
+        checks = _agreement_checks(dtype)
         try:
             with full_float32():  # torch's CUDA convolutions default to TF32
-                forward, backward = _agreement(op, ours_fn, torch_fn, cases, dtype, device)
+                tallies = _agreement(op, ours_fn, torch_fn, cases, dtype, device)
         except Exception as error:
-            detail = f"{type(error).__name__}: {_first_line(error)}"
-            row(f"forward {name}", False, limit=limit, detail=detail)
-            row(f"backward {name}", False, limit=limit, detail=detail)
+            for check in checks:
+                row(check, False, limit=limit, detail=f"{type(error).__name__}: {_first_line(error)}")
             continue
-        row(f"forward {name}", not forward.problems, forward, limit, "; ".join(forward.problems))
-        row(f"backward {name}", not backward.problems, backward, limit, "; ".join(backward.problems))
+        for check, tally in zip(checks, tallies):
+            row(check, not tally.problems, tally, limit, "; ".join(tally.problems))
 
     limit = "atol {atol:g}, rtol {rtol:g}".format(**GRADCHECK_TOLERANCES)
     for check, second in (("gradcheck", False), ("gradgradcheck", True)):
@@ -540,7 +609,7 @@ def run(
                     results.extend(
                         _guarded(
                             lambda: _validate_op(op, name, device, quick),
-                            lambda detail: [Result(op, name, device, c, False, detail=detail) for c in CHECKS],
+                            lambda detail: [Result(op, name, device, c, False, detail=detail) for c in checks_of(op)],
                         )
                     )
             if log is not None:
@@ -576,7 +645,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m torchconv.validate",
         description="Check torchconv's backends against torch.nn.functional: forward and gradient "
-        "agreement in float32 and float64, gradcheck and gradgradcheck.",
+        "agreement in every dtype torch computes, gradcheck and gradgradcheck.",
     )
     parser.add_argument(
         "--backend", action="append", metavar="NAME",
