@@ -611,6 +611,7 @@ def test_max_pool2d_all_padding_window_backward(backend):
     [
         pytest.param("conv2d", (0, 1, 3, 3), dict(dilation=0), id="conv2d-dilation0"),
         pytest.param("conv2d", (1, 0, 3, 3), dict(dilation=0), id="conv2d-no-channels-dilation0"),
+        pytest.param("conv2d", (2, 0, 5, 5), dict(stride=2, padding=1), id="conv2d-no-channels"),
         pytest.param("conv_transpose2d", (0, 1, 3, 3), dict(dilation=0), id="conv_transpose2d-dilation0"),
         pytest.param("conv_transpose2d", (0, 1, 3, 3), dict(output_padding=1), id="conv_transpose2d-output_padding"),
         pytest.param("conv_transpose2d", (0, 1, 0, 0), dict(), id="conv_transpose2d-output_size0"),

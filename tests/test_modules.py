@@ -562,3 +562,18 @@ def test_bad_inputs_fail_like_torch(backend, name, args, shape):
         ref(x)
     with pytest.raises(type(torch_error.value)):
         ours(x)
+
+
+def test_conv2d_layer_without_input_channels(backend):
+    """torch returns a tensor with no channels (not C_out channels of bias)
+    and zero gradients for weight and bias."""
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(0, 4, 3, padding=1)
+    converted = torchconv.convert(layer)
+    x = torch.randn(2, 0, 5, 5, requires_grad=True)
+    got, expected = converted(x), layer(x)
+    assert got.shape == expected.shape == (2, 0, 5, 5)
+    got_grads = torch.autograd.grad(got.sum(), (x, converted.weight, converted.bias))
+    expected_grads = torch.autograd.grad(expected.sum(), (x, layer.weight, layer.bias))
+    for g, e in zip(got_grads, expected_grads):
+        assert g.shape == e.shape and torch.equal(g, e)
