@@ -412,6 +412,10 @@ def _pool_input(cfg, distinct=False):
 @given(cfg=max_pool2d_configs())
 def test_max_pool2d_matches_torch(backend, cfg):
     size = cfg["size"]
+    # Left out: torch's CPU backward writes the gradient of a window that sees
+    # no input to its index past the plane, out of bounds (it has aborted the
+    # process); test_max_pool2d_all_padding_window_* check torchconv there.
+    assume(not has_all_padding_window(size, cfg["kernel_size"], cfg["stride"], cfg["padding"], cfg["dilation"], cfg["ceil_mode"]))
     x = _pool_input(cfg, distinct=True)
     kwargs = {k: cfg[k] for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")}
     compare(torchconv.max_pool2d, F.max_pool2d, [x], kwargs, cfg["seed"])
@@ -601,7 +605,9 @@ def test_max_pool2d_all_padding_window_backward(backend):
     """torch's gradient is zero there; the CPU kernels skip the window's index past the plane, the CUDA
     backend's gather never reads it."""
     x = torch.tensor([[[[5.0]]]], requires_grad=True)
-    (expected,) = torch.autograd.grad(F.max_pool2d(x, **_ALL_PADDING).sum(), x)
+    # torch's CPU backward adds this window's gradient past the end of the
+    # plane (out of bounds, not run here); the input's gradient is zero.
+    expected = torch.zeros_like(x)
     (got,) = torch.autograd.grad(torchconv.max_pool2d(x, **_ALL_PADDING).sum(), x)
     torch.testing.assert_close(got, expected)
 
