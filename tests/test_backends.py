@@ -65,7 +65,7 @@ def counting_kernels():
 @pytest.fixture
 def no_env(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
-    assert not backends._CHOICES, "a use() block leaked into this test"
+    assert backends.chosen() is None, "a use() block leaked into this test"
 
 
 def _all_ops():
@@ -157,7 +157,7 @@ def test_use_rejects_unknown_names(name):
     with pytest.raises(ValueError, match=r"unknown backend .*registered backends are \[.*'reference'.*\]"):
         with backends.use(name):
             pass  # pragma: no cover
-    assert not backends._CHOICES
+    assert backends.chosen() is None
 
 
 def test_use_error_names_every_registered_backend():
@@ -170,7 +170,7 @@ def test_use_error_names_every_registered_backend():
 
 
 def test_use_applies_to_backward_run_on_another_thread(cpu_backend):
-    """The choice is process-wide, so a backward run by another thread sees it."""
+    """A backward run by another thread runs on the backend its forward was chosen for."""
     kernels = counting_kernels()
     with temporary(backends.Backend("_test_counting", kernels, devices=("cpu",), priority=-50)):
         with backends.use("_test_counting"):
@@ -189,6 +189,72 @@ def test_use_applies_to_backward_run_on_another_thread(cpu_backend):
             thread.join()
         assert not errors
         assert kernels.calls["conv_transpose2d"] == 1
+
+
+def test_threads_choose_their_backends_independently(cpu_backend):
+    """Two threads inside use() blocks of different backends at the same time:
+    each runs its own choice, forward and backward."""
+    first, second = counting_kernels(), counting_kernels()
+    barrier = threading.Barrier(2, timeout=30)
+    errors = []
+
+    def run(name):
+        try:
+            with backends.use(name):
+                barrier.wait()  # both blocks are open from here on
+                for _ in range(5):
+                    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+                    torchconv.max_pool2d(torchconv.conv2d(x, torch.randn(3, 2, 3, 3)), 2).sum().backward()
+                    assert backends.chosen() == name
+                barrier.wait()
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    with temporary(backends.Backend("_test_first", first, devices=("cpu",), priority=-50)), temporary(
+        backends.Backend("_test_second", second, devices=("cpu",), priority=-50)
+    ):
+        threads = [threading.Thread(target=run, args=(name,)) for name in ("_test_first", "_test_second")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    for kernels in (first, second):
+        assert kernels.calls["conv2d"] == kernels.calls["conv_transpose2d"] == kernels.calls["max_pool2d"] == 5
+    assert backends.chosen() == cpu_backend  # this thread's choice, untouched by the others'
+
+
+def test_asyncio_tasks_choose_their_backends_independently(cpu_backend):
+    import asyncio
+
+    first, second = counting_kernels(), counting_kernels()
+
+    async def run(name, other_started, started):
+        with backends.use(name):
+            started.set()
+            await other_started.wait()  # the other task's block is open too
+            torchconv.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3))
+            return backends.chosen()
+
+    async def main():
+        a, b = asyncio.Event(), asyncio.Event()
+        return await asyncio.gather(run("_test_first", b, a), run("_test_second", a, b))
+
+    with temporary(backends.Backend("_test_first", first, devices=("cpu",), priority=-50)), temporary(
+        backends.Backend("_test_second", second, devices=("cpu",), priority=-50)
+    ):
+        assert asyncio.run(main()) == ["_test_first", "_test_second"]
+    assert first.calls["conv2d"] == second.calls["conv2d"] == 1
+
+
+def test_backward_after_the_block_runs_on_the_forwards_backend(cpu_backend):
+    kernels = counting_kernels()
+    with temporary(backends.Backend("_test_counting", kernels, devices=("cpu",), priority=-50)):
+        with backends.use("_test_counting"):
+            x = torch.randn(1, 2, 5, 5, requires_grad=True)
+            y = torchconv.avg_pool2d(torchconv.conv2d(x, torch.randn(3, 2, 3, 3)), 2)
+        y.sum().backward()
+    assert kernels.calls["avg_pool2d_backward"] == kernels.calls["conv_transpose2d"] == 1
 
 
 # ---------------------------------------------------------------- default: highest priority

@@ -37,9 +37,12 @@ calls ``torch.ops.torchconv.*`` directly.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import _library as ops
+from . import backends
 from ._args import in_layout, memory_format_of
 
 __all__ = [
@@ -102,6 +105,27 @@ def _remember_output(ctx, output):
     ctx.output_shape, ctx.output_dtype, ctx.output_device = output.shape, output.dtype, output.device
 
 
+def _remember_backend(ctx):
+    """Records the backend chosen with ``backends.use()`` around the forward
+    (see :func:`_on_forward_backend`)."""
+    ctx.backend = backends.chosen()
+
+
+def _on_forward_backend(backward):
+    """``backward`` run on the backend its forward ran on, when that was chosen
+    with ``backends.use()``: the choice is a context variable, and autograd may
+    run a backward on a thread of its own, or after the block has closed."""
+
+    @functools.wraps(backward)
+    def on_forward_backend(ctx, *grads):
+        if ctx.backend is None:
+            return backward(ctx, *grads)
+        with backends.use(ctx.backend):
+            return backward(ctx, *grads)
+
+    return on_forward_backend
+
+
 def _gather_at(values, indices):
     """values[n, c].flatten()[indices[n, c]]: the adjoint of max pooling's scatter."""
     n, c, out_h, out_w = indices.shape
@@ -144,6 +168,7 @@ class Conv2dFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        _remember_backend(ctx)
         input, weight, _, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(input, weight)
         ctx.save_for_forward(input, weight)
@@ -163,6 +188,7 @@ class Conv2dFunction(_Function):
         )
 
     @staticmethod
+    @_on_forward_backend
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
@@ -192,6 +218,7 @@ class ConvTranspose2dFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        _remember_backend(ctx)
         input, weight, _, stride, padding, output_padding, groups, dilation = inputs
         ctx.save_for_backward(input, weight)
         ctx.save_for_forward(input, weight)
@@ -211,6 +238,7 @@ class ConvTranspose2dFunction(_Function):
         )
 
     @staticmethod
+    @_on_forward_backend
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
@@ -240,6 +268,7 @@ class Conv2dWeightFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        _remember_backend(ctx)
         input, grad_output, weight_size, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(input, grad_output)
         ctx.save_for_forward(input, grad_output)
@@ -258,6 +287,7 @@ class Conv2dWeightFunction(_Function):
         )
 
     @staticmethod
+    @_on_forward_backend
     def backward(ctx, grad_grad_weight):
         input, grad_output = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
@@ -284,6 +314,7 @@ class MaxPool2dFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        _remember_backend(ctx)
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(output[1])
         ctx.save_for_forward(output[1])
@@ -299,6 +330,7 @@ class MaxPool2dFunction(_Function):
         return _gather_at(input_t, indices), None
 
     @staticmethod
+    @_on_forward_backend
     def backward(ctx, grad_output, _grad_indices):
         (indices,) = ctx.saved_tensors
         grad_input = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size, *ctx.window)
@@ -319,6 +351,7 @@ class MaxPool2dBackwardFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        _remember_backend(ctx)
         ctx.save_for_backward(inputs[1])
         ctx.save_for_forward(inputs[1])
         ctx.input_size = inputs[2]
@@ -330,6 +363,7 @@ class MaxPool2dBackwardFunction(_Function):
         return MaxPool2dBackwardFunction.apply(grad_output_t, indices, ctx.input_size, *ctx.window)
 
     @staticmethod
+    @_on_forward_backend
     def backward(ctx, grad_grad_input):
         (indices,) = ctx.saved_tensors
         return _gather_at(grad_grad_input, indices), None, None, None, None, None, None
@@ -346,6 +380,7 @@ class AvgPool2dFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        _remember_backend(ctx)
         ctx.input_size = inputs[0].shape[2:]
         ctx.input_layout = memory_format_of(inputs[0])
         ctx.pool = inputs[1:]
@@ -355,6 +390,7 @@ class AvgPool2dFunction(_Function):
         return AvgPool2dFunction.apply(input_t, *ctx.pool)
 
     @staticmethod
+    @_on_forward_backend
     def backward(ctx, grad_output):
         grad_input = AvgPool2dBackwardFunction.apply(grad_output, ctx.input_size, *ctx.pool)
         return in_layout(grad_input, ctx.input_layout), None, None, None, None, None, None
@@ -373,6 +409,7 @@ class AvgPool2dBackwardFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        _remember_backend(ctx)
         ctx.input_size = inputs[1]
         ctx.pool = inputs[2:]
 
@@ -381,6 +418,7 @@ class AvgPool2dBackwardFunction(_Function):
         return AvgPool2dBackwardFunction.apply(grad_output_t, ctx.input_size, *ctx.pool)
 
     @staticmethod
+    @_on_forward_backend
     def backward(ctx, grad_grad_input):
         grad_grad_output = AvgPool2dFunction.apply(grad_grad_input, *ctx.pool)
         return grad_grad_output, None, None, None, None, None, None, None

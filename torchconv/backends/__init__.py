@@ -8,9 +8,15 @@ and to ``torch.compile``d graphs alike.
 
 Which backend runs, in order of precedence:
 
-1. the innermost ``with torchconv.backends.use(name):`` block;
+1. the innermost ``with torchconv.backends.use(name):`` block of the running
+   thread (or asyncio task: the choice is a context variable, so threads and
+   tasks choose independently);
 2. the ``TORCHCONV_BACKEND`` environment variable;
 3. the fastest backend available for the tensor's device.
+
+An op's backward runs on the backend its forward ran on when that was chosen
+with :func:`use`, whichever thread runs the backward (autograd may run it on
+one of its own threads) and whether or not the block is still open.
 
 Examples::
 
@@ -25,6 +31,7 @@ Examples::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -34,7 +41,7 @@ import torch
 
 from . import cpp, cuda, reference
 
-__all__ = ["Backend", "register", "registered", "available", "use", "current", "kernels", "ENV_VAR"]
+__all__ = ["Backend", "register", "registered", "available", "use", "chosen", "current", "kernels", "ENV_VAR"]
 
 ENV_VAR = "TORCHCONV_BACKEND"
 
@@ -62,9 +69,11 @@ class Backend:
 
 
 _REGISTRY: dict[str, Backend] = {}
-# Process-wide rather than thread-local: autograd may run backward on another
-# thread, and it must see the choice made around the forward.
-_CHOICES: list[str] = []
+# The stack of use() blocks around the running code, per thread and asyncio
+# task. Autograd may run a backward on a thread of its own, which does not
+# inherit it: the autograd Functions record chosen() at forward and restore it
+# around their backward (torchconv._autograd).
+_CHOICES: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("torchconv_backend", default=())
 
 
 def register(backend: Backend) -> None:
@@ -92,10 +101,14 @@ def available(device="cpu") -> list[str]:
     return [b.name for b in sorted(usable, key=lambda b: -b.priority)]
 
 
+def chosen() -> str | None:
+    """The backend named by the innermost :func:`use` block of this thread or task, or None."""
+    choices = _CHOICES.get()
+    return choices[-1] if choices else None
+
+
 def _requested() -> str | None:
-    if _CHOICES:
-        return _CHOICES[-1]
-    return os.environ.get(ENV_VAR) or None
+    return chosen() or os.environ.get(ENV_VAR) or None
 
 
 def _check_name(name: str) -> None:
@@ -117,11 +130,11 @@ def use(name: str) -> Iterator[None]:
         ValueError: if no backend of that name is registered.
     """
     _check_name(name)
-    _CHOICES.append(name)
+    token = _CHOICES.set((*_CHOICES.get(), name))
     try:
         yield
     finally:
-        _CHOICES.pop()
+        _CHOICES.reset(token)
 
 
 def current(device="cpu") -> str:
@@ -137,7 +150,7 @@ def current(device="cpu") -> str:
         if not names:
             raise RuntimeError(f"torchconv: no backend is available for device type '{kind}'")
         return names[0]
-    source = "torchconv.backends.use()" if _CHOICES else f"the {ENV_VAR} environment variable"
+    source = "torchconv.backends.use()" if _CHOICES.get() else f"the {ENV_VAR} environment variable"
     if requested not in _REGISTRY:
         raise RuntimeError(
             f"torchconv: backend {requested!r} requested by {source} is not registered; "
