@@ -267,7 +267,7 @@ def _not_implemented(kernel: str, dtype: torch.dtype) -> NotImplementedError:
     return NotImplementedError(f'"{kernel}" not implemented for \'{scalar_name(dtype)}\'')
 
 
-def check_conv_dtype(op: str, input, dilation, transposed: bool) -> None:
+def check_conv_dtype(input, dilation, transposed: bool) -> None:
     """Raises torch's NotImplementedError for a dtype its CPU convolutions do
     not compute. An input without elements is never computed, so never refused."""
     dtype = autocast_dtype(input)

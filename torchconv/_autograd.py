@@ -105,10 +105,16 @@ def _remember_output(ctx, output):
     ctx.output_shape, ctx.output_dtype, ctx.output_device = output.shape, output.dtype, output.device
 
 
-def _remember_backend(ctx):
-    """Records the backend chosen with ``backends.use()`` around the forward
-    (see :func:`_on_forward_backend`)."""
-    ctx.backend = backends.chosen()
+def _recording_backend(setup_context):
+    """``setup_context`` that also records the backend chosen with
+    ``backends.use()`` around the forward (see :func:`_on_forward_backend`)."""
+
+    @functools.wraps(setup_context)
+    def recording_backend(ctx, inputs, output):
+        ctx.backend = backends.chosen()
+        return setup_context(ctx, inputs, output)
+
+    return recording_backend
 
 
 def _on_forward_backend(backward):
@@ -147,7 +153,17 @@ class _Function(torch.autograd.Function):
     every argument positionally, so outside functorch transforms ``apply``
     goes straight to the autograd engine's entry, as torch's does after
     binding; under ``torch.func`` transforms it is torch's own ``apply``.
+
+    Each subclass's backward also runs on the backend its forward was chosen
+    for with ``backends.use()`` (``_recording_backend``,
+    ``_on_forward_backend``).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        # Every Function's backward runs on its forward's backend choice.
+        super().__init_subclass__(**kwargs)
+        cls.setup_context = staticmethod(_recording_backend(cls.setup_context))
+        cls.backward = staticmethod(_on_forward_backend(cls.backward))
 
     @classmethod
     def apply(cls, *args):
@@ -168,7 +184,6 @@ class Conv2dFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _remember_backend(ctx)
         input, weight, _, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(input, weight)
         ctx.save_for_forward(input, weight)
@@ -188,7 +203,6 @@ class Conv2dFunction(_Function):
         )
 
     @staticmethod
-    @_on_forward_backend
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
@@ -218,7 +232,6 @@ class ConvTranspose2dFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _remember_backend(ctx)
         input, weight, _, stride, padding, output_padding, groups, dilation = inputs
         ctx.save_for_backward(input, weight)
         ctx.save_for_forward(input, weight)
@@ -238,7 +251,6 @@ class ConvTranspose2dFunction(_Function):
         )
 
     @staticmethod
-    @_on_forward_backend
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
@@ -268,7 +280,6 @@ class Conv2dWeightFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _remember_backend(ctx)
         input, grad_output, weight_size, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(input, grad_output)
         ctx.save_for_forward(input, grad_output)
@@ -287,7 +298,6 @@ class Conv2dWeightFunction(_Function):
         )
 
     @staticmethod
-    @_on_forward_backend
     def backward(ctx, grad_grad_weight):
         input, grad_output = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
@@ -314,7 +324,6 @@ class MaxPool2dFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _remember_backend(ctx)
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(output[1])
         ctx.save_for_forward(output[1])
@@ -330,7 +339,6 @@ class MaxPool2dFunction(_Function):
         return _gather_at(input_t, indices), None
 
     @staticmethod
-    @_on_forward_backend
     def backward(ctx, grad_output, _grad_indices):
         (indices,) = ctx.saved_tensors
         grad_input = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size, *ctx.window)
@@ -351,7 +359,6 @@ class MaxPool2dBackwardFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _remember_backend(ctx)
         ctx.save_for_backward(inputs[1])
         ctx.save_for_forward(inputs[1])
         ctx.input_size = inputs[2]
@@ -363,7 +370,6 @@ class MaxPool2dBackwardFunction(_Function):
         return MaxPool2dBackwardFunction.apply(grad_output_t, indices, ctx.input_size, *ctx.window)
 
     @staticmethod
-    @_on_forward_backend
     def backward(ctx, grad_grad_input):
         (indices,) = ctx.saved_tensors
         return _gather_at(grad_grad_input, indices), None, None, None, None, None, None
@@ -380,7 +386,6 @@ class AvgPool2dFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _remember_backend(ctx)
         ctx.input_size = inputs[0].shape[2:]
         ctx.input_layout = memory_format_of(inputs[0])
         ctx.pool = inputs[1:]
@@ -390,7 +395,6 @@ class AvgPool2dFunction(_Function):
         return AvgPool2dFunction.apply(input_t, *ctx.pool)
 
     @staticmethod
-    @_on_forward_backend
     def backward(ctx, grad_output):
         grad_input = AvgPool2dBackwardFunction.apply(grad_output, ctx.input_size, *ctx.pool)
         return in_layout(grad_input, ctx.input_layout), None, None, None, None, None, None
@@ -409,7 +413,6 @@ class AvgPool2dBackwardFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _remember_backend(ctx)
         ctx.input_size = inputs[1]
         ctx.pool = inputs[2:]
 
@@ -418,7 +421,6 @@ class AvgPool2dBackwardFunction(_Function):
         return AvgPool2dBackwardFunction.apply(grad_output_t, ctx.input_size, *ctx.pool)
 
     @staticmethod
-    @_on_forward_backend
     def backward(ctx, grad_grad_input):
         grad_grad_output = AvgPool2dFunction.apply(grad_grad_input, *ctx.pool)
         return grad_grad_output, None, None, None, None, None, None, None

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import backends
-from ._args import conv_output_size, conv_transpose_output_size, in_layout, memory_format_of, pool_output_size
+from ._args import autocast_dtype, conv_output_size, conv_transpose_output_size, in_layout, memory_format_of, pool_output_size
 
 __all__ = [
     "conv2d",
@@ -299,24 +299,13 @@ def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padd
 AUTOCAST_OPS = ("conv2d", "conv_transpose2d")
 
 
-def autocast_operands(args, device_type: str) -> tuple:
-    """``args`` as autocast gives them to a convolution on ``device_type``:
-    floating-point tensors of that device (float64 excepted, as autocast
-    does) in autocast's dtype, everything else as is. ``.to`` is
-    differentiable, so gradients come back in each operand's own dtype."""
-    dtype = torch.get_autocast_dtype(device_type)
-
-    def cast(value):
-        if (
-            isinstance(value, Tensor)
-            and value.is_floating_point()
-            and value.dtype != torch.float64
-            and value.device.type == device_type
-        ):
-            return value.to(dtype)
-        return value
-
-    return tuple(cast(a) for a in args)
+def autocast_operands(args) -> tuple:
+    """``args`` as autocast gives them to a convolution: each tensor in the
+    dtype ``_args.autocast_dtype`` gives it (floating point but float64, on a
+    device where autocast is on: autocast's dtype), everything else as is.
+    ``.to`` is differentiable, so gradients come back in each operand's own
+    dtype."""
+    return tuple(a.to(autocast_dtype(a)) if isinstance(a, Tensor) else a for a in args)
 
 
 def _autocast_rule(op, device_type: str):
@@ -325,8 +314,9 @@ def _autocast_rule(op, device_type: str):
     key = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, _autocast_key(device_type)))
 
     def rule(*args):
+        args = autocast_operands(args)  # before the guard: it turns autocast off
         with torch._C._ExcludeDispatchKeyGuard(key):
-            return op(*autocast_operands(args, device_type))
+            return op(*args)
 
     return rule
 

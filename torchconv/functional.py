@@ -35,10 +35,8 @@ def _run(function, op, *args):
     """
     if torch.compiler.is_compiling():
         return op(*args)
-    if op in _AUTOCAST_OPS:
-        device_type = args[0].device.type
-        if torch.is_autocast_enabled(device_type):
-            args = ops.autocast_operands(args, device_type)
+    if op in _AUTOCAST_OPS and torch.is_autocast_enabled(args[0].device.type):
+        args = ops.autocast_operands(args)
     return function.apply(*args)
 
 
@@ -107,10 +105,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         # Even effective kernel: the odd row/column of padding goes last.
         x = F.pad(x, (0, extra[1], 0, extra[0]))
     shape = _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups)
-    _args.check_conv_dtype(op, x, dilation, transposed=False)
+    _args.check_conv_dtype(x, dilation, transposed=False)
     if x.numel() == 0:
-        # Torch's shape for no input channels keeps none of the output's.
-        shape[1] = shape[1] if x.shape[1] else 0
+        if x.shape[1] == 0:  # no input channels: torch's output has none either
+            shape[1] = 0
         y = _empty_conv(shape, x, weight, bias)
     else:
         y = _run(Conv2dFunction, ops.conv2d, x, weight, bias, stride, padding, dilation, groups)
@@ -162,7 +160,7 @@ def conv_transpose2d(
     _args.check_conv_params(op, stride, padding, dilation, groups, output_padding, input_is_empty=input.numel() == 0)
     x, unbatched = _batched(input)
     shape = _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups, output_padding)
-    _args.check_conv_dtype(op, x, dilation, transposed=True)
+    _args.check_conv_dtype(x, dilation, transposed=True)
     if x.numel() == 0:
         y = _empty_conv(shape, x, weight, bias)
     else:
