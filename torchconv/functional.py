@@ -27,13 +27,15 @@ def _run(function, op, *args):
     Both carry the same formulas (``torchconv._autograd``): the Function adds
     forward-mode AD and the torch.func transforms, which Dynamo cannot trace
     (it rejects Functions with a custom jvp); the custom op, with the same
-    backward registered, is what a compiled graph holds as one opaque node.
+    backward registered, is what a compiled graph holds as one opaque node,
+    and what ``torch.jit.trace`` records (a Python Function cannot be saved
+    in a TorchScript file; a dispatcher op can).
     Under torch.autocast the convolutions' operands are cast by the same rule
     the custom ops carry on their Autocast dispatch keys
     (``_library.AUTOCAST_OPS``), before the Function, so that autograd sees
     the casts, as it sees torch's own.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return op(*args)
     if op in _AUTOCAST_OPS and torch.is_autocast_enabled(args[0].device.type):
         args = ops.autocast_operands(args)
