@@ -180,7 +180,7 @@ class Conv2dFunction(_Function):
 
     @staticmethod
     def forward(input, weight, bias, stride, padding, dilation, groups):
-        return ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
+        return ops.call(ops.conv2d, input, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -228,7 +228,7 @@ class ConvTranspose2dFunction(_Function):
 
     @staticmethod
     def forward(input, weight, bias, stride, padding, output_padding, groups, dilation):
-        return ops.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return ops.call(ops.conv_transpose2d, input, weight, bias, stride, padding, output_padding, groups, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -276,7 +276,7 @@ class Conv2dWeightFunction(_Function):
 
     @staticmethod
     def forward(input, grad_output, weight_size, stride, padding, dilation, groups):
-        return ops.conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups)
+        return ops.call(ops.conv2d_weight, input, grad_output, weight_size, stride, padding, dilation, groups)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -320,7 +320,7 @@ class MaxPool2dFunction(_Function):
 
     @staticmethod
     def forward(input, kernel_size, stride, padding, dilation, ceil_mode):
-        return ops.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+        return ops.call(ops.max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -355,7 +355,7 @@ class MaxPool2dBackwardFunction(_Function):
 
     @staticmethod
     def forward(grad_output, indices, input_size, kernel_size, stride, padding, dilation):
-        return ops.max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation)
+        return ops.call(ops.max_pool2d_backward, grad_output, indices, input_size, kernel_size, stride, padding, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -382,7 +382,7 @@ class AvgPool2dFunction(_Function):
 
     @staticmethod
     def forward(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        return ops.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        return ops.call(ops.avg_pool2d, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -407,7 +407,7 @@ class AvgPool2dBackwardFunction(_Function):
 
     @staticmethod
     def forward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        return ops.avg_pool2d_backward(
+        return ops.call(ops.avg_pool2d_backward,
             grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         )
 

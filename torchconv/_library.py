@@ -75,6 +75,49 @@ def _owned(out: Tensor) -> Tensor:
     return out.detach() if out._is_view() else out
 
 
+# ------------------------------------------------------------------ dispatch
+#
+# An eager call on plain tensors needs nothing from the dispatcher that the op's
+# Python body does not do itself, and the dispatcher's Python custom-op path
+# costs tens of microseconds a call, and its first call imports torch._dynamo
+# (seconds). So the autograd Functions call the body directly (``call``), and
+# go through the op whenever something is watching the dispatcher: a
+# TorchDispatchMode (FlopCounterMode, FakeTensorMode, ...), a tensor subclass,
+# a torch.func transform, or a meta tensor.
+
+_BODIES: dict = {}
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+
+
+def _custom_op(name: str):
+    """``torch.library.custom_op(name)``, remembering the op's Python body for :func:`call`."""
+
+    def define(body):
+        op = torch.library.custom_op(name, body, mutates_args=())
+        _BODIES[op] = body
+        return op
+
+    return define
+
+
+def _plain(args) -> bool:
+    """Whether every tensor in ``args`` is an ordinary CPU or CUDA tensor and no
+    dispatch mode or torch.func transform is active."""
+    if torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active():
+        return False
+    for a in args:
+        if isinstance(a, Tensor) and (type(a) not in _PLAIN_TYPES or a.device.type == "meta"):
+            return False
+    return True
+
+
+def call(op, *args):
+    """``op(*args)``: its body run directly when nothing needs the dispatcher (see above)."""
+    if _plain(args):
+        return _BODIES[op](*args)
+    return op(*args)
+
+
 def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
     return torch.empty(
         shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format
@@ -111,7 +154,7 @@ def _conv_with_bias(kernel, input, weight, bias, *args) -> Tensor:
 
 
 
-@torch.library.custom_op("torchconv::conv2d", mutates_args=())
+@_custom_op("torchconv::conv2d")
 def conv2d(
     input: Tensor,
     weight: Tensor,
@@ -135,7 +178,7 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     return _empty(input, (input.shape[0], weight.shape[0], *spatial), conv_layout(input, weight))
 
 
-@torch.library.custom_op("torchconv::conv_transpose2d", mutates_args=())
+@_custom_op("torchconv::conv_transpose2d")
 def conv_transpose2d(
     input: Tensor,
     weight: Tensor,
@@ -161,7 +204,7 @@ def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding,
     return _empty(input, (input.shape[0], weight.shape[1] * groups, *spatial), layout)
 
 
-@torch.library.custom_op("torchconv::conv2d_weight", mutates_args=())
+@_custom_op("torchconv::conv2d_weight")
 def conv2d_weight(
     input: Tensor,
     grad_output: Tensor,
@@ -193,7 +236,7 @@ def _pool_spatial(input_size, kernel_size, stride, padding, dilation, ceil_mode)
     ]
 
 
-@torch.library.custom_op("torchconv::max_pool2d", mutates_args=())
+@_custom_op("torchconv::max_pool2d")
 def max_pool2d(
     input: Tensor,
     kernel_size: Sequence[int],
@@ -216,7 +259,7 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     return _empty(input, shape, layout), _empty(input, shape, layout, dtype=torch.int64)
 
 
-@torch.library.custom_op("torchconv::max_pool2d_backward", mutates_args=())
+@_custom_op("torchconv::max_pool2d_backward")
 def max_pool2d_backward(
     grad_output: Tensor,
     indices: Tensor,
@@ -243,7 +286,7 @@ def _max_pool2d_backward_fake(grad_output, indices, input_size, kernel_size, str
     return _empty(grad_output, (*grad_output.shape[:2], *input_size), memory_format_of(grad_output))
 
 
-@torch.library.custom_op("torchconv::avg_pool2d", mutates_args=())
+@_custom_op("torchconv::avg_pool2d")
 def avg_pool2d(
     input: Tensor,
     kernel_size: Sequence[int],
@@ -265,7 +308,7 @@ def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_inclu
     return _empty(input, (*input.shape[:2], *spatial), memory_format_of(input))
 
 
-@torch.library.custom_op("torchconv::avg_pool2d_backward", mutates_args=())
+@_custom_op("torchconv::avg_pool2d_backward")
 def avg_pool2d_backward(
     grad_output: Tensor,
     input_size: Sequence[int],
