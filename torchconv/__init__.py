@@ -8,6 +8,7 @@ model. The arithmetic runs in ``torchconv::`` custom ops on the backend of
 
 from . import backends, functional, nn
 from . import _flops  # noqa: F401  (registers the ops' FLOP formulas)
+from . import _torchscript  # noqa: F401  (defines the ops TorchScript calls)
 from .convert import convert
 from .functional import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
 from .nn import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d

@@ -5,19 +5,28 @@ wording, the offending argument named), normalises them, gives unbatched
 (C, H, W) inputs a batch dimension, and calls the ``torchconv::`` op that
 does the work. Gradients flow through the ops' autograd formulas
 (``torchconv._autograd``), to any order.
+
+Like torch's functions, each takes part in the ``__torch_function__``
+protocol: a tensor-like argument that overrides it (``torch.fx.Proxy`` while
+``torch.fx.symbolic_trace`` runs, a user's tensor subclass) gets the call,
+so a trace records ``torchconv.conv2d`` as one node.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import _args
 from . import _library as ops
 from ._autograd import AvgPool2dFunction, Conv2dFunction, ConvTranspose2dFunction, EmptyConvFunction, MaxPool2dFunction
 
-__all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"]
+__all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "max_pool2d_with_indices", "avg_pool2d"]
 
 
 def _run(function, op, *args):
@@ -35,11 +44,40 @@ def _run(function, op, *args):
     (``_library.AUTOCAST_OPS``), before the Function, so that autograd sees
     the casts, as it sees torch's own.
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if torch.compiler.is_compiling():
         return op(*args)
+    if torch.jit.is_tracing():
+        # Sizes read off tensors while tracing are traced values; the op's
+        # int[] arguments take the numbers (constants in the graph, as the
+        # arguments of torch's own convolutions are).
+        return op(*(_as_ints(a) if isinstance(a, (list, tuple)) else a for a in args))
     if op in _AUTOCAST_OPS and torch.is_autocast_enabled(args[0].device.type):
         args = ops.autocast_operands(args)
     return function.apply(*args)
+
+
+def _as_ints(values):
+    return [int(v) for v in values]
+
+
+def _traceable(function):
+    """``function``, quiet under ``torch.jit.trace``.
+
+    While tracing, every size read off a tensor is a traced 0-d tensor, and
+    the argument checks' comparisons of sizes would each warn that they
+    cannot be traced. The checks hold for the traced shapes, as torch's own
+    (C++) checks do, so those warnings say nothing to the user.
+    """
+
+    @functools.wraps(function)
+    def traceable(*args, **kwargs):
+        if not torch._C._get_tracing_state():
+            return function(*args, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return function(*args, **kwargs)
+
+    return traceable
 
 
 _AUTOCAST_OPS = frozenset(getattr(ops, name) for name in ops.AUTOCAST_OPS)
@@ -57,6 +95,7 @@ def _batched(input: Tensor) -> tuple[Tensor, bool]:
     return input, False
 
 
+@_traceable
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
     r"""2-d convolution over an input of several planes, as :func:`torch.nn.functional.conv2d`.
 
@@ -82,6 +121,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         >>> torchconv.conv2d(x, torch.randn(1, 3, 5, 5), padding=2).shape
         torch.Size([10, 1, 32, 32])
     """
+    if has_torch_function_variadic(input, weight, bias):
+        return handle_torch_function(
+            conv2d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups
+        )
     op = "conv2d"
     sizes = [("stride", stride), ("dilation", dilation)] + ([] if isinstance(padding, str) else [("padding", padding)])
     _args.check_types(op, int_lists=sizes, ints=[("groups", groups)])
@@ -117,6 +160,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
     return y.squeeze(0) if unbatched else y
 
 
+@_traceable
 def conv_transpose2d(
     input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
 ) -> Tensor:
@@ -148,6 +192,11 @@ def conv_transpose2d(
         ...                            torch.tensor([[[[1., 10., 100.]]]]), stride=2)
         tensor([[[[  1.,  10., 102.,  20., 200.]]]])
     """
+    if has_torch_function_variadic(input, weight, bias):
+        return handle_torch_function(
+            conv_transpose2d, (input, weight, bias), input, weight, bias, stride, padding, output_padding, groups,
+            dilation,
+        )
     op = "conv_transpose2d"
     if isinstance(padding, str):
         raise TypeError(f"{op}(): argument 'padding' must be tuple of ints, not str")
@@ -173,6 +222,7 @@ def conv_transpose2d(
     return y.squeeze(0) if unbatched else y
 
 
+@_traceable
 def max_pool2d(
     input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
 ):
@@ -199,6 +249,10 @@ def max_pool2d(
         >>> torchconv.max_pool2d(torch.randn(64, 32, 28, 28), 2).shape
         torch.Size([64, 32, 14, 14])
     """
+    if has_torch_function_variadic(input):
+        return handle_torch_function(
+            max_pool2d, (input,), input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+        )
     op = "max_pool2d"
     sizes = [("kernel_size", kernel_size), ("padding", padding), ("dilation", dilation)]
     _args.check_types(op, int_lists=sizes + ([] if stride is None else [("stride", stride)]), bools=[("ceil_mode", ceil_mode)])
@@ -211,6 +265,22 @@ def max_pool2d(
     return (values, indices) if return_indices else values
 
 
+def max_pool2d_with_indices(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    r""":func:`max_pool2d` returning ``(values, indices)`` whatever ``return_indices``
+    says, as :func:`torch.nn.functional.max_pool2d_with_indices`.
+
+    Examples::
+
+        >>> values, indices = torchconv.functional.max_pool2d_with_indices(torch.randn(1, 1, 4, 4), 2)
+        >>> indices.shape
+        torch.Size([1, 1, 2, 2])
+    """
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+@_traceable
 def avg_pool2d(
     input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
 ) -> Tensor:
@@ -235,6 +305,10 @@ def avg_pool2d(
         >>> torchconv.avg_pool2d(torch.randn(32, 64, 28, 28), 2).shape
         torch.Size([32, 64, 14, 14])
     """
+    if has_torch_function_variadic(input):
+        return handle_torch_function(
+            avg_pool2d, (input,), input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        )
     op = "avg_pool2d"
     sizes = [("kernel_size", kernel_size), ("padding", padding)] + ([] if stride is None else [("stride", stride)])
     _args.check_types(

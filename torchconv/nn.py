@@ -26,29 +26,22 @@ from . import functional as _tcf
 __all__ = ["Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d"]
 
 
-# torch.fx.symbolic_trace keeps torch.nn's layers as leaves but traces into
-# ours; these module-level calls are registered with torch.fx.wrap so that a
-# trace records each as one call instead of running the argument checks on
-# proxies (which would fail).
-def _conv2d(input, weight, bias, stride, padding, dilation, groups):
-    return _tcf.conv2d(input, weight, bias, stride, padding, dilation, groups)
+def _fx_leaf(module: torch.nn.Module, *args):
+    """The ``call_module`` node a ``torch.fx`` trace records for ``module``, or None.
 
-
-def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
-    return _tcf.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    return _tcf.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-
-
-def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    return _tcf.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-
-
-for _name in ("_conv2d", "_conv_transpose2d", "_max_pool2d", "_avg_pool2d"):
-    torch.fx.wrap(_name)
-del _name
+    FX's default tracer keeps the layers of ``torch.nn`` as leaves (one
+    ``call_module`` node each, which passes such as conv-bn fusion look for)
+    and traces into every other module; it knows them by their Python
+    module's name. A torchconv layer records itself the same way when it is
+    called with a ``torch.fx.Proxy`` by a tracer that keeps the default leaf
+    rule; a tracer with a rule of its own has decided to trace into it, and
+    the functional op then records itself as a ``call_function`` node.
+    """
+    proxy = next((a for a in args if isinstance(a, torch.fx.Proxy)), None)
+    if proxy is None or type(proxy.tracer).is_leaf_module is not torch.fx.Tracer.is_leaf_module:
+        return None
+    tracer = proxy.tracer
+    return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -125,7 +118,7 @@ class Conv2d(torch.nn.Conv2d):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         if self.padding_mode != "zeros":
             # As torch: pad explicitly in the requested mode, then convolve unpadded.
-            return _conv2d(
+            return _tcf.conv2d(
                 F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
                 weight,
                 bias,
@@ -134,10 +127,14 @@ class Conv2d(torch.nn.Conv2d):
                 self.dilation,
                 self.groups,
             )
-        return _conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return _tcf.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, input: Tensor) -> Tensor:
         """Convolves ``input`` (:math:`(N, C_{in}, H, W)` or :math:`(C_{in}, H, W)`) with the layer's weight."""
+        if not torch.jit.is_scripting():
+            leaf = _fx_leaf(self, input)
+            if leaf is not None:
+                return leaf
         return self._conv_forward(input, self.weight, self.bias)
 
 
@@ -225,6 +222,10 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
                 (and must lie within ``stride - 1`` of the smallest size).
                 Default: ``None`` (use :attr:`output_padding`).
         """
+        if not torch.jit.is_scripting():
+            leaf = _fx_leaf(self, input) if output_size is None else _fx_leaf(self, input, output_size)
+            if leaf is not None:
+                return leaf
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
         if not isinstance(self.padding, tuple):
@@ -232,7 +233,7 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
-        return _conv_transpose2d(
+        return _tcf.conv_transpose2d(
             input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
         )
 
@@ -288,9 +289,17 @@ class MaxPool2d(torch.nn.MaxPool2d):
 
     def forward(self, input: Tensor):
         """Max-pools ``input``; returns ``(output, indices)`` if :attr:`return_indices`."""
-        return _max_pool2d(
-            input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
-        )
+        if not torch.jit.is_scripting():
+            leaf = _fx_leaf(self, input)
+            if leaf is not None:
+                return leaf
+        # Two calls, not one with return_indices: TorchScript compiles only the
+        # branch this layer takes, each with one return type.
+        if self.return_indices:
+            return _tcf.max_pool2d_with_indices(
+                input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+            )
+        return _tcf.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
 
 class AvgPool2d(torch.nn.AvgPool2d):
@@ -341,7 +350,11 @@ class AvgPool2d(torch.nn.AvgPool2d):
 
     def forward(self, input: Tensor) -> Tensor:
         """Average-pools ``input``."""
-        return _avg_pool2d(
+        if not torch.jit.is_scripting():
+            leaf = _fx_leaf(self, input)
+            if leaf is not None:
+                return leaf
+        return _tcf.avg_pool2d(
             input,
             self.kernel_size,
             self.stride,
