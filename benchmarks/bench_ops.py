@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cases", default="", help="only cases whose name contains this text")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory comparison")
     parser.add_argument("--memory-child", choices=["torch", "torchconv"], help=argparse.SUPPRESS)
+    parser.add_argument("--no-cold-start", action="store_true", help="skip the cold-start measurement")
+    parser.add_argument("--cold-start-child", choices=["torch", "torchconv"], help=argparse.SUPPRESS)
     return parser
 
 
@@ -444,11 +446,59 @@ def run_table(cases, device, dtype_name: str, scale: int, pairs: int, warmup: in
     return result
 
 
+COLD_START_RUNS = 3  # fresh processes per side; the median is reported
+
+
+def _cold_start_child(which: str, backend: str, device: str) -> None:
+    """Runs in a fresh process (this file run as a script, so torch and
+    torchconv are imported and nothing has run): prints the seconds of the
+    first call of a small conv2d forward+backward, torchconv's or torch's,
+    and the median of 20 later (warm) calls."""
+    x = torch.randn(2, 3, 16, 16, device=device, requires_grad=True)
+    w = torch.randn(8, 3, 3, 3, device=device, requires_grad=True)
+    conv = torchconv.conv2d if which == "torchconv" else F.conv2d
+    timer = make_timer(device)
+    with torchconv.backends.use(backend):
+        step = lambda: conv(x, w, padding=1).sum().backward()  # noqa: E731
+        first = timer(step, 1)
+        warm = statistics.median(timer(step, 1) for _ in range(20))
+    print(first, warm)
+
+
+def cold_start(which: str, backend: str, device: str) -> tuple[float, float]:
+    """(first call s, warm call s) of ``which``, medians over fresh processes."""
+    import subprocess
+
+    runs = []
+    for _ in range(COLD_START_RUNS):
+        out = subprocess.run(
+            [sys.executable, __file__, "--cold-start-child", which, "--backend", backend, "--device", device],
+            check=True, capture_output=True, text=True,
+        )
+        runs.append([float(v) for v in out.stdout.split()[-2:]])
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def import_time() -> float:
+    """Seconds ``import torchconv`` takes after ``import torch``, median over fresh processes."""
+    import subprocess
+
+    probe = "import time, torch; t = time.perf_counter(); import torchconv; print(time.perf_counter() - t)"
+    times = [
+        float(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout)
+        for _ in range(COLD_START_RUNS)
+    ]
+    return statistics.median(times)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.memory_child:
         _peak_rss_child(args.memory_child, args.backend or torchconv.backends.current("cpu"), DTYPES[args.dtype[0]])
+        return 0
+    if args.cold_start_child:
+        _cold_start_child(args.cold_start_child, args.backend, args.device)
         return 0
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
@@ -484,6 +534,13 @@ def main(argv=None) -> int:
                 how = "RSS growth"
             print(f"\npeak memory ({how}), one fwd+bwd of {mem_name}, {dtype_name}: torchconv "
                   f"{ours / 2**20:.1f} MiB, torch {theirs / 2**20:.1f} MiB, ratio {ours / theirs:.2f}")
+    if not args.no_cold_start:
+        print(f"\ncold start (fresh processes, median of {COLD_START_RUNS}; conv2d 2x3x16x16, 3x3, fwd+bwd):")
+        print(f"  import torchconv (after torch): {import_time() * 1e3:.0f} ms")
+        for which in ("torchconv", "torch"):
+            first, warm = cold_start(which, backend, str(device))
+            print(f"  {which:9s}: first call {first * 1e3:.2f} ms, warm call {warm * 1e6:.0f} us, "
+                  f"first/warm {first / warm:.1f}")
     return 0
 
 

@@ -122,9 +122,10 @@ def test_bad_device_and_backend_are_clear_errors(capsys):
 
 def test_tiny_cpu_run_prints_a_ratio_table(monkeypatch, capsys):
     monkeypatch.setattr(bench, "CASES", [_tiny_case()])
-    assert bench.main(["--pairs", "1", "--warmup", "0", "--no-memory", "--dtype", "float32,float64"]) == 0
+    argv = ["--pairs", "1", "--warmup", "0", "--no-memory", "--no-cold-start", "--dtype", "float32,float64"]
+    assert bench.main(argv) == 0
     out = capsys.readouterr().out
-    assert "run as: python benchmarks/bench_ops.py --pairs 1 --warmup 0 --no-memory --dtype float32,float64" in out
+    assert "run as: python benchmarks/bench_ops.py " + " ".join(argv) in out
     assert "vs torch" in out and "ratio = torchconv time / torch time" in out
     assert "--device cuda --dtype float32,bfloat16" in out  # the table says how to run it on a GPU
     for dtype in ("[float32]", "[float64]"):
@@ -217,3 +218,9 @@ def test_cuda_header_and_tf32(monkeypatch):
     for part in ("Fake GPU 80GB", "cuDNN 91234", f"CUDA {torch.version.cuda}", torch.__version__, "backend 'cuda'",
                  "allow_tf32=False", "cudnn.benchmark=", "batch x8", "CUDA events", "float32, bfloat16"):
         assert part in text, part
+
+
+def test_cold_start_child_prints_first_and_warm_seconds(capsys):
+    bench._cold_start_child("torchconv", torchconv.backends.current("cpu"), "cpu")
+    first, warm = map(float, capsys.readouterr().out.split())
+    assert first > 0 and warm > 0
