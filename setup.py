@@ -194,6 +194,10 @@ def extensions():
     return [extension], {"build_ext": BuildExtensionKeepingObjects}
 
 
+# The `onnx` extra (torchconv/_onnx.py translates the ops for torch.onnx.export).
+ONNX = ["onnx>=1.23,<2", "onnxscript>=0.7,<1", "onnxruntime>=1.32,<2"]
+
+
 def main():
     ext_modules, cmdclass = extensions()
     setup(
@@ -218,8 +222,16 @@ def main():
             # torch==2.13.0, which the installed 2.13.0+cpu satisfies, so pip leaves
             # torch alone. Its PyPI wheel is a CUDA build whose compiled ops do not
             # load beside a CPU torch; tests/zoo_models.py imports the models anyway.
-            "test": ["pytest", "hypothesis", "expecttest", "tqdm", "matplotlib", "mlxtend", "torchvision==0.28.0"],
+            # The onnx extra's packages: tests/test_onnx.py exports with both of
+            # torch's exporters and runs the files in onnxruntime (none of the
+            # three requires torch).
+            "test": [
+                "pytest", "hypothesis", "expecttest", "tqdm", "matplotlib", "mlxtend", "torchvision==0.28.0", *ONNX,
+            ],
             "examples": ["tqdm", "matplotlib", "mlxtend"],
+            # torch.onnx.export(..., dynamo=True) needs onnx and onnxscript; onnxruntime
+            # runs the exported files. Lower bounds: the releases tested here.
+            "onnx": ONNX,
         },
         ext_modules=ext_modules,
         cmdclass=cmdclass,

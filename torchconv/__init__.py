@@ -29,3 +29,4 @@ __all__ = [
     "AvgPool2d",
     "convert",
 ]
+from ._onnx import onnx_translation_table  # noqa: E402  (and registers the ONNX translations when an exporter loads)
