@@ -5,9 +5,9 @@ Every case below is exported with the TorchScript exporter
 (``dynamo=False``, one small export each, per CPU backend: the tracing runs
 the kernels) and, all cases in one model, once with the dynamo exporter
 (which traces with fake tensors; its export is slow, a few seconds each).
-Then: an export with dynamic spatial sizes, the MNIST CNN of examples/ and
-torchvision's resnet18 converted with ``torchconv.convert``, and the lazy
-registration in a fresh interpreter.
+Then: a ``torch.jit.script`` model, an export with dynamic spatial sizes,
+the MNIST CNN of examples/ and torchvision's resnet18 converted with
+``torchconv.convert``, and the lazy registration in a fresh interpreter.
 
 Skipped without onnx, onnxscript and onnxruntime (``pip install torchconv[onnx]``).
 """
@@ -303,6 +303,45 @@ def test_custom_translation_table(tmp_path):
     assert_same(run(path, x), outputs_of(model(x)))
 
 
+class Scripted(nn.Module):
+    """For torch.jit.script: layers and functional calls, arguments as users
+    write them (one int for both sides, 'same' and 'valid', unbatched inputs,
+    a pool's default stride)."""
+
+    def __init__(self):
+        super().__init__()
+        self.same = torchconv.Conv2d(3, 4, 4, padding="same")
+        self.conv = torchconv.Conv2d(4, 4, 3, stride=2, padding=1, groups=2, bias=False)
+        self.up = torchconv.ConvTranspose2d(4, 2, 3, stride=2, output_padding=1)
+        self.pool = torchconv.MaxPool2d(2, 2, 1, ceil_mode=True, return_indices=True)
+        self.avg = torchconv.AvgPool2d(3, 1, 1, divisor_override=2)
+        self.weight = nn.Parameter(torch.randn(5, 3, 3, 3))
+
+    def forward(self, x):
+        values, indices = self.pool(self.same(x))
+        return (
+            self.avg(values),
+            indices,
+            self.up(self.conv(values)),
+            torchconv.max_pool2d(x, 2),
+            torchconv.conv2d(x[0], self.weight, None, 1, "valid"),
+            torchconv.avg_pool2d(x[0], 3, padding=1, count_include_pad=False),
+        )
+
+
+def test_scripted_model(tmp_path):
+    """A torch.jit.script model holds torchconv_functional:: ops (F's
+    schemas) rather than torchconv:: ones: the TorchScript exporter takes it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's own
+        model = torch.jit.script(Scripted().eval())
+    x, path = torch.randn(2, 3, 9, 11), tmp_path / "m.onnx"
+    model_proto = export(model, (x,), path, dynamo=False)
+    assert_standard(model_proto, ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "Mod", "Slice"))
+    assert sorted(maxpool_outputs(model_proto)) == [1, 2]
+    assert_same(run(path, x), outputs_of(model(x)))
+
+
 # ------------------------------------------------------------- dynamic sizes
 
 
@@ -385,6 +424,7 @@ import torch.onnx
 from torch.onnx._internal.torchscript_exporter import registration
 for name in ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"):
     assert registration.registry.is_registered_op(f"torchconv::{name}", 20), name
+    assert registration.registry.is_registered_op(f"torchconv_functional::{name}", 20), name
 # What ONNXRegistry.from_torchlib() imports and reads (without loading all of onnxscript's torch_lib)
 from torch.onnx._internal.exporter._torchlib import ops
 from torch.onnx._internal.exporter._torchlib._torchlib_registry import _registry

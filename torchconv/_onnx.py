@@ -14,6 +14,10 @@ Each op becomes its standard ONNX operator, every argument an attribute:
                       ``kH * kW / divisor_override``
 ====================  =========================================================
 
+The TorchScript exporter also gets the ``torchconv_functional::`` ops that
+``torch.jit.script`` compiles torchconv's functions to
+(``torchconv/_torchscript.py``): their arguments are normalised first.
+
 With ``ceil_mode``, torch drops a last window that would start in the right
 padding; ONNX's operators drop it from opset 22 on, but not before (their
 shape inference keeps it; onnxruntime drops it at every opset). A ``Slice``
@@ -62,8 +66,10 @@ _SCRIPT_MODULE = "torch.onnx"
 
 
 def _conv2d(g, input, weight, bias, stride, padding, dilation, groups):
+    """``padding``: (H, W), both sides; or ONNX's (top, left, bottom, right)."""
     inputs = (input, weight) if bias is None else (input, weight, bias)
-    return g.op("Conv", *inputs, strides=stride, pads=[*padding, *padding], dilations=dilation, group=groups)
+    pads = list(padding) * 2 if len(padding) == 2 else list(padding)
+    return g.op("Conv", *inputs, strides=stride, pads=pads, dilations=dilation, group=groups)
 
 
 def _conv_transpose2d(g, input, weight, bias, stride, padding, output_padding, groups, dilation):
@@ -309,20 +315,108 @@ def _avg_pool2d_symbolic(g, input, kernel_size, stride, padding, ceil_mode, coun
     )
 
 
+# torch.jit.script compiles calls of torchconv's functions (and so its
+# layers) to the torchconv_functional:: ops of torchconv/_torchscript.py,
+# which have torch.nn.functional's schemas: the arguments come as the user
+# wrote them, so these symbolics normalise them first (as functional.py
+# does) and then translate as above.
+
+
+def _pair(values):
+    """An ``int[2]`` argument as written: one value stands for both."""
+    return list(values) * 2 if len(values) == 1 else list(values)
+
+
+def _as_batched(g, input, translate):
+    """``translate(4-d input)``, for a (C, H, W) input too: it gets, and its
+    outputs lose, a batch dimension."""
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper
+
+    if symbolic_helper._get_tensor_rank(input) != 3:
+        return translate(input)
+    out = translate(symbolic_helper._unsqueeze_helper(g, input, [0]))
+    if isinstance(out, tuple):
+        return tuple(None if o is None else symbolic_helper._squeeze_helper(g, o, [0]) for o in out)
+    return symbolic_helper._squeeze_helper(g, out, [0])
+
+
+def _functional_conv2d_symbolic(g, input, weight, bias, stride, padding, dilation, groups):
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper
+
+    stride, dilation = _pair(stride), _pair(dilation)
+    node = padding.node()
+    mode = symbolic_helper._node_get(node, "value") if node.kind() == "onnx::Constant" else None
+    if isinstance(mode, str):  # the conv2d.padding overload
+        if mode == "same":
+            # An even effective kernel: the odd row or column goes last, as torch's.
+            total = [d * (k - 1) for d, k in zip(dilation, symbolic_helper._get_tensor_sizes(weight)[2:])]
+            padding = [t // 2 for t in total] + [t - t // 2 for t in total]
+        else:
+            padding = [0, 0]
+    else:
+        padding = _pair(symbolic_helper._parse_arg(padding, "is"))
+    return _as_batched(
+        g, input, lambda x: _conv2d(_ScriptGraph(g), x, weight, _optional(bias), stride, padding, dilation, groups)
+    )
+
+
+def _functional_conv_transpose2d_symbolic(g, input, weight, bias, stride, padding, output_padding, groups, dilation):
+    args = [_pair(stride), _pair(padding), _pair(output_padding), groups, _pair(dilation)]
+    return _as_batched(g, input, lambda x: _conv_transpose2d(_ScriptGraph(g), x, weight, _optional(bias), *args))
+
+
+def _pool_args(kernel_size, stride, padding):
+    kernel_size = _pair(kernel_size)
+    return kernel_size, _pair(stride) if stride else kernel_size, _pair(padding)
+
+
+def _functional_max_pool2d_symbolic(g, input, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel_size, stride, padding = _pool_args(kernel_size, stride, padding)
+    args = [kernel_size, stride, padding, _pair(dilation), ceil_mode, False]
+    return _as_batched(g, input, lambda x: _max_pool2d(_ScriptGraph(g), x, *args)[0])
+
+
+def _functional_max_pool2d_with_indices_symbolic(g, input, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel_size, stride, padding = _pool_args(kernel_size, stride, padding)
+    with_indices = bool(g.original_node.outputsAt(1).uses())
+    args = [kernel_size, stride, padding, _pair(dilation), ceil_mode, with_indices]
+    return _as_batched(g, input, lambda x: _max_pool2d(_ScriptGraph(g), x, *args))
+
+
+def _functional_avg_pool2d_symbolic(g, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor):
+    kernel_size, stride, padding = _pool_args(kernel_size, stride, padding)
+    args = [kernel_size, stride, padding, ceil_mode, count_include_pad, divisor]
+    return _as_batched(g, input, lambda x: _avg_pool2d(_ScriptGraph(g), x, *args))
+
+
 def _register_torchscript() -> None:
     """Registers the symbolics with ``torch.onnx.register_custom_op_symbolic``;
     ``parse_args`` turns the constant list arguments into Python values."""
     from torch.onnx import register_custom_op_symbolic
     from torch.onnx._internal.torchscript_exporter.symbolic_helper import parse_args
 
+    pool = ("v", "is", "is", "is", "is", "b")  # max_pool2d's arguments
+    avg_pool = ("v", "is", "is", "is", "b", "b", "i")
     symbolics = {
-        "conv2d": parse_args("v", "v", "v", "is", "is", "is", "i")(_conv2d_symbolic),
-        "conv_transpose2d": parse_args("v", "v", "v", "is", "is", "is", "i", "is")(_conv_transpose2d_symbolic),
-        "max_pool2d": parse_args("v", "is", "is", "is", "is", "b")(_max_pool2d_symbolic),
-        "avg_pool2d": parse_args("v", "is", "is", "is", "b", "b", "i")(_avg_pool2d_symbolic),
+        "torchconv::conv2d": parse_args("v", "v", "v", "is", "is", "is", "i")(_conv2d_symbolic),
+        "torchconv::conv_transpose2d": parse_args("v", "v", "v", "is", "is", "is", "i", "is")(
+            _conv_transpose2d_symbolic
+        ),
+        "torchconv::max_pool2d": parse_args(*pool)(_max_pool2d_symbolic),
+        "torchconv::avg_pool2d": parse_args(*avg_pool)(_avg_pool2d_symbolic),
+        # One symbolic serves both conv2d overloads: padding is a list or a string.
+        "torchconv_functional::conv2d": parse_args("v", "v", "v", "is", "v", "is", "i")(_functional_conv2d_symbolic),
+        "torchconv_functional::conv_transpose2d": parse_args("v", "v", "v", "is", "is", "is", "i", "is")(
+            _functional_conv_transpose2d_symbolic
+        ),
+        "torchconv_functional::max_pool2d": parse_args(*pool)(_functional_max_pool2d_symbolic),
+        "torchconv_functional::max_pool2d_with_indices": parse_args(*pool)(
+            _functional_max_pool2d_with_indices_symbolic
+        ),
+        "torchconv_functional::avg_pool2d": parse_args(*avg_pool)(_functional_avg_pool2d_symbolic),
     }
     for name, symbolic in symbolics.items():
-        register_custom_op_symbolic(f"torchconv::{name}", symbolic, SCRIPT_OPSET)
+        register_custom_op_symbolic(name, symbolic, SCRIPT_OPSET)
 
 
 # ------------------------------------------------------------ registration
