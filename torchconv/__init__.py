@@ -9,6 +9,7 @@ model. The arithmetic runs in ``torchconv::`` custom ops on the backend of
 from . import backends, functional, nn
 from . import _flops  # noqa: F401  (registers the ops' FLOP formulas)
 from . import _torchscript  # noqa: F401  (defines the ops TorchScript calls)
+from ._onnx import onnx_translation_table  # (registers the ONNX translations when an exporter loads)
 from .convert import convert
 from .functional import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
 from .nn import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d
@@ -28,5 +29,5 @@ __all__ = [
     "MaxPool2d",
     "AvgPool2d",
     "convert",
+    "onnx_translation_table",
 ]
-from ._onnx import onnx_translation_table  # noqa: E402  (and registers the ONNX translations when an exporter loads)
