@@ -176,8 +176,6 @@ class _Function(torch.autograd.Function):
 class Conv2dFunction(_Function):
     """y = conv2d(x, W, b); backward: conv_transpose2d, conv2d_weight, a sum."""
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(input, weight, bias, stride, padding, dilation, groups):
         return ops.call(ops.conv2d, input, weight, bias, stride, padding, dilation, groups)
@@ -223,8 +221,6 @@ class Conv2dFunction(_Function):
 
 class ConvTranspose2dFunction(_Function):
     """y = conv_transpose2d(x, W, b); backward: conv2d, conv2d_weight, a sum."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(input, weight, bias, stride, padding, output_padding, groups, dilation):
@@ -272,8 +268,6 @@ class ConvTranspose2dFunction(_Function):
 class Conv2dWeightFunction(_Function):
     """G = conv2d_weight(x, g): bilinear, so each gradient is a convolution with dL/dG."""
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(input, grad_output, weight_size, stride, padding, dilation, groups):
         return ops.call(ops.conv2d_weight, input, grad_output, weight_size, stride, padding, dilation, groups)
@@ -316,8 +310,6 @@ class Conv2dWeightFunction(_Function):
 class MaxPool2dFunction(_Function):
     """(y, idx) = max_pool2d(x); backward: scatter dL/dy to idx."""
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(input, kernel_size, stride, padding, dilation, ceil_mode):
         return ops.call(ops.max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)
@@ -351,8 +343,6 @@ class MaxPool2dBackwardFunction(_Function):
     The window (kernel_size, stride, padding, dilation) rides along for the
     op, whose GPU kernel gathers per input pixel over the windows."""
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(grad_output, indices, input_size, kernel_size, stride, padding, dilation):
         return ops.call(ops.max_pool2d_backward, grad_output, indices, input_size, kernel_size, stride, padding, dilation)
@@ -378,8 +368,6 @@ class MaxPool2dBackwardFunction(_Function):
 class AvgPool2dFunction(_Function):
     """y = avg_pool2d(x): linear; backward spreads dL/dy over the windows."""
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
         return ops.call(ops.avg_pool2d, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -402,8 +390,6 @@ class AvgPool2dFunction(_Function):
 
 class AvgPool2dBackwardFunction(_Function):
     """gx = avg_pool2d_backward(g): linear in g; its adjoint is avg_pool2d."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
@@ -430,8 +416,6 @@ class EmptyConvFunction(_Function):
     """A convolution of an input without elements: no arithmetic, an empty
     output of ``shape`` (contiguous, as torch's), and a zero gradient for
     every operand in the operand's own layout, as torch gives."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(input, weight, bias, shape, dtype):
@@ -466,3 +450,5 @@ def _register() -> None:
 
 
 _register()
+
+from . import _vmap  # noqa: E402,F401  (batching rules: attaches each Function's vmap)
