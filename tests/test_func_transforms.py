@@ -189,21 +189,30 @@ def test_third_order(backend, name):
             assert_exact(third(_scalar(ours))(*args), third(_scalar(theirs))(*args))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch runs an autograd.Function's jvp with forward-mode AD off, so an enclosing "
-    "forward-mode level sees only the parts of a jvp formula that call a Function's apply, "
-    "not the plain tensor ops (the sum of tangent terms): jvp of jvp drops those terms",
-)
-def test_forward_over_forward(backend):
-    ours, theirs, x, w = _pair("conv2d")
-    t1, t2 = torch.randn_like(x), torch.randn_like(x)
+@pytest.mark.parametrize("name", OPS)
+def test_forward_over_forward(backend, name):
+    # torch runs a Function's jvp with forward-mode AD off: every part of a
+    # jvp formula must itself be a Function for the outer level to see it.
+    ours, theirs, primals = _case(name)
+    inner_t = tuple(torch.randn_like(p) for p in primals)
+    outer_t = tuple(torch.randn_like(p) for p in primals)
 
     def second(fn):
-        f = lambda x: fn(x.sin(), w)  # noqa: E731
-        return jvp(lambda x: jvp(f, (x,), (t1,))[1], (x,), (t2,))[1]
+        f = lambda *args: fn(args[0].sin(), *args[1:]).cos()  # noqa: E731
+        return jvp(lambda *args: jvp(f, args, inner_t)[1], primals, outer_t)[1]
 
-    assert_exact(second(ours), second(theirs))
+    with no_user_warning():
+        assert_exact(second(ours), second(theirs))
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_forward_over_forward_over_reverse(backend, name):
+    ours, theirs, x, w = _pair(name)
+    x = x[:, :2, :3, :3]
+    args = (x,) if w is None else (x, w[:2, :1, :2, :2] if name == "conv2d" else w[:2, :, :2, :2])
+    third = lambda f: jacfwd(jacfwd(jacrev(f)))  # noqa: E731
+    with no_user_warning():
+        assert_exact(third(_scalar(ours))(*args), third(_scalar(theirs))(*args))
 
 
 def _conv_batch(name, groups, batch=3):

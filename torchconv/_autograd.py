@@ -27,12 +27,17 @@ The derivations, for y = conv2d(x, W) with stride s, padding p, dilation d:
   forward's divisor, and the backward of that is avg_pool2d again.
 
 The public functions call these classes' ``apply``; each ``forward`` runs one
-``torchconv::`` custom op, and backward and forward-mode (``jvp``) formulas
+``torchconv::`` custom op (its body directly, ``_library.call``, when nothing
+watches the dispatcher), and backward and forward-mode (``jvp``) formulas
 call ``apply`` again, so gradients of any order, forward-mode AD and the
-``torch.func`` transforms (grad, jacrev, jacfwd, vmap) all go through this
-file. The ``setup_context`` form lets the very same functions also serve as
-the custom ops' ``torch.library.register_autograd`` formulas, for code that
-calls ``torch.ops.torchconv.*`` directly.
+``torch.func`` transforms (grad, jacrev, jacfwd, hessian, and vmap through
+the batching rules of ``torchconv._vmap``) all go through this file, nested
+to any order. A jvp formula is made of Functions only (the sum of its terms
+is :class:`TangentSumFunction`, max pooling's gather :class:`GatherAtFunction`):
+torch runs it with forward-mode AD off, so an enclosing forward-mode level
+sees nothing else. The ``setup_context`` form lets the very same functions
+also serve as the custom ops' ``torch.library.register_autograd`` formulas,
+for code that calls ``torch.ops.torchconv.*`` directly.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ __all__ = [
     "AvgPool2dFunction",
     "AvgPool2dBackwardFunction",
     "EmptyConvFunction",
+    "GatherAtFunction",
+    "TangentSumFunction",
 ]
 
 
@@ -91,14 +98,22 @@ def _bias_grad(grad_output):
     return grad_output.sum((0, 2, 3))
 
 
-def _tangent(ctx, *terms):
-    """Sum of the tangent terms that exist (forward-mode AD): a None tangent
-    means that input is held constant, and an all-None sum is zero."""
-    total = torch.zeros(ctx.output_shape, dtype=ctx.output_dtype, device=ctx.output_device)
-    for term in terms:
-        if term is not None:
-            total = total + term
-    return total
+def _tangent(ctx, terms, bias_t=None):
+    """Sum of the tangent terms that exist (forward-mode AD), plus a bias
+    tangent ``bias_t`` broadcast over (N, H, W): a None tangent means that
+    input is held constant, and an all-None sum is zero.
+
+    torch runs a Function's ``jvp`` with forward-mode AD off, so an enclosing
+    forward-mode level (``jvp`` of ``jvp``, ``jacfwd`` of ``jacfwd``) sees
+    only the Functions a formula applies, not plain tensor ops: the sum is a
+    Function of its own (:class:`TangentSumFunction`) whenever there is one.
+    """
+    terms = [t for t in terms if t is not None]
+    if bias_t is None and len(terms) == 1:
+        return terms[0]
+    if bias_t is None and not terms:
+        return torch.zeros(ctx.output_shape, dtype=ctx.output_dtype, device=ctx.output_device)
+    return TangentSumFunction.apply(ctx.output_shape, bias_t, *terms)
 
 
 def _remember_output(ctx, output):
@@ -193,12 +208,10 @@ class Conv2dFunction(_Function):
         # Bilinear in (x, W), affine in b: d(x * W + b) = dx * W + x * dW + db.
         input, weight = ctx.saved_tensors
         conv = ctx.conv
-        return _tangent(
-            ctx,
+        return _tangent(ctx, [
             None if input_t is None else Conv2dFunction.apply(input_t, weight, None, *conv),
             None if weight_t is None else Conv2dFunction.apply(input, weight_t, None, *conv),
-            None if bias_t is None else bias_t.view(1, -1, 1, 1),
-        )
+        ], bias_t)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -239,12 +252,10 @@ class ConvTranspose2dFunction(_Function):
     def jvp(ctx, input_t, weight_t, bias_t, *_):
         input, weight = ctx.saved_tensors
         conv = ctx.transposed
-        return _tangent(
-            ctx,
+        return _tangent(ctx, [
             None if input_t is None else ConvTranspose2dFunction.apply(input_t, weight, None, *conv),
             None if weight_t is None else ConvTranspose2dFunction.apply(input, weight_t, None, *conv),
-            None if bias_t is None else bias_t.view(1, -1, 1, 1),
-        )
+        ], bias_t)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -285,11 +296,10 @@ class Conv2dWeightFunction(_Function):
     def jvp(ctx, input_t, grad_output_t, *_):
         input, grad_output = ctx.saved_tensors
         size, conv = ctx.weight_size, ctx.conv
-        return _tangent(
-            ctx,
+        return _tangent(ctx, [
             None if input_t is None else Conv2dWeightFunction.apply(input_t, grad_output, size, *conv),
             None if grad_output_t is None else Conv2dWeightFunction.apply(input, grad_output_t, size, *conv),
-        )
+        ])
 
     @staticmethod
     def backward(ctx, grad_grad_weight):
@@ -328,7 +338,7 @@ class MaxPool2dFunction(_Function):
     @staticmethod
     def jvp(ctx, input_t, *_):
         (indices,) = ctx.saved_tensors
-        return _gather_at(input_t, indices), None
+        return GatherAtFunction.apply(input_t, indices, ctx.input_size, *ctx.window), None
 
     @staticmethod
     def backward(ctx, grad_output, _grad_indices):
@@ -362,7 +372,38 @@ class MaxPool2dBackwardFunction(_Function):
     @staticmethod
     def backward(ctx, grad_grad_input):
         (indices,) = ctx.saved_tensors
-        return _gather_at(grad_grad_input, indices), None, None, None, None, None, None
+        grad_grad_output = GatherAtFunction.apply(grad_grad_input, indices, ctx.input_size, *ctx.window)
+        return grad_grad_output, None, None, None, None, None, None
+
+
+class GatherAtFunction(_Function):
+    """y = values gathered at max_pool2d's indices (``_gather_at``): linear in
+    the values, the adjoint of max_pool2d_backward's scatter. It is max
+    pooling's tangent and max_pool2d_backward's backward; a Function so that
+    enclosing transforms of any order see it. The arguments after ``indices``
+    are max_pool2d_backward's, for the backward."""
+
+    @staticmethod
+    def forward(values, indices, input_size, kernel_size, stride, padding, dilation):
+        return _gather_at(values, indices)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
+        ctx.save_for_forward(inputs[1])
+        ctx.input_size = inputs[2]
+        ctx.window = inputs[3:7]
+
+    @staticmethod
+    def jvp(ctx, values_t, *_):
+        (indices,) = ctx.saved_tensors
+        return GatherAtFunction.apply(values_t, indices, ctx.input_size, *ctx.window)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (indices,) = ctx.saved_tensors
+        grad_values = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size, *ctx.window)
+        return grad_values, None, None, None, None, None, None
 
 
 class AvgPool2dFunction(_Function):
@@ -429,11 +470,39 @@ class EmptyConvFunction(_Function):
 
     @staticmethod
     def jvp(ctx, *_):
-        return _tangent(ctx)
+        return _tangent(ctx, [])
 
     @staticmethod
     def backward(ctx, _grad_output):
         return (*ctx.operands, None, None)
+
+
+class TangentSumFunction(_Function):
+    """t = sum(terms) + bias broadcast over (N, H, W), of ``shape``: the sum of
+    a Function's tangent terms (see ``_tangent``). Linear: its gradient is
+    the incoming gradient for every term and its sum over (N, H, W) for the
+    bias; its tangent is the sum of the tangents."""
+
+    @staticmethod
+    def forward(shape, bias, *terms):
+        total = None if bias is None else bias.view(1, -1, 1, 1).expand(shape)
+        for term in terms:
+            total = term if total is None else total + term
+        return total.clone() if total._is_view() or any(total is t for t in terms) else total
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.terms = len(inputs) - 2
+        _remember_output(ctx, output)
+
+    @staticmethod
+    def jvp(ctx, _shape_t, bias_t, *terms_t):
+        return _tangent(ctx, terms_t, bias_t)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_bias = _bias_grad(grad_output) if ctx.needs_input_grad[1] else None
+        return (None, grad_bias, *(grad_output if needed else None for needed in ctx.needs_input_grad[2:]))
 
 
 def _register() -> None:

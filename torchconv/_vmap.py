@@ -48,6 +48,8 @@ __all__ = [
     "avg_pool2d",
     "avg_pool2d_backward",
     "empty_conv",
+    "gather_at",
+    "tangent_sum",
 ]
 
 
@@ -245,6 +247,29 @@ def empty_conv(run: Callable, info, in_dims, input, weight, bias, shape, dtype):
     return run(input, weight, bias, (info.batch_size, *shape), dtype), 0
 
 
+def gather_at(run: Callable, info, in_dims, values, indices, *backward_args):
+    """Batching rule of the gather at max-pool indices: values and indices
+    (either may not vary) join the batch."""
+    batch = info.batch_size
+    v = _batch_first(values, in_dims[0], batch)
+    i = _batch_first(indices, in_dims[1], batch)
+    out = run(v.flatten(0, 1), i.flatten(0, 1), *backward_args)
+    return out.unflatten(0, (batch, v.shape[1])), 0
+
+
+def tangent_sum(run: Callable, info, in_dims, shape, bias, *terms):
+    """Batching rule of the sum of tangent terms: the terms join the batch; a
+    bias that varies over the vmapped dimension becomes a term of its own."""
+    batch = info.batch_size
+    folded = [_batch_first(t, dim, batch).flatten(0, 1) for t, dim in zip(terms, in_dims[2:])]
+    if bias is not None and in_dims[1] is not None:
+        per_example = bias.movedim(in_dims[1], 0)[:, None, :, None, None]
+        folded.append(per_example.expand(batch, *shape).flatten(0, 1))
+        bias = None
+    out = run((batch * shape[0], *shape[1:]), bias, *folded)
+    return out.unflatten(0, (batch, shape[0])), 0
+
+
 # ------------------------------------------------------------------ register
 
 
@@ -257,6 +282,8 @@ _RULES = (
     (_autograd.AvgPool2dFunction, ops.avg_pool2d, avg_pool2d),
     (_autograd.AvgPool2dBackwardFunction, ops.avg_pool2d_backward, avg_pool2d_backward),
     (_autograd.EmptyConvFunction, None, empty_conv),
+    (_autograd.GatherAtFunction, None, gather_at),
+    (_autograd.TangentSumFunction, None, tangent_sum),
 )
 
 
