@@ -83,7 +83,8 @@ def _owned(out: Tensor) -> Tensor:
 # (seconds). So the autograd Functions call the body directly (``call``), and
 # go through the op whenever something is watching the dispatcher: a
 # TorchDispatchMode (FlopCounterMode, FakeTensorMode, ...), a tensor subclass,
-# a torch.func transform, or a meta tensor.
+# a torch.func transform, a meta tensor, or the profiler (whose tables then
+# name torchconv::conv2d and the other ops).
 
 _BODIES: dict = {}
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
@@ -102,8 +103,12 @@ def _custom_op(name: str):
 
 def _plain(args) -> bool:
     """Whether every tensor in ``args`` is an ordinary CPU or CUDA tensor and no
-    dispatch mode or torch.func transform is active."""
-    if torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active():
+    dispatch mode, torch.func transform or profiler is active."""
+    if (
+        torch._C._len_torch_dispatch_stack()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._autograd._profiler_enabled()
+    ):
         return False
     for a in args:
         if isinstance(a, Tensor) and (type(a) not in _PLAIN_TYPES or a.device.type == "meta"):
