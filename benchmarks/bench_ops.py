@@ -77,25 +77,33 @@ class Case:
         return self.factory(self.batch * scale, torch.device(device), dtype)
 
 
-def _conv(c_in, hw, c_out, k, **kw):
+def _leaf(shape, like, memory_format=torch.contiguous_format):
+    """A leaf tensor requiring grad, in ``memory_format`` (channels_last for 4-d operands)."""
+    t = torch.randn(shape, device=like["device"], dtype=like["dtype"])
+    if len(shape) == 4:
+        t = t.contiguous(memory_format=memory_format)
+    return t.requires_grad_()
+
+
+def _conv(c_in, hw, c_out, k, memory_format=torch.contiguous_format, **kw):
     groups = kw.get("groups", 1)
 
     def make(n, device, dtype):
-        like = dict(device=device, dtype=dtype, requires_grad=True)
-        x = torch.randn(n, c_in, hw, hw, **like)
-        w = torch.randn(c_out, c_in // groups, k, k, **like)
-        b = torch.randn(c_out, **like)
+        like = dict(device=device, dtype=dtype)
+        x = _leaf((n, c_in, hw, hw), like, memory_format)
+        w = _leaf((c_out, c_in // groups, k, k), like, memory_format)
+        b = _leaf((c_out,), like)
         return (x, w, b), kw
 
     return make
 
 
-def _conv_t(c_in, hw, c_out, k, **kw):
+def _conv_t(c_in, hw, c_out, k, memory_format=torch.contiguous_format, **kw):
     def make(n, device, dtype):
-        like = dict(device=device, dtype=dtype, requires_grad=True)
-        x = torch.randn(n, c_in, hw, hw, **like)
-        w = torch.randn(c_in, c_out, k, k, **like)
-        b = torch.randn(c_out, **like)
+        like = dict(device=device, dtype=dtype)
+        x = _leaf((n, c_in, hw, hw), like, memory_format)
+        w = _leaf((c_in, c_out, k, k), like, memory_format)
+        b = _leaf((c_out,), like)
         return (x, w, b), kw
 
     return make
@@ -120,8 +128,28 @@ CASES = [
     Case("convT {n}x32x7x7 -> 16 k3 s2 p1 op1", 64, _conv_t(32, 7, 16, 3, stride=2, padding=1, output_padding=1), torchconv.conv_transpose2d, F.conv_transpose2d),
     Case("maxpool 3x3 s2 p1 {n}x64x112x112", 16, _pool(64, 112, 3, 2, 1), torchconv.max_pool2d, F.max_pool2d),
     Case("avgpool 2x2 {n}x64x28x28", 32, _pool(64, 28, 2), torchconv.avg_pool2d, F.avg_pool2d),
+    # Shapes where a per-sample GEMM has little to work with: one sample (the
+    # threads must share an image), dilation, a wide kernel.
+    Case("batch1 conv {n}x64x56x56 -> 64 k3 p1", 1, _conv(64, 56, 64, 3, padding=1), torchconv.conv2d, F.conv2d),
+    Case("dilated conv {n}x64x28x28 -> 64 k3 p2 d2", 8, _conv(64, 28, 64, 3, padding=2, dilation=2), torchconv.conv2d, F.conv2d),
+    Case("conv5x5 {n}x32x28x28 -> 64 k5 p2", 16, _conv(32, 28, 64, 5, padding=2), torchconv.conv2d, F.conv2d),
+    # channels_last (NHWC) inputs and weights: torch keeps the layout.
+    Case("resnet NHWC conv {n}x64x56x56 -> 64 k3 p1", 16, _conv(64, 56, 64, 3, memory_format=torch.channels_last, padding=1), torchconv.conv2d, F.conv2d),
+    Case("resnet NHWC conv {n}x256x14x14 -> 1024 1x1", 16, _conv(256, 14, 1024, 1, memory_format=torch.channels_last), torchconv.conv2d, F.conv2d),
+    Case("mnist NHWC conv {n}x32x14x14 -> 64 k3 p1", 64, _conv(32, 14, 64, 3, memory_format=torch.channels_last, padding=1), torchconv.conv2d, F.conv2d),
+    Case("convT NHWC {n}x64x14x14 -> 32 k4 s2 p1", 16, _conv_t(64, 14, 32, 4, memory_format=torch.channels_last, stride=2, padding=1), torchconv.conv_transpose2d, F.conv_transpose2d),
 ]
-MEMORY_CASE = 3  # index in CASES of the case whose peak memory is compared
+MEMORY_CASE = 3  # index in CASES of the case whose peak memory the README quotes
+# Peak memory is compared on every convolution case and on one large image,
+# where a whole image's im2col matrix (576 x 512*512 floats, 576 MiB) would
+# dwarf torch's footprint; it is only measured, not timed.
+LARGE_IMAGE_CASE = Case(
+    "large image conv {n}x64x512x512 -> 64 k3 p1", 1, _conv(64, 512, 64, 3, padding=1), torchconv.conv2d, F.conv2d
+)
+
+
+def memory_cases() -> list[Case]:
+    return [c for c in CASES if "conv" in c.name()] + [LARGE_IMAGE_CASE]
 
 
 def _runner(op, args, kwargs, backward: bool):
@@ -228,16 +256,17 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _peak_rss_child(which: str, backend: str, dtype: torch.dtype) -> None:
+def _peak_rss_child(which: str, backend: str, dtype: torch.dtype, index: int = -1) -> None:
     """Runs in a fresh process: prints by how many bytes the resident set peaks
-    above its starting size during one forward+backward of the ResNet 3x3 case.
+    above its starting size during one forward+backward of ``memory_cases()[index]``
+    (by default the ResNet 3x3 case).
 
     Resident memory counts every byte the process touches (torch's allocator,
     oneDNN's and our kernels' scratch buffers alike), so both sides compare
     fairly. Linux resets the peak (VmHWM) when 5 is written to clear_refs.
     """
     torch.manual_seed(0)
-    case = CASES[MEMORY_CASE]
+    case = CASES[MEMORY_CASE] if index < 0 else memory_cases()[index]
     inputs, kwargs = case.make(dtype=dtype)
     op = case.torch_op if which == "torch" else case.torchconv_op
     with torchconv.backends.use(backend):
@@ -252,12 +281,14 @@ def _peak_rss_child(which: str, backend: str, dtype: torch.dtype) -> None:
     print((peak - before) * 1024)
 
 
-def peak_memory_cpu(which: str, backend: str, dtype_name: str = "float32") -> int:
-    """Peak RSS growth of one forward+backward, measured in a fresh process."""
+def peak_memory_cpu(which: str, backend: str, dtype_name: str = "float32", index: int = -1) -> int:
+    """Peak RSS growth of one forward+backward of ``memory_cases()[index]``
+    (default: the ResNet 3x3 case), measured in a fresh process."""
     import subprocess
 
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", which, "--backend", backend, "--dtype", dtype_name],
+        [sys.executable, __file__, "--memory-child", which, "--backend", backend, "--dtype", dtype_name,
+         "--memory-index", str(index)],
         check=True, capture_output=True, text=True,
     )
     return int(out.stdout.strip().splitlines()[-1])
@@ -321,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cases", default="", help="only cases whose name contains this text")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory comparison")
     parser.add_argument("--memory-child", choices=["torch", "torchconv"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-index", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--no-cold-start", action="store_true", help="skip the cold-start measurement")
     parser.add_argument("--cold-start-child", choices=["torch", "torchconv"], help=argparse.SUPPRESS)
     return parser
@@ -495,7 +527,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.memory_child:
-        _peak_rss_child(args.memory_child, args.backend or torchconv.backends.current("cpu"), DTYPES[args.dtype[0]])
+        _peak_rss_child(args.memory_child, args.backend or torchconv.backends.current("cpu"), DTYPES[args.dtype[0]],
+                        args.memory_index)
         return 0
     if args.cold_start_child:
         _cold_start_child(args.cold_start_child, args.backend, args.device)
@@ -524,6 +557,19 @@ def main(argv=None) -> int:
             if args.no_memory:
                 continue
             mem_name = CASES[MEMORY_CASE].name(scale)
+            if not cuda:
+                print(f"\npeak memory (RSS growth, fresh process per side), one fwd+bwd, {dtype_name}:")
+                worst = 0.0
+                for index, case in enumerate(memory_cases()):
+                    if args.cases and case is not LARGE_IMAGE_CASE and case not in cases:
+                        continue
+                    ours = peak_memory_cpu("torchconv", backend, dtype_name, index)
+                    theirs = peak_memory_cpu("torch", backend, dtype_name, index)
+                    worst = max(worst, ours / theirs)
+                    print(f"  {case.name():44s} torchconv {ours / 2**20:7.1f} MiB, torch {theirs / 2**20:7.1f} MiB, "
+                          f"ratio {ours / theirs:.2f}", flush=True)
+                print(f"  {'worst ratio':44s} {worst:.2f}")
+                continue
             if cuda:
                 ours = peak_memory_cuda("torchconv", backend, DTYPES[dtype_name], device)
                 theirs = peak_memory_cuda("torch", backend, DTYPES[dtype_name], device)

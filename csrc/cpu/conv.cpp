@@ -71,59 +71,12 @@ const T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
-// Runs fn(n, buffer) for every sample, buffer being `buffer_size` scratch
-// elements owned by the running thread (allocated once per thread, not per
-// sample, and never initialised: each user writes what it reads). With
-// enough samples, samples go to threads and each GEMM runs single-threaded
-// inside its worker; otherwise samples run in turn and the GEMM uses the
-// threads.
-template <typename T, typename Fn>
-void for_each_sample(int64_t batch, int64_t buffer_size, const Fn& fn) {
-  auto run = [&](int64_t begin, int64_t end) {
-    std::unique_ptr<T[]> buffer(buffer_size > 0 ? new T[buffer_size] : nullptr);
-    for (int64_t n = begin; n < end; ++n) fn(n, buffer.get());
-  };
-  if (batch >= at::get_num_threads()) {
-    at::parallel_for(0, batch, 1, run);
-  } else {
-    run(0, batch);
-  }
-}
-
 // Scratch of a thread's chunk of planes in the direct loops: n elements,
 // none when n is 0 (float32 and float64 need none).
 template <typename T>
 std::unique_ptr<T[]> scratch(int64_t n) {
   return std::unique_ptr<T[]>(n > 0 ? new T[n] : nullptr);
 }
-
-// The column matrix of group g of one image, in acc_t: the image itself for
-// a pointwise convolution (widened into buffer for a half dtype), otherwise
-// its im2col, written into buffer.
-template <typename scalar_t>
-const acc_t<scalar_t>* group_columns(const ConvShape& s, const scalar_t* image, int64_t g, bool pointwise,
-                                     acc_t<scalar_t>* buffer) {
-  const scalar_t* group_image = image + g * s.image_group() * s.image_size();
-  if (pointwise) return widened(group_image, s.image_group() * s.image_size(), buffer);
-  im2col(group_image, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window, buffer);
-  return buffer;
-}
-
-// Column scratch per sample: none when a pointwise image is read in place.
-template <typename scalar_t>
-int64_t column_buffer_size(const ConvShape& s, bool pointwise) {
-  return pointwise && !is_widened<scalar_t> ? 0 : s.column_rows() * s.grid_size();
-}
-
-template <typename T>
-void add_bias(T* out, const T* bias, int64_t channels, int64_t plane) {
-  for (int64_t c = 0; c < channels; ++c) {
-    const T b = bias[c];
-    T* row = out + c * plane;
-    for (int64_t i = 0; i < plane; ++i) row[i] += b;
-  }
-}
-
 
 // ------------------------------------------- direct loops, one image channel per group
 //
@@ -275,111 +228,476 @@ void conv2d_weight_direct(const ConvShape& s, const scalar_t* input, const scala
   });
 }
 
-// ---------------------------------------------------------------- conv2d
+// ------------------------------------------------------ blocks of grid rows
+//
+// The GEMM kernels below work on blocks of grid (output) rows: each block's
+// columns are built, multiplied and dropped before the next, so the scratch
+// per thread is about kColumnBlockBytes whatever the image size (a whole
+// sample's columns for a 3x3 64-channel 1024 x 1024 image would be 2.25 GiB).
+// Blocks are also the unit of threading: (sample, block) tasks go to the
+// threads, so one sample or a batch smaller than the thread count keeps
+// every thread busy with a single-threaded GEMM each.
+
+// Column bytes one block aims at: about the L2 of one core, so that im2col's
+// writes are still cached when the GEMM packs them. Measured on the 1x64x
+// 512x512 3x3 case (fwd+bwd, 2 threads): 1 MiB and 4 MiB blocks ran within
+// noise of each other and of whole-sample columns.
+constexpr int64_t kColumnBlockBytes = int64_t(2) << 20;
+
+int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct Blocks {
+  int64_t rows;   // grid rows per block; the last block may have fewer
+  int64_t count;  // blocks per sample
+};
+
+// Blocks of at least min_rows grid rows whose scratch is about
+// kColumnBlockBytes (row_bytes per grid row). With fewer samples than
+// threads, a sample is cut into a multiple of the threads-per-sample so
+// that every thread gets the same number of blocks.
+Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_rows) {
+  const int64_t grid_h = std::max<int64_t>(s.grid_h, 1);
+  min_rows = std::min(std::max<int64_t>(min_rows, 1), grid_h);
+  int64_t rows = row_bytes > 0 ? kColumnBlockBytes / row_bytes : grid_h;
+  rows = std::min(std::max(rows, min_rows), grid_h);
+  const int64_t threads = at::get_num_threads();
+  if (s.batch < threads) {
+    const int64_t per_sample = div_up(threads, std::max<int64_t>(s.batch, 1));
+    const int64_t wanted = div_up(div_up(grid_h, rows), per_sample) * per_sample;
+    rows = std::max(min_rows, div_up(grid_h, wanted));
+  }
+  return {rows, div_up(grid_h, rows)};
+}
+
+// Runs fn(n, y_begin, y_end, buffer) for every sample n and block of grid
+// rows [y_begin, y_end), buffer being `buffer_size` scratch elements owned by
+// the running thread (never initialised: each user writes what it reads).
+// With fewer tasks than threads the tasks run in turn and each GEMM uses the
+// threads. `overlapping`: blocks of one sample write overlapping memory
+// (col2im), so they never run at the same time, except blocks two apart,
+// which the caller guarantees to be disjoint (min_rows): with fewer samples
+// than threads, even blocks run in parallel, then odd ones.
+template <typename T, typename Fn>
+void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, int64_t buffer_size,
+                    const Fn& fn) {
+  const int64_t threads = at::get_num_threads(), count = blocks.count;
+  auto block = [&](int64_t n, int64_t b, T* buffer) {
+    const int64_t y_begin = b * blocks.rows;
+    fn(n, y_begin, std::min(s.grid_h, y_begin + blocks.rows), buffer);
+  };
+  auto buffer = [&]() { return std::unique_ptr<T[]>(buffer_size > 0 ? new T[buffer_size] : nullptr); };
+  const int64_t tasks = s.batch * count;
+  if (tasks == 0) return;
+  if (tasks < threads || threads == 1) {
+    auto scratch_buffer = buffer();
+    for (int64_t t = 0; t < tasks; ++t) block(t / count, t % count, scratch_buffer.get());
+  } else if (!overlapping) {
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      auto scratch_buffer = buffer();
+      for (int64_t t = begin; t < end; ++t) block(t / count, t % count, scratch_buffer.get());
+    });
+  } else if (s.batch >= threads) {
+    at::parallel_for(0, s.batch, 1, [&](int64_t begin, int64_t end) {
+      auto scratch_buffer = buffer();
+      for (int64_t n = begin; n < end; ++n)
+        for (int64_t b = 0; b < count; ++b) block(n, b, scratch_buffer.get());
+    });
+  } else {
+    for (int64_t parity = 0; parity < 2; ++parity) {
+      const int64_t per_sample = (count - parity + 1) / 2;
+      at::parallel_for(0, s.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
+        auto scratch_buffer = buffer();
+        for (int64_t t = begin; t < end; ++t) block(t / per_sample, 2 * (t % per_sample) + parity, scratch_buffer.get());
+      });
+    }
+  }
+}
+
+// The fewest grid rows per block for which the image rows that blocks b and
+// b + 2 touch are disjoint (see for_each_block): a block's rows span
+// (rows - 1) * stride + (kernel - 1) * dilation + 1 image rows.
+int64_t disjoint_rows(const Window& w) {
+  return div_up((w.kernel_h - 1) * w.dilation_h + 1, w.stride_h);
+}
+
+template <typename T>
+void add_bias_planes(T* out, const T* bias, int64_t channels, int64_t plane, int64_t ld) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const T b = bias[c];
+    T* row = out + c * ld;
+    for (int64_t i = 0; i < plane; ++i) row[i] += b;
+  }
+}
+
+template <typename T>
+void add_bias_pixels(T* out, const T* bias, int64_t channels, int64_t pixels) {
+  for (int64_t p = 0; p < pixels; ++p) {
+    T* pixel = out + p * channels;
+    for (int64_t c = 0; c < channels; ++c) pixel[c] += bias[c];
+  }
+}
+
+// A whole output as float32 for a half dtype's transposed convolution (its
+// blocks add into overlapping pixels, possibly from two threads), rounded
+// into the output at the end; the output itself for float32 and float64.
+template <typename scalar_t>
+struct ImageAccumulator {
+  at::Tensor storage;
+  acc_t<scalar_t>* data;
+  ImageAccumulator(at::Tensor& out, bool zeroed) {
+    if constexpr (is_widened<scalar_t>) {
+      storage = zeroed ? at::zeros(out.numel(), out.options().dtype(at::kFloat))
+                       : at::empty(out.numel(), out.options().dtype(at::kFloat));
+      data = storage.data_ptr<acc_t<scalar_t>>();
+    } else {
+      if (zeroed) out.zero_();
+      data = out.data_ptr<scalar_t>();
+    }
+  }
+  void store_into(at::Tensor& out) {
+    if constexpr (is_widened<scalar_t>) {
+      scalar_t* result = out.data_ptr<scalar_t>();
+      const acc_t<scalar_t>* from = data;
+      at::parallel_for(0, out.numel(), 1 << 16, [&](int64_t b, int64_t e) { convert(from + b, result + b, e - b); });
+    }
+  }
+};
+
+// ---------------------------------------------------------------- conv2d (NCHW)
+//
+// Per block of grid rows: out[g][:, block] (Cout/G x L) = W[g] (Cout/G x rows)
+// . columns (rows x L), written in place (ldc = the plane) for float32.
 
 template <typename scalar_t>
 void conv2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
                    const acc_t<scalar_t>* bias, scalar_t* output) {
   using acc = acc_t<scalar_t>;
   if (uses_direct_loops(s)) return conv2d_direct(s, input, weight, bias, output);
-  const int64_t rows = s.column_rows(), grid = s.grid_size();
+  const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool pointwise = s.is_pointwise();
-  // Per thread: the columns, then (half dtypes) the sample's float32 output.
-  const int64_t column_size = column_buffer_size<scalar_t>(s, pointwise);
-  const int64_t out_size = widening_size<scalar_t>(s.grid_sample());
-  for_each_sample<acc>(s.batch, column_size + out_size, [&](int64_t n, acc* buffer) {
+  const bool columns_needed = !pointwise || is_widened<scalar_t>;
+  const int64_t row_bytes =
+      ((columns_needed ? rows : 0) + widening_size<scalar_t>(s.grid_channels)) * gw * int64_t(sizeof(acc));
+  const Blocks blocks = make_blocks(s, row_bytes, 1);
+  const int64_t width = blocks.rows * gw;
+  // Per thread: the block's columns, then (half dtypes) its float32 output.
+  const int64_t column_size = columns_needed ? rows * width : 0;
+  const int64_t out_size = widening_size<scalar_t>(s.grid_channels * width);
+  for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+    const int64_t cols = (y1 - y0) * gw, first = y0 * gw;
     const scalar_t* image = input + n * s.image_sample();
-    scalar_t* result = output + n * s.grid_sample();
+    scalar_t* result = output + n * s.grid_sample() + first;
     acc* out = accumulator(result, buffer + column_size);
+    const int64_t ld_out = is_widened<scalar_t> ? cols : grid;
     for (int64_t g = 0; g < s.groups; ++g) {
-      const acc* columns = group_columns(s, image, g, pointwise, buffer);
-      // out[g] (Cout/G x L) = W[g] (Cout/G x rows) . columns (rows x L)
-      gemm<acc>(false, false, s.grid_group(), grid, rows, 1, weight + g * s.grid_group() * rows,
-                std::max<int64_t>(rows, 1), columns, std::max<int64_t>(grid, 1), 0,
-                out + g * s.grid_group() * grid, std::max<int64_t>(grid, 1));
+      const scalar_t* group_image = image + g * s.image_group() * s.image_size();
+      const acc* columns = buffer;
+      int64_t ld_columns = cols;
+      if (pointwise) {
+        if constexpr (is_widened<scalar_t>) {
+          for (int64_t c = 0; c < s.image_group(); ++c)
+            convert(group_image + c * s.image_size() + first, buffer + c * cols, cols);
+        } else {
+          columns = group_image + first;
+          ld_columns = grid;
+        }
+      } else {
+        im2col(group_image, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, buffer);
+      }
+      gemm<acc>(false, false, s.grid_group(), cols, rows, 1, weight + g * s.grid_group() * rows,
+                std::max<int64_t>(rows, 1), columns, std::max<int64_t>(ld_columns, 1), 0,
+                out + g * s.grid_group() * ld_out, std::max<int64_t>(ld_out, 1));
     }
-    if (bias != nullptr) add_bias(out, bias, s.grid_channels, grid);
-    store(out, s.grid_sample(), result);
+    if (bias != nullptr) add_bias_planes(out, bias, s.grid_channels, cols, ld_out);
+    if constexpr (is_widened<scalar_t>) {
+      for (int64_t c = 0; c < s.grid_channels; ++c) convert(out + c * cols, result + c * grid, cols);
+    }
   });
 }
 
-// ------------------------------------------------------- conv_transpose2d
+// ------------------------------------------------------- conv_transpose2d (NCHW)
+//
+// Per block of grid rows: columns (rows x L) = W[g]^T (rows x Cin/G) .
+// x[g][:, block] (Cin/G x L), then col2im adds them into the image.
 
 template <typename scalar_t>
 void conv_transpose2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
-                             const acc_t<scalar_t>* bias, scalar_t* output) {
+                             const acc_t<scalar_t>* bias, at::Tensor& output) {
   using acc = acc_t<scalar_t>;
   // Here the input lives on the grid and the output is the image.
-  if (uses_direct_loops(s)) return conv_transpose2d_direct(s, input, weight, bias, output);
-  const int64_t rows = s.column_rows(), grid = s.grid_size();
+  if (uses_direct_loops(s)) {
+    return conv_transpose2d_direct(s, input, weight, bias, output.data_ptr<scalar_t>());
+  }
+  const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool pointwise = s.is_pointwise();
-  // Per thread: the columns, then (half dtypes) the sample's widened input
-  // and its float32 output.
-  const int64_t column_size = pointwise ? 0 : rows * grid;
-  const int64_t x_size = widening_size<scalar_t>(s.grid_sample());
-  const int64_t image_size = widening_size<scalar_t>(s.image_sample());
-  for_each_sample<acc>(s.batch, column_size + x_size + image_size, [&](int64_t n, acc* buffer) {
-    const acc* x = widened(input + n * s.grid_sample(), s.grid_sample(), buffer + column_size);
-    scalar_t* result = output + n * s.image_sample();
-    acc* image = accumulator(result, buffer + column_size + x_size);
-    if (!pointwise) std::fill(image, image + s.image_sample(), acc(0));
-    for (int64_t g = 0; g < s.groups; ++g) {
-      acc* group_image = image + g * s.image_group() * s.image_size();
-      acc* columns = pointwise ? group_image : buffer;
-      // columns (rows x L) = W[g]^T (rows x Cin/G) . x[g] (Cin/G x L); W[g] is Cin/G x rows.
-      gemm<acc>(true, false, rows, grid, s.grid_group(), 1, weight + g * s.grid_group() * rows,
-                std::max<int64_t>(rows, 1), x + g * s.grid_group() * grid,
-                std::max<int64_t>(grid, 1), 0, columns, std::max<int64_t>(grid, 1));
-      if (!pointwise) {
-        col2im(columns, s.image_group(), s.image_h, s.image_w, s.grid_h, s.grid_w, s.window,
-               group_image);
-      }
+  const int64_t row_bytes =
+      ((pointwise ? 0 : rows) + widening_size<scalar_t>(s.grid_channels)) * gw * int64_t(sizeof(acc));
+  const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window));
+  const int64_t width = blocks.rows * gw;
+  ImageAccumulator<scalar_t> image(output, !pointwise);
+  // Per thread: the block's columns, then (half dtypes) its widened input.
+  const int64_t column_size = pointwise ? 0 : rows * width;
+  const int64_t x_size = widening_size<scalar_t>(s.grid_channels * width);
+  for_each_block<acc>(s, blocks, !pointwise, column_size + x_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+    const int64_t cols = (y1 - y0) * gw, first = y0 * gw;
+    const scalar_t* x_sample = input + n * s.grid_sample() + first;
+    const acc* x = nullptr;
+    int64_t ld_x = grid;
+    if constexpr (is_widened<scalar_t>) {
+      for (int64_t c = 0; c < s.grid_channels; ++c) convert(x_sample + c * grid, buffer + column_size + c * cols, cols);
+      x = buffer + column_size;
+      ld_x = cols;
+    } else {
+      x = x_sample;
     }
-    if (bias != nullptr) add_bias(image, bias, s.image_channels, s.image_size());
-    store(image, s.image_sample(), result);
+    for (int64_t g = 0; g < s.groups; ++g) {
+      acc* group_image = image.data + n * s.image_sample() + g * s.image_group() * s.image_size();
+      acc* columns = pointwise ? group_image + first : buffer;
+      const int64_t ld_columns = pointwise ? s.image_size() : cols;
+      gemm<acc>(true, false, rows, cols, s.grid_group(), 1, weight + g * s.grid_group() * rows,
+                std::max<int64_t>(rows, 1), x + g * s.grid_group() * ld_x, std::max<int64_t>(ld_x, 1), 0, columns,
+                std::max<int64_t>(ld_columns, 1));
+      if (!pointwise) col2im(columns, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, group_image);
+    }
   });
+  if (bias != nullptr) {
+    at::parallel_for(0, s.batch, 1, [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; ++n)
+        add_bias_planes(image.data + n * s.image_sample(), bias, s.image_channels, s.image_size(), s.image_size());
+    });
+  }
+  image.store_into(output);
 }
 
-// ---------------------------------------------------------- conv2d_weight
+// ---------------------------------------------------------- conv2d_weight (NCHW)
+
+// One partial sum of the weight gradient per thread, added up at the end:
+// no two threads write the same memory, and with the blocks handed out in a
+// fixed way (at::parallel_for's static split) the result does not depend on
+// scheduling. Half dtypes sum the batch in float32 and round once.
+template <typename acc>
+struct WeightSums {
+  int64_t numel;
+  std::vector<acc> sums;
+  explicit WeightSums(int64_t numel) : numel(numel), sums(at::get_num_threads() * numel, acc(0)) {}
+  acc* mine() { return sums.data() + at::get_thread_num() * numel; }
+  template <typename scalar_t>
+  void total_into(scalar_t* out) {
+    const int64_t partials = static_cast<int64_t>(sums.size()) / std::max<int64_t>(numel, 1);
+    for (int64_t t = 1; t < partials; ++t) {
+      const acc* part = sums.data() + t * numel;
+      for (int64_t i = 0; i < numel; ++i) sums[i] += part[i];
+    }
+    convert(sums.data(), out, numel);
+  }
+};
 
 template <typename scalar_t>
 void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* grad_output,
                           scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   if (uses_direct_loops(s)) return conv2d_weight_direct(s, input, grad_output, grad_weight);
-  const int64_t rows = s.column_rows(), grid = s.grid_size();
-  const int64_t weight_numel = s.grid_channels * rows;
+  const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool pointwise = s.is_pointwise();
-  // One partial sum per thread, added up at the end: no two threads write
-  // the same memory, and the result does not depend on scheduling order
-  // beyond the fixed order of that final sum. The partial sums are acc_t:
-  // half dtypes sum the batch in float32 and round once.
-  const bool threaded_batch = s.batch >= at::get_num_threads();
-  const int64_t partials = threaded_batch ? at::get_num_threads() : 1;
-  std::vector<acc> sums(partials * weight_numel, acc(0));
-  // Per thread: the columns, then (half dtypes) the sample's widened grad_output.
-  const int64_t column_size = column_buffer_size<scalar_t>(s, pointwise);
-  const int64_t dy_size = widening_size<scalar_t>(s.grid_sample());
-  for_each_sample<acc>(s.batch, column_size + dy_size, [&](int64_t n, acc* buffer) {
-    acc* sum = sums.data() + (threaded_batch ? at::get_thread_num() : 0) * weight_numel;
+  const bool columns_needed = !pointwise || is_widened<scalar_t>;
+  const int64_t row_bytes =
+      ((columns_needed ? rows : 0) + widening_size<scalar_t>(s.grid_channels)) * gw * int64_t(sizeof(acc));
+  const Blocks blocks = make_blocks(s, row_bytes, 1);
+  const int64_t width = blocks.rows * gw;
+  WeightSums<acc> sums(s.grid_channels * rows);
+  // Per thread: the block's columns, then (half dtypes) its widened grad_output.
+  const int64_t column_size = columns_needed ? rows * width : 0;
+  const int64_t dy_size = widening_size<scalar_t>(s.grid_channels * width);
+  for_each_block<acc>(s, blocks, false, column_size + dy_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+    const int64_t cols = (y1 - y0) * gw, first = y0 * gw;
+    acc* sum = sums.mine();
     const scalar_t* image = input + n * s.image_sample();
-    const acc* dy = widened(grad_output + n * s.grid_sample(), s.grid_sample(), buffer + column_size);
+    const scalar_t* dy_sample = grad_output + n * s.grid_sample() + first;
+    const acc* dy = nullptr;
+    int64_t ld_dy = grid;
+    if constexpr (is_widened<scalar_t>) {
+      for (int64_t c = 0; c < s.grid_channels; ++c) convert(dy_sample + c * grid, buffer + column_size + c * cols, cols);
+      dy = buffer + column_size;
+      ld_dy = cols;
+    } else {
+      dy = dy_sample;
+    }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const acc* columns = group_columns(s, image, g, pointwise, buffer);
+      const scalar_t* group_image = image + g * s.image_group() * s.image_size();
+      const acc* columns = buffer;
+      int64_t ld_columns = cols;
+      if (pointwise) {
+        if constexpr (is_widened<scalar_t>) {
+          for (int64_t c = 0; c < s.image_group(); ++c)
+            convert(group_image + c * s.image_size() + first, buffer + c * cols, cols);
+        } else {
+          columns = group_image + first;
+          ld_columns = grid;
+        }
+      } else {
+        im2col(group_image, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, buffer);
+      }
       // sum[g] (Cout/G x rows) += dy[g] (Cout/G x L) . columns^T (L x rows)
-      gemm<acc>(false, true, s.grid_group(), rows, grid, 1, dy + g * s.grid_group() * grid,
-                std::max<int64_t>(grid, 1), columns, std::max<int64_t>(grid, 1), 1,
+      gemm<acc>(false, true, s.grid_group(), rows, cols, 1, dy + g * s.grid_group() * ld_dy,
+                std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
                 sum + g * s.grid_group() * rows, std::max<int64_t>(rows, 1));
     }
   });
-  for (int64_t t = 1; t < partials; ++t) {
-    const acc* part = sums.data() + t * weight_numel;
-    for (int64_t i = 0; i < weight_numel; ++i) sums[i] += part[i];
+  sums.total_into(grad_weight);
+}
+
+// ------------------------------------------------------------- channels_last
+//
+// Channels_last tensors are read and written in place: the column matrix
+// is the transpose of the NCHW one (a row per grid position, im2col_nhwc),
+// the weight is read in its channels_last order (Cout x kH x kW x Cin/G,
+// which is the column rows' (i, j, c) order), and the GEMMs swap operands:
+//   conv2d            y[block, g]  = columns (L x K) . W[g]^T (K x Cout/G)
+//   conv_transpose2d  columns (L x K) = x[block, g] (L x Cin/G) . W[g] (Cin/G x K), col2im_nhwc
+//   conv2d_weight     dW[g] (Cout/G x K) += dy[block, g]^T (Cout/G x L) . columns (L x K)
+// A block of grid rows of one sample is one contiguous run of pixels.
+
+template <typename scalar_t>
+void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+                        const acc_t<scalar_t>* bias, scalar_t* output) {
+  using acc = acc_t<scalar_t>;
+  const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.image_channels, cout = s.grid_channels;
+  const int64_t cig = s.image_group(), cog = s.grid_group();
+  const bool pointwise = s.is_pointwise();
+  const bool columns_needed = !pointwise || is_widened<scalar_t>;
+  const int64_t column_row = pointwise ? cin : depth;  // a pointwise block is widened whole
+  const int64_t row_bytes =
+      ((columns_needed ? column_row : 0) + widening_size<scalar_t>(cout)) * gw * int64_t(sizeof(acc));
+  const Blocks blocks = make_blocks(s, row_bytes, 1);
+  const int64_t width = blocks.rows * gw;
+  const int64_t column_size = columns_needed ? column_row * width : 0;
+  const int64_t out_size = widening_size<scalar_t>(cout * width);
+  for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+    const int64_t pixels = (y1 - y0) * gw, first = y0 * gw;
+    const scalar_t* image = input + n * s.image_sample();
+    scalar_t* result = output + (n * s.grid_size() + first) * cout;
+    acc* out = accumulator(result, buffer + column_size);
+    if (pointwise) {
+      if constexpr (is_widened<scalar_t>) convert(image + first * cin, buffer, pixels * cin);
+    }
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const acc* columns = buffer;
+      int64_t ld_columns = depth;
+      if (pointwise) {
+        if constexpr (is_widened<scalar_t>) {
+          columns = buffer + g * cig;
+        } else {
+          columns = image + first * cin + g * cig;
+        }
+        ld_columns = cin;
+      } else {
+        im2col_nhwc(image, cin, g * cig, cig, s.image_h, s.image_w, gw, s.window, y0, y1, buffer);
+      }
+      gemm<acc>(false, true, pixels, cog, depth, 1, columns, std::max<int64_t>(ld_columns, 1),
+                weight + g * cog * depth, std::max<int64_t>(depth, 1), 0, out + g * cog, std::max<int64_t>(cout, 1));
+    }
+    if (bias != nullptr) add_bias_pixels(out, bias, cout, pixels);
+    store(out, pixels * cout, result);
+  });
+}
+
+template <typename scalar_t>
+void conv_transpose2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+                                  const acc_t<scalar_t>* bias, at::Tensor& output) {
+  using acc = acc_t<scalar_t>;
+  const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.grid_channels, cout = s.image_channels;
+  const int64_t cig = s.grid_group(), cog = s.image_group();
+  const bool pointwise = s.is_pointwise();
+  const int64_t row_bytes =
+      ((pointwise ? 0 : depth) + widening_size<scalar_t>(cin)) * gw * int64_t(sizeof(acc));
+  const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window));
+  const int64_t width = blocks.rows * gw;
+  ImageAccumulator<scalar_t> image(output, !pointwise);
+  const int64_t column_size = pointwise ? 0 : depth * width;
+  const int64_t x_size = widening_size<scalar_t>(cin * width);
+  for_each_block<acc>(s, blocks, !pointwise, column_size + x_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+    const int64_t pixels = (y1 - y0) * gw, first = y0 * gw;
+    const acc* x = widened(input + (n * s.grid_size() + first) * cin, widening_size<scalar_t>(pixels * cin) ,
+                           buffer + column_size);
+    acc* sample_image = image.data + n * s.image_sample();
+    for (int64_t g = 0; g < s.groups; ++g) {
+      acc* columns = pointwise ? sample_image + first * cout + g * cog : buffer;
+      const int64_t ld_columns = pointwise ? cout : depth;
+      gemm<acc>(false, false, pixels, depth, cig, 1, x + g * cig, std::max<int64_t>(cin, 1),
+                weight + g * cig * depth, std::max<int64_t>(depth, 1), 0, columns, std::max<int64_t>(ld_columns, 1));
+      if (!pointwise) {
+        col2im_nhwc(columns, cout, g * cog, cog, s.image_h, s.image_w, gw, s.window, y0, y1, sample_image);
+      }
+    }
+  });
+  if (bias != nullptr) {
+    at::parallel_for(0, s.batch, 1, [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; ++n) add_bias_pixels(image.data + n * s.image_sample(), bias, cout, s.image_size());
+    });
   }
-  convert(sums.data(), grad_weight, weight_numel);
+  image.store_into(output);
+}
+
+template <typename scalar_t>
+void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* grad_output,
+                               scalar_t* grad_weight) {
+  using acc = acc_t<scalar_t>;
+  const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.image_channels, cout = s.grid_channels;
+  const int64_t cig = s.image_group(), cog = s.grid_group();
+  const bool pointwise = s.is_pointwise();
+  const bool columns_needed = !pointwise || is_widened<scalar_t>;
+  const int64_t column_row = pointwise ? cin : depth;
+  const int64_t row_bytes =
+      ((columns_needed ? column_row : 0) + widening_size<scalar_t>(cout)) * gw * int64_t(sizeof(acc));
+  const Blocks blocks = make_blocks(s, row_bytes, 1);
+  const int64_t width = blocks.rows * gw;
+  WeightSums<acc> sums(cout * depth);
+  const int64_t column_size = columns_needed ? column_row * width : 0;
+  const int64_t dy_size = widening_size<scalar_t>(cout * width);
+  for_each_block<acc>(s, blocks, false, column_size + dy_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+    const int64_t pixels = (y1 - y0) * gw, first = y0 * gw;
+    acc* sum = sums.mine();
+    const scalar_t* image = input + n * s.image_sample();
+    const acc* dy = widened(grad_output + (n * s.grid_size() + first) * cout, widening_size<scalar_t>(pixels * cout),
+                            buffer + column_size);
+    if (pointwise) {
+      if constexpr (is_widened<scalar_t>) convert(image + first * cin, buffer, pixels * cin);
+    }
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const acc* columns = buffer;
+      int64_t ld_columns = depth;
+      if (pointwise) {
+        if constexpr (is_widened<scalar_t>) {
+          columns = buffer + g * cig;
+        } else {
+          columns = image + first * cin + g * cig;
+        }
+        ld_columns = cin;
+      } else {
+        im2col_nhwc(image, cin, g * cig, cig, s.image_h, s.image_w, gw, s.window, y0, y1, buffer);
+      }
+      gemm<acc>(true, false, cog, depth, pixels, 1, dy + g * cog, std::max<int64_t>(cout, 1), columns,
+                std::max<int64_t>(ld_columns, 1), 1, sum + g * cog * depth, std::max<int64_t>(depth, 1));
+    }
+  });
+  sums.total_into(grad_weight);
 }
 
 // ------------------------------------------------------------- entry points
+
+// The layout torch gives a convolution's result for these operands on the
+// CPU (torchconv._library.conv_layout): channels_last if either is.
+bool channels_last(const at::Tensor& a, const at::Tensor& b) {
+  return a.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+         b.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+// A conv2d weight (Cout, Cin/G, kH, kW) or conv_transpose2d weight (Cin,
+// Cout/G, kH, kW) in the compute type with its channels last: free for a
+// channels_last weight.
+at::Tensor weight_channels_last(const at::Tensor& weight) {
+  return weight.permute({0, 2, 3, 1}).to(at::toOpMathType(weight.scalar_type())).contiguous();
+}
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -389,8 +707,19 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   const Window window = make_window(weight, stride, padding, dilation);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     weight.size(0), out_h, out_w, window};
-  const at::Tensor x = input.contiguous(), w = computed_in_opmath(weight);
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
+  if (channels_last(input, weight) && !uses_direct_loops(s)) {
+    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = weight_channels_last(weight);
+    at::Tensor out = at::empty({s.batch, s.grid_channels, out_h, out_w},
+                               input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
+      using acc = acc_t<scalar_t>;
+      conv2d_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
+                                   out.data_ptr<scalar_t>());
+    });
+    return out;
+  }
+  const at::Tensor x = input.contiguous(), w = computed_in_opmath(weight);
   at::Tensor out = at::empty({s.batch, s.grid_channels, out_h, out_w}, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
     using acc = acc_t<scalar_t>;
@@ -411,13 +740,22 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const int64_t out_channels = weight.size(1) * groups;
   const ConvShape s{input.size(0), groups, out_channels, out_h, out_w,
                     input.size(1), input.size(2), input.size(3), window};
-  const at::Tensor x = input.contiguous(), w = computed_in_opmath(weight);
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
+  if (channels_last(input, weight) && !uses_direct_loops(s)) {
+    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = weight_channels_last(weight);
+    at::Tensor out = at::empty({s.batch, out_channels, out_h, out_w},
+                               input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
+      using acc = acc_t<scalar_t>;
+      conv_transpose2d_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b), out);
+    });
+    return out;
+  }
+  const at::Tensor x = input.contiguous(), w = computed_in_opmath(weight);
   at::Tensor out = at::empty({s.batch, out_channels, out_h, out_w}, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
     using acc = acc_t<scalar_t>;
-    conv_transpose2d_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
-                                      out.data_ptr<scalar_t>());
+    conv_transpose2d_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b), out);
   });
   return out;
 }
@@ -430,6 +768,16 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
   const Window window = make_window(weight_like, stride, padding, dilation);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     grad_output.size(1), grad_output.size(2), grad_output.size(3), window};
+  if (channels_last(input, grad_output) && !uses_direct_loops(s)) {
+    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor dy = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+    at::Tensor grad_weight = at::empty(weight_size, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
+      conv2d_weight_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
+                                          grad_weight.data_ptr<scalar_t>());
+    });
+    return grad_weight;
+  }
   const at::Tensor x = input.contiguous(), dy = grad_output.contiguous();
   at::Tensor grad_weight = at::empty(weight_size, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {

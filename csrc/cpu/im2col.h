@@ -42,20 +42,25 @@ inline void inside_range(int64_t grid, int64_t stride, int64_t offset, int64_t w
   *end = std::max(*begin, std::min(e, grid));
 }
 
+// Grid rows [y_begin, y_end) of the column matrix: a (channels * kernel_h *
+// kernel_w) x ((y_end - y_begin) * grid_w) matrix, row-major with no gaps.
+// The convolution kernels build the columns a block of output rows at a
+// time, so the scratch stays a few MiB however large the image (a whole
+// 64-channel 1024 x 1024 image's 3 x 3 columns are 2.25 GiB).
 template <typename image_t, typename column_t>
 void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t image_w,
-            int64_t grid_h, int64_t grid_w, const Window& w, column_t* columns) {
-  const int64_t grid = grid_h * grid_w;
+            int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, column_t* columns) {
+  const int64_t width = (y_end - y_begin) * grid_w;
   for (int64_t c = 0; c < channels; ++c) {
     const image_t* plane = image + c * image_h * image_w;
     for (int64_t i = 0; i < w.kernel_h; ++i) {
       for (int64_t j = 0; j < w.kernel_w; ++j) {
-        column_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * grid;
+        column_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * width;
         const int64_t offset_w = j * w.dilation_w - w.pad_w;
         int64_t x_begin, x_end;
         inside_range(grid_w, w.stride_w, offset_w, image_w, &x_begin, &x_end);
-        for (int64_t y = 0; y < grid_h; ++y) {
-          column_t* out = row + y * grid_w;
+        for (int64_t y = y_begin; y < y_end; ++y) {
+          column_t* out = row + (y - y_begin) * grid_w;
           const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
           if (iy < 0 || iy >= image_h) {
             std::fill(out, out + grid_w, column_t(0));
@@ -75,30 +80,104 @@ void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t ima
   }
 }
 
-// The adjoint of im2col: adds every column entry onto the pixel it was read
-// from. `image` must be zeroed (or hold values to accumulate onto).
+// The adjoint of im2col over the same grid rows: adds every column entry
+// onto the pixel it was read from. `image` must be zeroed (or hold values to
+// accumulate onto).
 template <typename scalar_t>
 void col2im(const scalar_t* columns, int64_t channels, int64_t image_h, int64_t image_w,
-            int64_t grid_h, int64_t grid_w, const Window& w, scalar_t* image) {
-  const int64_t grid = grid_h * grid_w;
+            int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, scalar_t* image) {
+  const int64_t width = (y_end - y_begin) * grid_w;
   for (int64_t c = 0; c < channels; ++c) {
     scalar_t* plane = image + c * image_h * image_w;
     for (int64_t i = 0; i < w.kernel_h; ++i) {
       for (int64_t j = 0; j < w.kernel_w; ++j) {
-        const scalar_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * grid;
+        const scalar_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * width;
         const int64_t offset_w = j * w.dilation_w - w.pad_w;
         int64_t x_begin, x_end;
         inside_range(grid_w, w.stride_w, offset_w, image_w, &x_begin, &x_end);
-        for (int64_t y = 0; y < grid_h; ++y) {
+        for (int64_t y = y_begin; y < y_end; ++y) {
           const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
           if (iy < 0 || iy >= image_h) continue;
-          const scalar_t* in = row + y * grid_w;
+          const scalar_t* in = row + (y - y_begin) * grid_w;
           scalar_t* out = plane + iy * image_w + offset_w;
           if (w.stride_w == 1) {
             for (int64_t x = x_begin; x < x_end; ++x) out[x] += in[x];
           } else {
             for (int64_t x = x_begin; x < x_end; ++x) out[x * w.stride_w] += in[x];
           }
+        }
+      }
+    }
+  }
+}
+
+// Channels_last (NHWC) images: pixel (y, x) holds its `channels` values
+// contiguously, and a group reads `group_channels` of them from
+// `channel_begin`. The column matrix is then transposed with respect to the
+// one above: one row per grid position of rows [y_begin, y_end), holding
+// the window's taps in (i, j, c) order, kernel_h * kernel_w *
+// group_channels values, which is a channels_last weight's own order. Each
+// tap copies a run of contiguous channels; with one group and no dilation
+// a whole kernel row's taps are one run.
+template <typename image_t, typename column_t>
+void im2col_nhwc(const image_t* image, int64_t channels, int64_t channel_begin, int64_t group_channels,
+                 int64_t image_h, int64_t image_w, int64_t grid_w, const Window& w, int64_t y_begin,
+                 int64_t y_end, column_t* columns) {
+  const int64_t cg = group_channels, tap_row = w.kernel_w * cg, depth = w.kernel_h * tap_row;
+  const bool runs = w.dilation_w == 1 && channels == cg;
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    for (int64_t x = 0; x < grid_w; ++x) {
+      column_t* col = columns + ((y - y_begin) * grid_w + x) * depth;
+      const int64_t ix0 = x * w.stride_w - w.pad_w;
+      for (int64_t i = 0; i < w.kernel_h; ++i) {
+        column_t* out = col + i * tap_row;
+        const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+        if (iy < 0 || iy >= image_h) {
+          std::fill(out, out + tap_row, column_t(0));
+          continue;
+        }
+        const image_t* pixels = image + iy * image_w * channels + channel_begin;
+        if (runs) {
+          const int64_t j_begin = std::min(w.kernel_w, std::max<int64_t>(0, -ix0));
+          const int64_t j_end = std::max(j_begin, std::min(w.kernel_w, image_w - ix0));
+          std::fill(out, out + j_begin * cg, column_t(0));
+          convert(pixels + (ix0 + j_begin) * channels, out + j_begin * cg, (j_end - j_begin) * cg);
+          std::fill(out + j_end * cg, out + tap_row, column_t(0));
+        } else {
+          for (int64_t j = 0; j < w.kernel_w; ++j) {
+            const int64_t ix = ix0 + j * w.dilation_w;
+            if (ix < 0 || ix >= image_w) {
+              std::fill(out + j * cg, out + (j + 1) * cg, column_t(0));
+            } else {
+              convert(pixels + ix * channels, out + j * cg, cg);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of im2col_nhwc: adds each column row's taps onto their pixels.
+template <typename scalar_t>
+void col2im_nhwc(const scalar_t* columns, int64_t channels, int64_t channel_begin, int64_t group_channels,
+                 int64_t image_h, int64_t image_w, int64_t grid_w, const Window& w, int64_t y_begin,
+                 int64_t y_end, scalar_t* image) {
+  const int64_t cg = group_channels, tap_row = w.kernel_w * cg, depth = w.kernel_h * tap_row;
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    for (int64_t x = 0; x < grid_w; ++x) {
+      const scalar_t* col = columns + ((y - y_begin) * grid_w + x) * depth;
+      const int64_t ix0 = x * w.stride_w - w.pad_w;
+      for (int64_t i = 0; i < w.kernel_h; ++i) {
+        const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+        if (iy < 0 || iy >= image_h) continue;
+        scalar_t* pixels = image + iy * image_w * channels + channel_begin;
+        for (int64_t j = 0; j < w.kernel_w; ++j) {
+          const int64_t ix = ix0 + j * w.dilation_w;
+          if (ix < 0 || ix >= image_w) continue;
+          const scalar_t* in = col + i * tap_row + j * cg;
+          scalar_t* out = pixels + ix * channels;
+          for (int64_t c = 0; c < cg; ++c) out[c] += in[c];
         }
       }
     }
