@@ -27,7 +27,10 @@ __all__ = [
 
 def _is_int(value) -> bool:
     # bool is an int to Python but not to torch's int[] parser, which does
-    # take 0-d integer tensors.
+    # take 0-d integer tensors. A plain int is answered first: the ABC check
+    # of numbers.Integral below costs about 0.3 us, paid several times a call.
+    if type(value) is int:
+        return True
     if isinstance(value, torch.Tensor):
         return value.dim() == 0 and not value.dtype.is_floating_point and not value.dtype.is_complex and value.dtype != torch.bool
     return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
@@ -54,7 +57,7 @@ def check_types(op: str, ints=(), int_lists=(), bools=(), optional_ints=()) -> N
         if not isinstance(value, bool):
             raise TypeError(f"{op}(): argument '{name}' must be bool, not {type(value).__name__}")
     for name, value in int_lists:
-        if _is_int(value):
+        if _is_int(value) or _is_int_pair(value):
             continue
         if isinstance(value, (str, torch.Tensor)) or not isinstance(value, Sequence):
             raise TypeError(
@@ -68,6 +71,13 @@ def check_types(op: str, ints=(), int_lists=(), bools=(), optional_ints=()) -> N
                 )
 
 
+def _is_int_pair(value) -> bool:
+    """Whether ``value`` is a tuple or list of two plain ints: the common
+    spelling of a size argument, accepted without the general checks."""
+    kind = type(value)
+    return (kind is tuple or kind is list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
+
+
 def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
     """Expands an int, or a sequence of one or two ints, to a list of two ints.
 
@@ -75,6 +85,10 @@ def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
     anything else is a TypeError (wrong type) or a RuntimeError (wrong length,
     with ``message`` when torch has a specific one for this argument).
     """
+    if type(value) is int:
+        return [value, value]
+    if _is_int_pair(value):
+        return [value[0], value[1]]
     if _is_int(value):
         return [as_int(value)] * 2
     if isinstance(value, torch.Tensor) or not isinstance(value, Sequence) or isinstance(value, str):
@@ -102,9 +116,13 @@ def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
 
 def dense_strides(shape, memory_format: torch.memory_format) -> tuple[int, ...]:
     """The strides ``torch.empty(shape, memory_format=memory_format)`` gets."""
-    if memory_format == torch.channels_last and len(shape) == 4:
+    if len(shape) == 4:  # every op's tensors: unrolled (runs several times a call)
         n, c, h, w = shape
-        return (h * w * c, 1, w * c, c)
+        if memory_format == torch.channels_last:
+            return (h * w * c, 1, w * c, c)
+        w = w if w > 1 else 1
+        hw = (h if h > 1 else 1) * w
+        return (hw * (c if c > 1 else 1), hw, w, 1)
     strides, step = [], 1
     for size in reversed(shape):
         strides.append(step)
@@ -132,16 +150,22 @@ def memory_format_of(tensor: torch.Tensor) -> torch.memory_format:
     """
     if tensor.dim() != 4 or tensor.layout != torch.strided:
         return torch.contiguous_format
-    sizes, strides = tensor.shape, tensor.stride()
-    if strides[1] == 0:
+    n, c, h, w = tensor.shape
+    sn, sc, sh, sw = tensor.stride()
+    # The dimensions in the order (1, 3, 2, 0), unrolled: each stride at
+    # least the extent of the one before, no size zero, and the batch stride
+    # not equal to the channel stride's extent (an ambiguous layout).
+    if sc == 0 or c == 0 or w == 0 or h == 0 or n == 0:
         return torch.contiguous_format
-    smallest = 0
-    for d in (1, 3, 2, 0):
-        if sizes[d] == 0 or strides[d] < smallest:
-            return torch.contiguous_format
-        if d == 0 and smallest == strides[1]:
-            return torch.contiguous_format
-        smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    smallest = sc * (c if c > 1 else 1)
+    if sw < smallest:
+        return torch.contiguous_format
+    smallest = sw * (w if w > 1 else 1)
+    if sh < smallest:
+        return torch.contiguous_format
+    smallest = sh * (h if h > 1 else 1)
+    if sn < smallest or smallest == sc:
+        return torch.contiguous_format
     return torch.channels_last
 
 
@@ -202,6 +226,8 @@ def autocast_dtype(tensor: torch.Tensor) -> torch.dtype:
 
 
 def _check_same_kind(op: str, input: torch.Tensor, name: str, other: torch.Tensor) -> None:
+    if other.dtype == input.dtype and other.device == input.device:
+        return  # the common case: autocast maps equal dtypes on one device alike
     input_dtype, other_dtype = autocast_dtype(input), autocast_dtype(other)
     if name == "weight" and other_dtype != input_dtype and not (_is_inexact(input_dtype) and _is_inexact(other_dtype)):
         # torch's integer convolution kernels word a weight of another dtype so.
@@ -270,6 +296,9 @@ def _not_implemented(kernel: str, dtype: torch.dtype) -> NotImplementedError:
 def check_conv_dtype(input, dilation, transposed: bool) -> None:
     """Raises torch's NotImplementedError for a dtype its CPU convolutions do
     not compute. An input without elements is never computed, so never refused."""
+    dtype = input.dtype
+    if dtype.is_floating_point or dtype.is_complex:
+        return  # computed (autocast only maps floating point to floating point)
     dtype = autocast_dtype(input)
     if _is_inexact(dtype) or dtype == torch.int64 or input.numel() == 0:
         return
@@ -293,6 +322,11 @@ def check_conv_params(op: str, stride, padding, dilation, groups, output_padding
     """Sign checks on conv arguments, in the order ATen makes them (types were
     checked first, by check_types). Torch lets a zero dilation through when
     the input has no elements (``input_is_empty``): nothing reads it."""
+    if (
+        groups > 0 and min(padding) >= 0 and min(stride) > 0 and min(dilation) > 0
+        and (output_padding is None or min(output_padding) >= 0)
+    ):
+        return  # all fine: the checks below only say what is wrong, in ATen's order
     if groups <= 0:
         raise RuntimeError(f"{op}: non-positive groups is not supported, but got groups={groups}")
     if any(p < 0 for p in padding):
@@ -317,65 +351,67 @@ def check_conv_shapes(
     ``output_padding`` is None for conv2d and a pair for conv_transpose2d.
     ``input`` is 4-d here (unbatched inputs are given a batch dimension first).
     """
+    # Unrolled over the two spatial axes, the messages' lists built only on
+    # failure: this runs at every call (about 1 us instead of 3).
     transposed = output_padding is not None
-    w_shape = list(weight.shape)
-    if weight.shape[0] < groups:
+    w0, w1, kh, kw = weight.shape
+    n, c, h, w = input.shape
+    if w0 < groups:
         raise RuntimeError(
             f"{op}: Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
-            f"but got weight of size {w_shape} instead"
+            f"but got weight of size {list(weight.shape)} instead"
         )
-    if weight.shape[0] % groups != 0:
+    if w0 % groups != 0:
         raise RuntimeError(
             f"{op}: Given groups={groups}, expected weight to be divisible by {groups} at "
-            f"dimension 0, but got weight of size {w_shape} instead"
+            f"dimension 0, but got weight of size {list(weight.shape)} instead"
         )
-    in_channels = weight.shape[0] if transposed else weight.shape[1] * groups
-    out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
-    if input.shape[1] != in_channels:
+    in_channels = w0 if transposed else w1 * groups
+    out_channels = w1 * groups if transposed else w0
+    if c != in_channels:
         prefix = "Given transposed=1" if transposed else f"Given groups={groups}"
         raise RuntimeError(
-            f"{op}: {prefix}, weight of size {w_shape}, expected input{list(input.shape)} to have "
-            f"{in_channels} channels, but got {input.shape[1]} channels instead"
+            f"{op}: {prefix}, weight of size {list(weight.shape)}, expected input{list(input.shape)} to have "
+            f"{in_channels} channels, but got {c} channels instead"
         )
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
         prefix = "Given transposed=1, weight" if transposed else "Given weight"
         raise RuntimeError(
-            f"{op}: {prefix} of size {w_shape}, expected bias to be 1-dimensional with "
+            f"{op}: {prefix} of size {list(weight.shape)}, expected bias to be 1-dimensional with "
             f"{out_channels} elements, but got bias of size {list(bias.shape)} instead"
         )
-    kernel = w_shape[2:]
-    spatial = list(input.shape[2:])
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     if transposed:
         _check_nonempty_planes(op, input)
         # Torch skips these two checks for an input without elements: its
         # output is empty whatever they say, as long as no size is negative.
-        empty = input.numel() == 0
-        if not empty and any(op_ >= s and op_ >= d for op_, s, d in zip(output_padding, stride, dilation)):
+        empty = n == 0 or c == 0 or h == 0 or w == 0
+        oh, ow = output_padding
+        if not empty and ((oh >= sh and oh >= dh) or (ow >= sw and ow >= dw)):
             raise RuntimeError(
                 f"{op}: output padding must be smaller than either stride or dilation, but got "
                 f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
             )
-        out = [
-            conv_transpose_output_size(n, k, s, p, o, d)
-            for n, k, s, p, o, d in zip(spatial, kernel, stride, padding, output_padding, dilation)
-        ]
-        if any(o < 0 or (o == 0 and not empty) for o in out):
+        out_h = conv_transpose_output_size(h, kh, sh, ph, oh, dh)
+        out_w = conv_transpose_output_size(w, kw, sw, pw, ow, dw)
+        if out_h < 0 or out_w < 0 or (not empty and (out_h == 0 or out_w == 0)):
             raise RuntimeError(
-                f"{op}: Given input size per channel: ({spatial[0]} x {spatial[1]}). Calculated "
-                f"output size per channel: ({out[0]} x {out[1]}). Output size is too small"
+                f"{op}: Given input size per channel: ({h} x {w}). Calculated "
+                f"output size per channel: ({out_h} x {out_w}). Output size is too small"
             )
     else:
-        padded = [n + 2 * p for n, p in zip(spatial, padding)]
-        effective = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-        if any(p < e for p, e in zip(padded, effective)):
+        padded_h, padded_w = h + 2 * ph, w + 2 * pw
+        effective_h, effective_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        if padded_h < effective_h or padded_w < effective_w:
             raise RuntimeError(
-                f"{op}: Calculated padded input size per channel: ({padded[0]} x {padded[1]}). "
-                f"Kernel size: ({effective[0]} x {effective[1]}). Kernel size can't be greater "
+                f"{op}: Calculated padded input size per channel: ({padded_h} x {padded_w}). "
+                f"Kernel size: ({effective_h} x {effective_w}). Kernel size can't be greater "
                 f"than actual input size"
             )
         _check_nonempty_planes(op, input)
-        out = [conv_output_size(n, k, s, p, d) for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)]
-    return [input.shape[0], out_channels, *out]
+        out_h = conv_output_size(h, kh, sh, ph, dh)
+        out_w = conv_output_size(w, kw, sw, pw, dw)
+    return [n, out_channels, out_h, out_w]
 
 
 def _check_nonempty_planes(op: str, input) -> None:
@@ -418,15 +454,33 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
     return out
 
 
+# torch's wording of a pooling size argument of the wrong length.
+_POOL_LENGTH_MESSAGES = {
+    "kernel_size": "{op}: kernel_size must either be a single int, or a tuple of two ints",
+    "stride": "{op}: stride must either be omitted, a single int, or a tuple of two ints",
+    "padding": "{op}: padding must either be a single int, or a tuple of two ints",
+    "dilation": "{op}: dilation must be either a single int, or a tuple of two ints",
+}
+
+
+def _pool_pair(value, name: str, op: str) -> list[int]:
+    # Plain ints and pairs first: the message is only formatted for the others.
+    if type(value) is int:
+        return [value, value]
+    if _is_int_pair(value):
+        return [value[0], value[1]]
+    return pair(value, name, op, _POOL_LENGTH_MESSAGES[name].format(op=op))
+
+
 def pool_args(op: str, kernel_size, stride, padding, dilation=1):
     """Normalises pooling size arguments; an omitted stride is the kernel size."""
-    kernel = pair(kernel_size, "kernel_size", op, f"{op}: kernel_size must either be a single int, or a tuple of two ints")
-    if stride is None or (isinstance(stride, Sequence) and len(stride) == 0):
+    kernel = _pool_pair(kernel_size, "kernel_size", op)
+    if stride is None or (type(stride) is not int and isinstance(stride, Sequence) and len(stride) == 0):
         strides = list(kernel)
     else:
-        strides = pair(stride, "stride", op, f"{op}: stride must either be omitted, a single int, or a tuple of two ints")
-    pads = pair(padding, "padding", op, f"{op}: padding must either be a single int, or a tuple of two ints")
-    dilations = pair(dilation, "dilation", op, f"{op}: dilation must be either a single int, or a tuple of two ints")
+        strides = _pool_pair(stride, "stride", op)
+    pads = _pool_pair(padding, "padding", op)
+    dilations = _pool_pair(dilation, "dilation", op)
     return kernel, strides, pads, dilations
 
 
@@ -440,14 +494,16 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
             f"{op}: Dimension out of range: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
             f"but got input of size {list(input.shape)}"
         )
-    shape_message = (
-        f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
-        f"but got: {list(input.shape)}"
-    )
+    def shape_error() -> RuntimeError:
+        return RuntimeError(
+            f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+            f"but got: {list(input.shape)}"
+        )
+
     if input.dim() not in (3, 4):
         if op == "max_pool2d":  # torch's max_pool2d words a wrong rank so
             raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, but got: {list(input.shape)}")
-        raise RuntimeError(shape_message)
+        raise shape_error()
     height, width = input.shape[-2:]
     out_h = pool_output_size(height, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     out_w = pool_output_size(width, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
@@ -465,7 +521,7 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
             f"dilationW: {dilation[1]}"
         )
     if 0 in input.shape[-3:]:
-        raise RuntimeError(shape_message)
+        raise shape_error()
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise RuntimeError(
             f"{op}: pad should be smaller than or equal to half of kernel size, but got "
@@ -479,3 +535,108 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
         )
     _check_pool_dtype(op, input)
     return [*input.shape[:-2], out_h, out_w]
+
+
+# ------------------------------------------------------------------ fast paths
+#
+# Every call pays for its checks, and on small tensors they cost as much as the
+# arithmetic (the full checks above: about 4 us a conv2d call, against 4.5 us
+# for all of F.conv2d). The functions below accept the ordinary call (plain
+# ints or pairs of ints, 4-d non-empty tensors of one floating dtype on one
+# device, sizes that fit) in a few comparisons and return its normalised
+# arguments; anything else returns None and goes through the full checks,
+# which give torch's errors. So each accepts a subset of what the full checks
+# accept, with the same result.
+
+
+def _plain_pair(value):
+    """[a, b] for a plain int or a tuple or list of two plain ints, else None."""
+    kind = type(value)
+    if kind is int:
+        return [value, value]
+    if (kind is tuple or kind is list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return [value[0], value[1]]
+    return None
+
+
+def _same_floating(input, weight, bias) -> bool:
+    """Tensors (bias may be None) of one floating or complex dtype on one device."""
+    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)):
+        return False
+    dtype = input.dtype
+    if weight.dtype != dtype or not (dtype.is_floating_point or dtype.is_complex):
+        return False
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype != dtype or bias.dim() != 1):
+        return False
+    if input.is_cpu and weight.is_cpu and (bias is None or bias.is_cpu):
+        return True  # no torch.device objects to build and compare
+    return input.device == weight.device and (bias is None or bias.device == input.device)
+
+
+def fast_conv_args(input, weight, bias, stride, padding, dilation, groups, output_padding=None):
+    """``[stride, padding, dilation]`` (and ``output_padding`` appended, for a
+    transposed convolution) as lists of two ints, when the call is an ordinary
+    one that the full checks pass as is; None otherwise."""
+    if type(groups) is not int or groups <= 0 or not _same_floating(input, weight, bias):
+        return None
+    if input.dim() != 4 or weight.dim() != 4:
+        return None
+    stride, padding, dilation = _plain_pair(stride), _plain_pair(padding), _plain_pair(dilation)
+    if stride is None or padding is None or dilation is None:
+        return None
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    if sh <= 0 or sw <= 0 or ph < 0 or pw < 0 or dh <= 0 or dw <= 0:
+        return None
+    n, c, h, w = input.shape
+    w0, w1, kh, kw = weight.shape
+    if n == 0 or c == 0 or h == 0 or w == 0 or w0 < groups or w0 % groups:
+        return None
+    if output_padding is None:
+        if c != w1 * groups or (bias is not None and bias.shape[0] != w0):
+            return None
+        if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
+            return None
+        return [stride, padding, dilation]
+    output_padding = _plain_pair(output_padding)
+    if output_padding is None:
+        return None
+    oh, ow = output_padding
+    if oh < 0 or ow < 0 or (oh >= sh and oh >= dh) or (ow >= sw and ow >= dw):
+        return None
+    if c != w0 or (bias is not None and bias.shape[0] != w1 * groups):
+        return None
+    if (
+        conv_transpose_output_size(h, kh, sh, ph, oh, dh) <= 0
+        or conv_transpose_output_size(w, kw, sw, pw, ow, dw) <= 0
+    ):
+        return None
+    return [stride, padding, dilation, output_padding]
+
+
+def fast_pool_args(op: str, input, kernel_size, stride, padding, dilation, ceil_mode):
+    """``[kernel, stride, padding, dilation]`` as lists of two ints for an
+    ordinary pooling call (a 4-d floating input without empty planes, sizes
+    that fit) that the full checks pass as is; None otherwise."""
+    if type(ceil_mode) is not bool or not isinstance(input, torch.Tensor) or input.dim() != 4:
+        return None
+    if not input.dtype.is_floating_point:
+        return None
+    kernel, padding, dilation = _plain_pair(kernel_size), _plain_pair(padding), _plain_pair(dilation)
+    stride = kernel if stride is None else _plain_pair(stride)
+    if kernel is None or stride is None or padding is None or dilation is None:
+        return None
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    if kh <= 0 or kw <= 0 or sh <= 0 or sw <= 0 or dh <= 0 or dw <= 0:
+        return None
+    # pad <= k // 2 also keeps it within half the effective (dilated) kernel.
+    if ph < 0 or pw < 0 or ph > kh // 2 or pw > kw // 2:
+        return None
+    _, c, h, w = input.shape
+    if c == 0 or h == 0 or w == 0:
+        return None
+    if (
+        pool_output_size(h, kh, sh, ph, dh, ceil_mode) < 1
+        or pool_output_size(w, kw, sw, pw, dw, ceil_mode) < 1
+    ):
+        return None
+    return [kernel, stride if stride is not kernel else list(kernel), padding, dilation]

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from . import backends
@@ -52,7 +53,7 @@ def conv_layout(a: Tensor, b: Tensor, slow_transposed: bool = False) -> torch.me
     """
     if a.device.type == "cuda" and (torch.float64 in (a.dtype, b.dtype) or slow_transposed):
         return torch.contiguous_format
-    if torch.channels_last in (memory_format_of(a), memory_format_of(b)):
+    if memory_format_of(a) == torch.channels_last or memory_format_of(b) == torch.channels_last:
         return torch.channels_last
     return torch.contiguous_format
 
@@ -111,7 +112,7 @@ def _plain(args) -> bool:
     ):
         return False
     for a in args:
-        if isinstance(a, Tensor) and (type(a) not in _PLAIN_TYPES or a.device.type == "meta"):
+        if isinstance(a, Tensor) and (type(a) not in _PLAIN_TYPES or a.is_meta):
             return False
     return True
 
@@ -121,6 +122,40 @@ def call(op, *args):
     if _plain(args):
         return _BODIES[op](*args)
     return op(*args)
+
+
+def records_graph(args) -> bool:
+    """Whether applying an autograd Function to ``args`` outside torch.func
+    transforms records anything: a backward node (grad mode on and a tensor
+    that requires grad) or a forward-mode tangent (a dual level is open:
+    ``torch.autograd.forward_ad.dual_level``, the only way to make dual
+    tensors outside ``torch.func.jvp``, which is a transform)."""
+    if _forward_ad._current_level >= 0:
+        return True
+    if torch.is_grad_enabled():
+        for a in args:
+            if isinstance(a, Tensor) and a.requires_grad:
+                return True
+    return False
+
+
+def bare_body(op, args):
+    """The body of ``op`` when ``op(*args)`` needs neither its autograd
+    Function (see :func:`records_graph`) nor the dispatcher (see
+    :func:`_plain`), else None: the checks of both in one pass over ``args``,
+    the eager path of every ordinary call."""
+    if (
+        _forward_ad._current_level >= 0
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._autograd._profiler_enabled()
+    ):
+        return None
+    grad = torch.is_grad_enabled()
+    for a in args:
+        if isinstance(a, Tensor) and (type(a) not in _PLAIN_TYPES or a.is_meta or (grad and a.requires_grad)):
+            return None
+    return _BODIES[op]
 
 
 def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
@@ -170,7 +205,10 @@ def conv2d(
     groups: int,
 ) -> Tensor:
     kernel = backends.kernels(input.device).conv2d
-    out = _conv_with_bias(kernel, input, weight, bias, stride, padding, dilation, groups)
+    if input.is_complex():
+        out = _conv_with_bias(kernel, input, weight, bias, stride, padding, dilation, groups)
+    else:
+        out = kernel(input, weight, bias, stride, padding, dilation, groups)
     return _owned(in_layout(out, conv_layout(input, weight)))
 
 
@@ -195,7 +233,10 @@ def conv_transpose2d(
     dilation: Sequence[int],
 ) -> Tensor:
     kernel = backends.kernels(input.device).conv_transpose2d
-    out = _conv_with_bias(kernel, input, weight, bias, stride, padding, output_padding, groups, dilation)
+    if input.is_complex():
+        out = _conv_with_bias(kernel, input, weight, bias, stride, padding, output_padding, groups, dilation)
+    else:
+        out = kernel(input, weight, bias, stride, padding, output_padding, groups, dilation)
     return _owned(in_layout(out, conv_layout(input, weight, output_padding_is_big(stride, output_padding))))
 
 

@@ -24,7 +24,13 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import _args
 from . import _library as ops
-from ._autograd import AvgPool2dFunction, Conv2dFunction, ConvTranspose2dFunction, EmptyConvFunction, MaxPool2dFunction
+from ._autograd import (
+    AvgPool2dFunction,
+    Conv2dFunction,
+    ConvTranspose2dFunction,
+    EmptyConvFunction,
+    MaxPool2dFunction,
+)
 
 __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "max_pool2d_with_indices", "avg_pool2d"]
 
@@ -46,13 +52,23 @@ def _run(function, op, *args):
     """
     if torch.compiler.is_compiling():
         return op(*args)
-    if torch.jit.is_tracing():
+    if torch._C._is_tracing():  # torch.jit.is_tracing() without its frame
         # Sizes read off tensors while tracing are traced values; the op's
         # int[] arguments take the numbers (constants in the graph, as the
         # arguments of torch's own convolutions are).
         return op(*(_as_ints(a) if isinstance(a, (list, tuple)) else a for a in args))
-    if op in _AUTOCAST_OPS and torch.is_autocast_enabled(args[0].device.type):
+    if (
+        op in _AUTOCAST_OPS
+        and torch._C._is_any_autocast_enabled()  # one call, where the device's costs three
+        and torch.is_autocast_enabled(args[0].device.type)
+    ):
         args = ops.autocast_operands(args)
+    body = ops.bare_body(op, args)
+    if body is not None:
+        # Nothing for the Function to record and nothing watching the
+        # dispatcher: the op's body alone, as ``function.apply`` would run
+        # it, without its four frames and two passes over the arguments.
+        return body(*args)
     return function.apply(*args)
 
 
@@ -125,6 +141,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         return handle_torch_function(
             conv2d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups
         )
+    fast = _args.fast_conv_args(input, weight, bias, stride, padding, dilation, groups)
+    if fast is not None:
+        return _run(Conv2dFunction, ops.conv2d, input, weight, bias, *fast, groups)
     op = "conv2d"
     sizes = [("stride", stride), ("dilation", dilation)] + ([] if isinstance(padding, str) else [("padding", padding)])
     _args.check_types(op, int_lists=sizes, ints=[("groups", groups)])
@@ -197,6 +216,13 @@ def conv_transpose2d(
             conv_transpose2d, (input, weight, bias), input, weight, bias, stride, padding, output_padding, groups,
             dilation,
         )
+    fast = _args.fast_conv_args(input, weight, bias, stride, padding, dilation, groups, output_padding)
+    if fast is not None:
+        stride, padding, dilation, output_padding = fast
+        return _run(
+            ConvTranspose2dFunction, ops.conv_transpose2d, input, weight, bias, stride, padding, output_padding,
+            groups, dilation,
+        )
     op = "conv_transpose2d"
     if isinstance(padding, str):
         raise TypeError(f"{op}(): argument 'padding' must be tuple of ints, not str")
@@ -254,6 +280,10 @@ def max_pool2d(
             max_pool2d, (input,), input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
         )
     op = "max_pool2d"
+    fast = _args.fast_pool_args(op, input, kernel_size, stride, padding, dilation, ceil_mode)
+    if fast is not None:
+        values, indices = _run(MaxPool2dFunction, ops.max_pool2d, input, *fast, ceil_mode)
+        return (values, indices) if return_indices else values
     sizes = [("kernel_size", kernel_size), ("padding", padding), ("dilation", dilation)]
     _args.check_types(op, int_lists=sizes + ([] if stride is None else [("stride", stride)]), bools=[("ceil_mode", ceil_mode)])
     kernel, stride, padding, dilation = _args.pool_args(op, kernel_size, stride, padding, dilation)
@@ -310,6 +340,13 @@ def avg_pool2d(
             avg_pool2d, (input,), input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         )
     op = "avg_pool2d"
+    if type(count_include_pad) is bool and divisor_override is None:
+        fast = _args.fast_pool_args(op, input, kernel_size, stride, padding, 1, ceil_mode)
+        if fast is not None:
+            kernel, stride, padding, _ = fast
+            return _run(
+                AvgPool2dFunction, ops.avg_pool2d, input, kernel, stride, padding, ceil_mode, count_include_pad, None
+            )
     sizes = [("kernel_size", kernel_size), ("padding", padding)] + ([] if stride is None else [("stride", stride)])
     _args.check_types(
         op,

@@ -68,7 +68,58 @@ class Backend:
     how_to_enable: str = ""
 
 
-_REGISTRY: dict[str, Backend] = {}
+class _Registry(dict):
+    """The registry: a dict that counts its changes (``version``), so that
+    :func:`kernels` can keep the backends of each device type in priority
+    order between changes, however the dict is changed."""
+
+    version = 0
+
+    def _changed(self):
+        self.version += 1
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def pop(self, *args):
+        try:
+            return super().pop(*args)
+        finally:
+            self._changed()
+
+    def popitem(self):
+        try:
+            return super().popitem()
+        finally:
+            self._changed()
+
+    def setdefault(self, key, default=None):
+        try:
+            return super().setdefault(key, default)
+        finally:
+            self._changed()
+
+    def update(self, *args, **kwargs):
+        try:
+            super().update(*args, **kwargs)
+        finally:
+            self._changed()
+
+    def clear(self):
+        super().clear()
+        self._changed()
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+
+_REGISTRY: dict[str, Backend] = _Registry()
 # The stack of use() blocks around the running code, per thread and asyncio
 # task. Autograd may run a backward on a thread of its own, which does not
 # inherit it: the autograd Functions record chosen() at forward and restore it
@@ -107,8 +158,25 @@ def chosen() -> str | None:
     return choices[-1] if choices else None
 
 
+# os.environ's own dict and the variable's key in it (bytes on POSIX).
+_ENVIRON = os.environ
+_ENVIRON_DATA = getattr(_ENVIRON, "_data", None) if type(_ENVIRON) is os._Environ else None
+_ENVIRON_KEY = _ENVIRON.encodekey(ENV_VAR) if _ENVIRON_DATA is not None else None
+
+
+def _environment_choice() -> str | None:
+    """``os.environ.get(ENV_VAR)``, read at every op call. ``os.environ.get``
+    raises and catches a KeyError when the variable is unset (the usual case:
+    about 1 us); the mapping's own dict, which every change through
+    ``os.environ`` updates, answers without one."""
+    if _ENVIRON_DATA is None or os.environ is not _ENVIRON:
+        return os.environ.get(ENV_VAR)
+    value = _ENVIRON_DATA.get(_ENVIRON_KEY)
+    return None if value is None else _ENVIRON.decodevalue(value)
+
+
 def _requested() -> str | None:
-    return chosen() or os.environ.get(ENV_VAR) or None
+    return chosen() or _environment_choice() or None
 
 
 def _check_name(name: str) -> None:
@@ -170,9 +238,44 @@ def current(device="cpu") -> str:
     return requested
 
 
+# device type -> (registry version, the backends that run on it, highest
+# priority first): available()'s order without its sort at every call.
+_BY_PRIORITY: dict[str, tuple[int, tuple[Backend, ...]]] = {}
+
+
+def _by_priority(kind: str) -> tuple[Backend, ...]:
+    cached = _BY_PRIORITY.get(kind)
+    if cached is not None and cached[0] == _REGISTRY.version:
+        return cached[1]
+    ordered = tuple(sorted((b for b in _REGISTRY.values() if kind in b.devices), key=lambda b: -b.priority))
+    _BY_PRIORITY[kind] = (_REGISTRY.version, ordered)
+    return ordered
+
+
 def kernels(device) -> ModuleType:
-    """The kernels of the backend that runs on ``device`` now."""
-    return _REGISTRY[current(device)].kernels
+    """The kernels of the backend that runs on ``device`` now.
+
+    Every op call asks this, so the answer :func:`current` gives is found
+    here without building lists (about 1 us instead of 5): the choice of
+    :func:`use` and the environment variable are read at every call, and
+    so is ``is_available()`` of the backend picked; the priority order is
+    kept between changes of the registry. Anything amiss goes to
+    :func:`current`, for its error.
+    """
+    kind = device.type if type(device) is torch.device else _device_type(device)
+    choices = _CHOICES.get()
+    requested = choices[-1] if choices else _environment_choice()
+    if not requested:
+        cached = _BY_PRIORITY.get(kind)
+        ordered = cached[1] if cached is not None and cached[0] == _REGISTRY.version else _by_priority(kind)
+        for backend in ordered:
+            if backend.is_available():
+                return backend.kernels
+    else:
+        backend = _REGISTRY.get(requested)
+        if backend is not None and kind in backend.devices and backend.is_available():
+            return backend.kernels
+    return _REGISTRY[current(kind)].kernels
 
 
 register(Backend("reference", reference, devices=("cpu", "cuda"), priority=0))

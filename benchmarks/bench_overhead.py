@@ -1,0 +1,179 @@
+"""Per-call overhead of torchconv's ops on tiny tensors, against torch.nn.functional.
+
+On tensors this small (a 1x1x4x4 input, a 3x3 kernel) the arithmetic costs
+next to nothing, so the time of a call is its fixed cost: argument checks,
+the backend lookup, the autograd Function, the kernel's call, the layout of
+the output. That cost is what every call of a small layer pays, and what a
+GPU run (whose kernels are asynchronous) pays in full.
+
+How it measures: every case builds its inputs once; one timed region runs a
+call ``--inner`` times in a row (``time.perf_counter`` around the loop), and
+a pair is one region of torchconv and one of torch, the side that goes first
+alternating from pair to pair. The figure of a case is the median over
+``--pairs`` pairs of the ratio torchconv / torch of the two regions' times
+(a ratio is immune to the slow drift of a shared machine that absolute times
+suffer from); the per-call times shown are the medians of each side's region
+time divided by ``--inner``. Both sides are warmed up first. Regions are
+kept short (5 calls by default): on a loaded machine a long region is more
+often preempted, which penalises the slower side more than its share. Torch
+runs one thread (``--threads`` to change it): a tiny call uses no more, and
+on a shared machine a thread pool's wake-ups add millisecond stalls to random
+regions.
+
+Three measurements per op:
+
+* ``fwd``: the forward on inputs that do not require grad (no graph);
+* ``fwd (rg)``: the forward on inputs that require grad (a graph is
+  recorded, nothing runs backward);
+* ``fwd+bwd``: the forward, then ``torch.autograd.grad`` of the output with
+  a precomputed gradient of ones, for every input that requires grad (no
+  ``.grad`` accumulation, so the region holds only the two passes).
+
+The targets the table is checked against: a forward at most 2.0 times
+torch's, a forward+backward at most 1.5 times.
+
+Usage::
+
+    python benchmarks/bench_overhead.py                 # every op, default backend
+    python benchmarks/bench_overhead.py --backend reference --pairs 100
+    python benchmarks/bench_overhead.py --ops conv2d,max_pool2d
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+import torchconv
+
+TARGETS = {"fwd": 2.0, "fwd (rg)": 2.0, "fwd+bwd": 1.5}
+OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d")
+
+
+def _inputs(op: str, requires_grad: bool) -> tuple[tuple, dict]:
+    """(args, kwargs) of a tiny call of ``op``, the same for both sides."""
+    gen = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen).requires_grad_(requires_grad)
+
+    if op == "conv2d":
+        return (randn(1, 1, 4, 4), randn(1, 1, 3, 3)), {}
+    if op == "conv_transpose2d":
+        return (randn(1, 1, 4, 4), randn(1, 1, 3, 3)), {}
+    if op == "max_pool2d":
+        return (randn(1, 1, 4, 4), 2), {}
+    if op == "avg_pool2d":
+        return (randn(1, 1, 4, 4), 2), {}
+    raise ValueError(f"unknown op {op!r}; choose from {OPS}")
+
+
+def _forward(fn: Callable, args: tuple, kwargs: dict) -> Callable[[], object]:
+    return lambda: fn(*args, **kwargs)
+
+
+def _forward_backward(fn: Callable, args: tuple, kwargs: dict) -> Callable[[], object]:
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    grad = torch.ones_like(fn(*args, **kwargs))
+
+    def run():
+        return torch.autograd.grad(fn(*args, **kwargs), leaves, grad)
+
+    return run
+
+
+def calls(op: str, kind: str) -> tuple[Callable[[], object], Callable[[], object]]:
+    """The (torchconv, torch) callables that one measurement of ``op`` times."""
+    ours, theirs = getattr(torchconv, op), getattr(F, op)
+    args, kwargs = _inputs(op, requires_grad=kind != "fwd")
+    make = _forward_backward if kind == "fwd+bwd" else _forward
+    return make(ours, args, kwargs), make(theirs, args, kwargs)
+
+
+def _region(fn: Callable[[], object], inner: int) -> float:
+    start = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return time.perf_counter() - start
+
+
+def measure(ours: Callable, theirs: Callable, pairs: int, inner: int, warmup: int = 20) -> dict:
+    """Median ratio ours/theirs over ``pairs`` interleaved pairs of regions of
+    ``inner`` calls, and each side's median time per call in microseconds."""
+    for _ in range(warmup):
+        ours()
+        theirs()
+    ratios, ours_s, theirs_s = [], [], []
+    for i in range(pairs):
+        if i % 2:
+            b = _region(theirs, inner)
+            a = _region(ours, inner)
+        else:
+            a = _region(ours, inner)
+            b = _region(theirs, inner)
+        ratios.append(a / b)
+        ours_s.append(a)
+        theirs_s.append(b)
+    return {
+        "ratio": statistics.median(ratios),
+        "ours_us": statistics.median(ours_s) / inner * 1e6,
+        "torch_us": statistics.median(theirs_s) / inner * 1e6,
+    }
+
+
+def run(ops=OPS, pairs: int = 300, inner: int = 5, out=None) -> list[dict]:
+    """Measures every (op, kind) and prints the table (to ``out``, default
+    stdout); returns its rows."""
+    out = out or sys.stdout
+    rows = []
+    print(f"{'op':<18} {'kind':<9} {'torchconv us':>12} {'torch us':>9} {'ratio':>6} {'target':>7}", file=out)
+    for op in ops:
+        for kind in TARGETS:
+            result = measure(*calls(op, kind), pairs=pairs, inner=inner)
+            target = TARGETS[kind]
+            mark = "ok" if result["ratio"] <= target else "OVER"
+            print(
+                f"{op:<18} {kind:<9} {result['ours_us']:>12.1f} {result['torch_us']:>9.1f} "
+                f"{result['ratio']:>6.2f} {'<= ' + str(target):>7} {mark}",
+                file=out,
+                flush=True,
+            )
+            rows.append({"op": op, "kind": kind, "target": target, **result})
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=300, help="interleaved pairs per measurement (default 300)")
+    parser.add_argument("--inner", type=int, default=5, help="calls per timed region (default 5)")
+    parser.add_argument("--backend", default=None, help="torchconv backend to run (default: the fastest available)")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    ops = [o for o in args.ops.split(",") if o]
+    for op in ops:
+        if op not in OPS:
+            parser.error(f"unknown op {op!r}; choose from {','.join(OPS)}")
+    backend = args.backend or torchconv.backends.current("cpu")
+    print(
+        f"torch {torch.__version__}, backend {backend}, {torch.get_num_threads()} threads, "
+        f"{args.pairs} pairs x {args.inner} calls; ratio = torchconv / torch (median of pairs)"
+    )
+    try:
+        with torchconv.backends.use(args.backend) if args.backend else contextlib.nullcontext():
+            run(ops, args.pairs, args.inner)
+    finally:
+        torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":
+    main()

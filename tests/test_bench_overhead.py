@@ -1,0 +1,50 @@
+"""benchmarks/bench_overhead.py runs and prints its table (tiny pair counts; no timing assertions)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torchconv
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_overhead.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_overhead", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+
+
+def test_every_op_and_kind_prints_a_row(capsys):
+    bench.main(["--pairs", "2", "--inner", "1"])
+    out = capsys.readouterr().out
+    assert "ratio = torchconv / torch" in out
+    for op in bench.OPS:
+        for kind in bench.TARGETS:
+            rows = [line for line in out.splitlines() if line[:18].strip() == op and line[19:28].strip() == kind]
+            assert len(rows) == 1, (op, kind, out)
+            assert "<= " in rows[0]
+
+
+def test_backend_option_runs_that_backend(capsys):
+    bench.main(["--pairs", "1", "--inner", "1", "--backend", "reference", "--ops", "conv2d"])
+    out = capsys.readouterr().out
+    assert "backend reference" in out
+    assert sum(line.startswith("conv2d ") for line in out.splitlines()) == len(bench.TARGETS)
+
+
+def test_measure_returns_a_ratio():
+    result = bench.measure(lambda: None, lambda: None, pairs=3, inner=2, warmup=1)
+    assert set(result) == {"ratio", "ours_us", "torch_us"} and result["ratio"] > 0
+
+
+def test_fwd_and_bwd_callables_compute_gradients():
+    ours, theirs = bench.calls("conv2d", "fwd+bwd")
+    for (a, b) in zip(ours(), theirs()):
+        assert a.shape == b.shape
+    assert torchconv.backends.current("cpu")
