@@ -116,6 +116,15 @@ def _pool(c, hw, *args, **kw):
     return make
 
 
+def _pool_cl(c, hw, *args, **kw):
+    """_pool's case with a channels_last input (output and gradient channels_last too)."""
+    def make(n, device, dtype):
+        x = torch.randn(n, c, hw, hw, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        return (x.requires_grad_(), *args), kw
+
+    return make
+
+
 CASES = [
     Case("mnist conv {n}x1x28x28 -> 32 k3 p1", 64, _conv(1, 28, 32, 3, padding=1), torchconv.conv2d, F.conv2d),
     Case("mnist conv {n}x32x14x14 -> 64 k3 p1", 64, _conv(32, 14, 64, 3, padding=1), torchconv.conv2d, F.conv2d),
@@ -128,6 +137,9 @@ CASES = [
     Case("convT {n}x32x7x7 -> 16 k3 s2 p1 op1", 64, _conv_t(32, 7, 16, 3, stride=2, padding=1, output_padding=1), torchconv.conv_transpose2d, F.conv_transpose2d),
     Case("maxpool 3x3 s2 p1 {n}x64x112x112", 16, _pool(64, 112, 3, 2, 1), torchconv.max_pool2d, F.max_pool2d),
     Case("avgpool 2x2 {n}x64x28x28", 32, _pool(64, 28, 2), torchconv.avg_pool2d, F.avg_pool2d),
+    Case("mnist maxpool 2x2 {n}x32x28x28 channels_last", 64, _pool_cl(32, 28, 2), torchconv.max_pool2d, F.max_pool2d),
+    Case("maxpool 3x3 s2 p1 {n}x64x112x112 channels_last", 16, _pool_cl(64, 112, 3, 2, 1), torchconv.max_pool2d, F.max_pool2d),
+    Case("avgpool 2x2 {n}x64x28x28 channels_last", 32, _pool_cl(64, 28, 2), torchconv.avg_pool2d, F.avg_pool2d),
     # Shapes where a per-sample GEMM has little to work with: one sample (the
     # threads must share an image), dilation, a wide kernel.
     Case("batch1 conv {n}x64x56x56 -> 64 k3 p1", 1, _conv(64, 56, 64, 3, padding=1), torchconv.conv2d, F.conv2d),
