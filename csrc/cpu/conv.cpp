@@ -5,17 +5,20 @@
 //   conv_transpose2d  y[n,g]  = col2im(W[g]^T . x[n,g])   (conv2d's grad_input)
 //   conv2d_weight     dW[g]   = sum_n dy[n,g] . im2col(x[n,g])^T
 // A 1x1 kernel with stride 1 and no padding needs no im2col: the image is its
-// own column matrix. Samples run in parallel (at::parallel_for), each thread
-// with its own column buffer, so memory stays bounded as the batch grows;
-// with fewer samples than threads, the GEMM itself runs multi-threaded.
+// own column matrix. Columns are built a block of output rows at a time
+// (about 2 MiB per thread, see "blocks of grid rows"), and (sample, block)
+// tasks run in parallel (at::parallel_for), so memory stays bounded for any
+// batch or image size and a single sample still uses every thread.
+// Channels_last operands run kernels of their own that read and write NHWC
+// in place (see "channels_last").
 //
 // float16 and bfloat16 compute in float32 (precision.h): the weight and bias
-// are widened once (they are small), each sample's image is widened as
-// im2col builds its columns (or into the thread's buffer when it needs no
-// im2col), the GEMM is the float32 one, and the sample's float32 result, bias
-// included, is rounded once into the output. The weight gradient sums the
-// batch in float32 and rounds at the end. Scratch stays per thread and per
-// sample, as in float32.
+// are widened once (they are small), the image is widened as im2col builds
+// each block's columns, the GEMM is the float32 one, and each block's
+// float32 result, bias included, is rounded once into the output (a
+// transposed convolution accumulates its whole output in float32 first).
+// The weight gradient sums the batch in float32 and rounds at the end.
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -269,6 +272,58 @@ Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_rows) {
   return {rows, div_up(grid_h, rows)};
 }
 
+// Column scratch kept by each thread from one call to the next, up to
+// kKeptScratchBytes (a block's scratch is about kColumnBlockBytes): a fresh
+// allocation of that size is a fresh mmap whose pages fault in on every
+// call, which also shows as resident-set growth; oneDNN keeps its
+// scratchpads the same way. Larger requests (a minimum block of a huge row)
+// are allocated for the call and freed.
+constexpr int64_t kKeptScratchBytes = int64_t(8) << 20;
+
+struct KeptScratch {
+  std::unique_ptr<char[]> data;
+  int64_t bytes = 0;
+  bool leased = false;
+};
+
+inline KeptScratch& kept_scratch() {
+  static thread_local KeptScratch kept;
+  return kept;
+}
+
+template <typename T>
+class ScratchLease {
+ public:
+  explicit ScratchLease(int64_t n) {
+    const int64_t bytes = n * int64_t(sizeof(T));
+    if (n <= 0) return;
+    KeptScratch& kept = kept_scratch();
+    if (bytes <= kKeptScratchBytes && !kept.leased) {
+      if (kept.bytes < bytes) {
+        kept.data.reset(new char[bytes]);
+        kept.bytes = bytes;
+      }
+      kept.leased = true;
+      lease_ = &kept;
+      ptr_ = reinterpret_cast<T*>(kept.data.get());
+    } else {
+      own_.reset(new T[n]);
+      ptr_ = own_.get();
+    }
+  }
+  ~ScratchLease() {
+    if (lease_ != nullptr) lease_->leased = false;
+  }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+  T* get() const { return ptr_; }
+
+ private:
+  KeptScratch* lease_ = nullptr;
+  std::unique_ptr<T[]> own_;
+  T* ptr_ = nullptr;
+};
+
 // Runs fn(n, y_begin, y_end, buffer) for every sample n and block of grid
 // rows [y_begin, y_end), buffer being `buffer_size` scratch elements owned by
 // the running thread (never initialised: each user writes what it reads).
@@ -285,7 +340,7 @@ void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, 
     const int64_t y_begin = b * blocks.rows;
     fn(n, y_begin, std::min(s.grid_h, y_begin + blocks.rows), buffer);
   };
-  auto buffer = [&]() { return std::unique_ptr<T[]>(buffer_size > 0 ? new T[buffer_size] : nullptr); };
+  auto buffer = [&]() { return ScratchLease<T>(buffer_size); };
   const int64_t tasks = s.batch * count;
   if (tasks == 0) return;
   if (tasks < threads || threads == 1) {
@@ -363,6 +418,58 @@ struct ImageAccumulator {
   }
 };
 
+// The grid-side operand that a transposed convolution reads (its input) and
+// the weight gradient reads (grad_output), with any strides: it is copied a
+// block at a time into the thread's scratch, widened for a half dtype,
+// unless it is already dense in the order the GEMM reads (then `dense` and
+// it is read in place). Backward passes often get an expanded gradient
+// (the gradient of a sum has all strides 0): copying the whole of it to
+// contiguous memory twice, once per backward kernel, was the larger part
+// of the peak-memory excess on the small cases (1x64x56x56: 2.3 MiB against
+// torch's 1.5).
+template <typename scalar_t>
+struct GridOperand {
+  const scalar_t* data;
+  int64_t sn, sc, sh, sw;
+  bool dense;  // read in place: acc_t, and dense in the kernel's layout
+
+  GridOperand(const at::Tensor& t, bool channels_last)
+      : data(t.data_ptr<scalar_t>()), sn(t.stride(0)), sc(t.stride(1)), sh(t.stride(2)), sw(t.stride(3)) {
+    const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    dense = !is_widened<scalar_t> && t.is_contiguous(format);
+  }
+  // Channels [0, channels) of grid rows [y0, y1) of sample n as planes
+  // (channel-major, ld = (y1 - y0) * grid_w) into dst.
+  void planes(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, acc_t<scalar_t>* dst) const {
+    const int64_t cols = (y1 - y0) * grid_w;
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t y = y0; y < y1; ++y) {
+        const scalar_t* src = data + n * sn + c * sc + y * sh;
+        acc_t<scalar_t>* out = dst + c * cols + (y - y0) * grid_w;
+        if (sw == 1) {
+          convert(src, out, grid_w);
+        } else {
+          for (int64_t x = 0; x < grid_w; ++x) out[x] = static_cast<acc_t<scalar_t>>(src[x * sw]);
+        }
+      }
+    }
+  }
+  // The same block as pixels (pixel-major, `channels` values each) into dst.
+  void pixels(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, acc_t<scalar_t>* dst) const {
+    for (int64_t y = y0; y < y1; ++y) {
+      for (int64_t x = 0; x < grid_w; ++x) {
+        const scalar_t* src = data + n * sn + y * sh + x * sw;
+        acc_t<scalar_t>* out = dst + ((y - y0) * grid_w + x) * channels;
+        if (sc == 1) {
+          convert(src, out, channels);
+        } else {
+          for (int64_t c = 0; c < channels; ++c) out[c] = static_cast<acc_t<scalar_t>>(src[c * sc]);
+        }
+      }
+    }
+  }
+};
+
 // ---------------------------------------------------------------- conv2d (NCHW)
 //
 // Per block of grid rows: out[g][:, block] (Cout/G x L) = W[g] (Cout/G x rows)
@@ -421,34 +528,30 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar
 // x[g][:, block] (Cin/G x L), then col2im adds them into the image.
 
 template <typename scalar_t>
-void conv_transpose2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t>& input, const acc_t<scalar_t>* weight,
                              const acc_t<scalar_t>* bias, at::Tensor& output) {
   using acc = acc_t<scalar_t>;
   // Here the input lives on the grid and the output is the image.
-  if (uses_direct_loops(s)) {
-    return conv_transpose2d_direct(s, input, weight, bias, output.data_ptr<scalar_t>());
-  }
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool pointwise = s.is_pointwise();
-  const int64_t row_bytes =
-      ((pointwise ? 0 : rows) + widening_size<scalar_t>(s.grid_channels)) * gw * int64_t(sizeof(acc));
+  const int64_t copied = input.dense ? 0 : s.grid_channels;
+  const int64_t row_bytes = ((pointwise ? 0 : rows) + copied) * gw * int64_t(sizeof(acc));
   const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window));
   const int64_t width = blocks.rows * gw;
   ImageAccumulator<scalar_t> image(output, !pointwise);
   // Per thread: the block's columns, then (half dtypes) its widened input.
   const int64_t column_size = pointwise ? 0 : rows * width;
-  const int64_t x_size = widening_size<scalar_t>(s.grid_channels * width);
+  const int64_t x_size = copied * width;
   for_each_block<acc>(s, blocks, !pointwise, column_size + x_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * gw, first = y0 * gw;
-    const scalar_t* x_sample = input + n * s.grid_sample() + first;
     const acc* x = nullptr;
     int64_t ld_x = grid;
-    if constexpr (is_widened<scalar_t>) {
-      for (int64_t c = 0; c < s.grid_channels; ++c) convert(x_sample + c * grid, buffer + column_size + c * cols, cols);
+    if (input.dense) {
+      x = reinterpret_cast<const acc*>(input.data) + n * s.grid_sample() + first;
+    } else {
+      input.planes(n, y0, y1, gw, s.grid_channels, buffer + column_size);
       x = buffer + column_size;
       ld_x = cols;
-    } else {
-      x = x_sample;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
       acc* group_image = image.data + n * s.image_sample() + g * s.image_group() * s.image_size();
@@ -493,34 +596,32 @@ struct WeightSums {
 };
 
 template <typename scalar_t>
-void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* grad_output,
+void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const GridOperand<scalar_t>& grad_output,
                           scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
-  if (uses_direct_loops(s)) return conv2d_weight_direct(s, input, grad_output, grad_weight);
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool pointwise = s.is_pointwise();
   const bool columns_needed = !pointwise || is_widened<scalar_t>;
-  const int64_t row_bytes =
-      ((columns_needed ? rows : 0) + widening_size<scalar_t>(s.grid_channels)) * gw * int64_t(sizeof(acc));
+  const int64_t copied = grad_output.dense ? 0 : s.grid_channels;
+  const int64_t row_bytes = ((columns_needed ? rows : 0) + copied) * gw * int64_t(sizeof(acc));
   const Blocks blocks = make_blocks(s, row_bytes, 1);
   const int64_t width = blocks.rows * gw;
   WeightSums<acc> sums(s.grid_channels * rows);
   // Per thread: the block's columns, then (half dtypes) its widened grad_output.
   const int64_t column_size = columns_needed ? rows * width : 0;
-  const int64_t dy_size = widening_size<scalar_t>(s.grid_channels * width);
+  const int64_t dy_size = copied * width;
   for_each_block<acc>(s, blocks, false, column_size + dy_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * gw, first = y0 * gw;
     acc* sum = sums.mine();
     const scalar_t* image = input + n * s.image_sample();
-    const scalar_t* dy_sample = grad_output + n * s.grid_sample() + first;
     const acc* dy = nullptr;
     int64_t ld_dy = grid;
-    if constexpr (is_widened<scalar_t>) {
-      for (int64_t c = 0; c < s.grid_channels; ++c) convert(dy_sample + c * grid, buffer + column_size + c * cols, cols);
+    if (grad_output.dense) {
+      dy = reinterpret_cast<const acc*>(grad_output.data) + n * s.grid_sample() + first;
+    } else {
+      grad_output.planes(n, y0, y1, gw, s.grid_channels, buffer + column_size);
       dy = buffer + column_size;
       ld_dy = cols;
-    } else {
-      dy = dy_sample;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
       const scalar_t* group_image = image + g * s.image_group() * s.image_size();
@@ -602,23 +703,27 @@ void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const acc_t<s
 }
 
 template <typename scalar_t>
-void conv_transpose2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+void conv_transpose2d_nhwc_kernel(const ConvShape& s, const GridOperand<scalar_t>& input, const acc_t<scalar_t>* weight,
                                   const acc_t<scalar_t>* bias, at::Tensor& output) {
   using acc = acc_t<scalar_t>;
   const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.grid_channels, cout = s.image_channels;
   const int64_t cig = s.grid_group(), cog = s.image_group();
   const bool pointwise = s.is_pointwise();
-  const int64_t row_bytes =
-      ((pointwise ? 0 : depth) + widening_size<scalar_t>(cin)) * gw * int64_t(sizeof(acc));
+  const int64_t copied = input.dense ? 0 : cin;
+  const int64_t row_bytes = ((pointwise ? 0 : depth) + copied) * gw * int64_t(sizeof(acc));
   const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window));
   const int64_t width = blocks.rows * gw;
   ImageAccumulator<scalar_t> image(output, !pointwise);
   const int64_t column_size = pointwise ? 0 : depth * width;
-  const int64_t x_size = widening_size<scalar_t>(cin * width);
+  const int64_t x_size = copied * width;
   for_each_block<acc>(s, blocks, !pointwise, column_size + x_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t pixels = (y1 - y0) * gw, first = y0 * gw;
-    const acc* x = widened(input + (n * s.grid_size() + first) * cin, widening_size<scalar_t>(pixels * cin) ,
-                           buffer + column_size);
+    const acc* x = buffer + column_size;
+    if (input.dense) {
+      x = reinterpret_cast<const acc*>(input.data) + (n * s.grid_size() + first) * cin;
+    } else {
+      input.pixels(n, y0, y1, gw, cin, buffer + column_size);
+    }
     acc* sample_image = image.data + n * s.image_sample();
     for (int64_t g = 0; g < s.groups; ++g) {
       acc* columns = pointwise ? sample_image + first * cout + g * cog : buffer;
@@ -639,7 +744,7 @@ void conv_transpose2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, con
 }
 
 template <typename scalar_t>
-void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const scalar_t* grad_output,
+void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const GridOperand<scalar_t>& grad_output,
                                scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.image_channels, cout = s.grid_channels;
@@ -647,19 +752,23 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const 
   const bool pointwise = s.is_pointwise();
   const bool columns_needed = !pointwise || is_widened<scalar_t>;
   const int64_t column_row = pointwise ? cin : depth;
-  const int64_t row_bytes =
-      ((columns_needed ? column_row : 0) + widening_size<scalar_t>(cout)) * gw * int64_t(sizeof(acc));
+  const int64_t copied = grad_output.dense ? 0 : cout;
+  const int64_t row_bytes = ((columns_needed ? column_row : 0) + copied) * gw * int64_t(sizeof(acc));
   const Blocks blocks = make_blocks(s, row_bytes, 1);
   const int64_t width = blocks.rows * gw;
   WeightSums<acc> sums(cout * depth);
   const int64_t column_size = columns_needed ? column_row * width : 0;
-  const int64_t dy_size = widening_size<scalar_t>(cout * width);
+  const int64_t dy_size = copied * width;
   for_each_block<acc>(s, blocks, false, column_size + dy_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t pixels = (y1 - y0) * gw, first = y0 * gw;
     acc* sum = sums.mine();
     const scalar_t* image = input + n * s.image_sample();
-    const acc* dy = widened(grad_output + (n * s.grid_size() + first) * cout, widening_size<scalar_t>(pixels * cout),
-                            buffer + column_size);
+    const acc* dy = buffer + column_size;
+    if (grad_output.dense) {
+      dy = reinterpret_cast<const acc*>(grad_output.data) + (n * s.grid_size() + first) * cout;
+    } else {
+      grad_output.pixels(n, y0, y1, gw, cout, buffer + column_size);
+    }
     if (pointwise) {
       if constexpr (is_widened<scalar_t>) convert(image + first * cin, buffer, pixels * cin);
     }
@@ -742,20 +851,28 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
                     input.size(1), input.size(2), input.size(3), window};
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
   if (channels_last(input, weight) && !uses_direct_loops(s)) {
-    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = weight_channels_last(weight);
+    const at::Tensor w = weight_channels_last(weight);
     at::Tensor out = at::empty({s.batch, out_channels, out_h, out_w},
                                input.options().memory_format(at::MemoryFormat::ChannelsLast));
     TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
       using acc = acc_t<scalar_t>;
-      conv_transpose2d_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b), out);
+      conv_transpose2d_nhwc_kernel<scalar_t>(s, GridOperand<scalar_t>(input, true), w.data_ptr<acc>(),
+                                             data_or_null<acc>(b), out);
     });
     return out;
   }
-  const at::Tensor x = input.contiguous(), w = computed_in_opmath(weight);
+  const at::Tensor w = computed_in_opmath(weight);
   at::Tensor out = at::empty({s.batch, out_channels, out_h, out_w}, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
     using acc = acc_t<scalar_t>;
-    conv_transpose2d_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b), out);
+    if (uses_direct_loops(s)) {
+      const at::Tensor x = input.contiguous();
+      conv_transpose2d_direct(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
+                              out.data_ptr<scalar_t>());
+    } else {
+      conv_transpose2d_kernel<scalar_t>(s, GridOperand<scalar_t>(input, false), w.data_ptr<acc>(), data_or_null<acc>(b),
+                                        out);
+    }
   });
   return out;
 }
@@ -770,18 +887,23 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
                     grad_output.size(1), grad_output.size(2), grad_output.size(3), window};
   if (channels_last(input, grad_output) && !uses_direct_loops(s)) {
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-    const at::Tensor dy = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
     at::Tensor grad_weight = at::empty(weight_size, input.options().memory_format(at::MemoryFormat::ChannelsLast));
     TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
-      conv2d_weight_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
+      conv2d_weight_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), GridOperand<scalar_t>(grad_output, true),
                                           grad_weight.data_ptr<scalar_t>());
     });
     return grad_weight;
   }
-  const at::Tensor x = input.contiguous(), dy = grad_output.contiguous();
+  const at::Tensor x = input.contiguous();
   at::Tensor grad_weight = at::empty(weight_size, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
-    conv2d_weight_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(), grad_weight.data_ptr<scalar_t>());
+    if (uses_direct_loops(s)) {
+      const at::Tensor dy = grad_output.contiguous();
+      conv2d_weight_direct(s, x.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(), grad_weight.data_ptr<scalar_t>());
+    } else {
+      conv2d_weight_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), GridOperand<scalar_t>(grad_output, false),
+                                     grad_weight.data_ptr<scalar_t>());
+    }
   });
   return grad_weight;
 }
