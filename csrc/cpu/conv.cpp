@@ -243,7 +243,7 @@ void conv2d_weight_direct(const ConvShape& s, const scalar_t* input, const scala
 
 // Column bytes one block aims at: about the L2 of one core, so that im2col's
 // writes can still be cached when the GEMM packs them, while a 56-wide
-// 64-channel 3x3 block still has 14 rows (a GEMM N of 784). Other sizes
+// 64-channel 3x3 block still has 16 rows (a GEMM N of 896). Other sizes
 // were not compared (the machine was too loaded to tell them apart).
 // Peak memory of one fwd+bwd of 1x64x512x512 3x3 (RSS growth): 64 MiB,
 // torch 256 MiB.
