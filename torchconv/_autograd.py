@@ -158,6 +158,16 @@ def _gather_at(values, indices):
     return gathered.masked_fill(outside, 0).reshape(indices.shape)
 
 
+def _save_indices_and_window(ctx, inputs):
+    """setup_context of the two Functions taking max_pool2d_backward's
+    arguments after their tensor: ``(tensor, indices, input_size, kernel_size,
+    stride, padding, dilation)``."""
+    ctx.save_for_backward(inputs[1])
+    ctx.save_for_forward(inputs[1])
+    ctx.input_size = inputs[2]
+    ctx.window = inputs[3:7]
+
+
 class _Function(torch.autograd.Function):
     """``torch.autograd.Function`` without the per-call argument binding.
 
@@ -364,10 +374,7 @@ class MaxPool2dBackwardFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[1])
-        ctx.save_for_forward(inputs[1])
-        ctx.input_size = inputs[2]
-        ctx.window = inputs[3:7]
+        _save_indices_and_window(ctx, inputs)
 
     @staticmethod
     def jvp(ctx, grad_output_t, *_):
@@ -394,10 +401,7 @@ class GatherAtFunction(_Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[1])
-        ctx.save_for_forward(inputs[1])
-        ctx.input_size = inputs[2]
-        ctx.window = inputs[3:7]
+        _save_indices_and_window(ctx, inputs)
 
     @staticmethod
     def jvp(ctx, values_t, *_):

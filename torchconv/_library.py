@@ -102,14 +102,19 @@ def _custom_op(name: str):
     return define
 
 
-def _plain(args) -> bool:
-    """Whether every tensor in ``args`` is an ordinary CPU or CUDA tensor and no
-    dispatch mode, torch.func transform or profiler is active."""
-    if (
+def _dispatcher_watched() -> bool:
+    """Whether a dispatch mode, a torch.func transform or the profiler is active."""
+    return bool(
         torch._C._len_torch_dispatch_stack()
         or torch._C._are_functorch_transforms_active()
         or torch._C._autograd._profiler_enabled()
-    ):
+    )
+
+
+def _plain(args) -> bool:
+    """Whether every tensor in ``args`` is an ordinary CPU or CUDA tensor and no
+    dispatch mode, torch.func transform or profiler is active."""
+    if _dispatcher_watched():
         return False
     for a in args:
         if isinstance(a, Tensor) and (type(a) not in _PLAIN_TYPES or a.is_meta):
@@ -144,12 +149,7 @@ def bare_body(op, args):
     Function (see :func:`records_graph`) nor the dispatcher (see
     :func:`_plain`), else None: the checks of both in one pass over ``args``,
     the eager path of every ordinary call."""
-    if (
-        _forward_ad._current_level >= 0
-        or torch._C._are_functorch_transforms_active()
-        or torch._C._len_torch_dispatch_stack()
-        or torch._C._autograd._profiler_enabled()
-    ):
+    if _forward_ad._current_level >= 0 or _dispatcher_watched():
         return None
     grad = torch.is_grad_enabled()
     for a in args:
