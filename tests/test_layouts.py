@@ -157,6 +157,23 @@ def test_conv_output_layout(backend, op, x_layout, w_layout, dtype):
         assert_same(g, e, what=f"grad {k}", tol=TOL[dtype])
 
 
+@pytest.mark.parametrize("w_layout", W_LAYOUTS)
+@pytest.mark.parametrize("x_layout", X_LAYOUTS)
+@pytest.mark.parametrize("op", CONV_OPS)
+def test_depthwise_output_layout(backend, op, x_layout, w_layout):
+    """Depthwise convolutions (one image channel per group) run kernels of
+    their own in the compiled backends; their outputs and gradients take
+    torch's layout too."""
+    x = make((2, 4, 9, 8), torch.float32, x_layout)
+    tensors = [x, make((4, 1, 3, 3), torch.float32, w_layout), make((4,), torch.float32)]
+    kwargs = dict(ARGS[op], groups=4)
+    got, expected = run(op, tensors, kwargs)
+    assert_same(got, expected, tol=TOL[torch.float32])
+    grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape))
+    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
+        assert_same(g, e, what=f"grad {k}", tol=TOL[torch.float32])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("x_layout", X_LAYOUTS)
 @pytest.mark.parametrize("op", POOL_OPS)

@@ -158,6 +158,15 @@ def bare_body(op, args):
     return _BODIES[op]
 
 
+def _laid_out(kernels, first: Tensor) -> bool:
+    """Whether the outputs of ``kernels`` for operands like ``first`` come
+    in the layout torch gives them already (a backend's ``LAYOUT_DTYPES``:
+    the dtypes its compiled kernels take, which choose the layout as torch
+    does), so that the ``in_layout`` pass, a third of a tiny call's Python
+    time, can be skipped."""
+    return first.dtype in getattr(kernels, "LAYOUT_DTYPES", ())
+
+
 def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
     return torch.empty(
         shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format
@@ -204,11 +213,10 @@ def conv2d(
     dilation: Sequence[int],
     groups: int,
 ) -> Tensor:
-    kernel = backends.kernels(input.device).conv2d
-    if input.is_complex():
-        out = _conv_with_bias(kernel, input, weight, bias, stride, padding, dilation, groups)
-    else:
-        out = kernel(input, weight, bias, stride, padding, dilation, groups)
+    kernels = backends.kernels(input.device)
+    if _laid_out(kernels, input):
+        return _owned(kernels.conv2d(input, weight, bias, stride, padding, dilation, groups))
+    out = _conv_with_bias(kernels.conv2d, input, weight, bias, stride, padding, dilation, groups)
     return _owned(in_layout(out, conv_layout(input, weight)))
 
 
@@ -232,11 +240,12 @@ def conv_transpose2d(
     groups: int,
     dilation: Sequence[int],
 ) -> Tensor:
-    kernel = backends.kernels(input.device).conv_transpose2d
-    if input.is_complex():
-        out = _conv_with_bias(kernel, input, weight, bias, stride, padding, output_padding, groups, dilation)
-    else:
-        out = kernel(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    kernels = backends.kernels(input.device)
+    if _laid_out(kernels, input):
+        return _owned(kernels.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation))
+    out = _conv_with_bias(
+        kernels.conv_transpose2d, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
     return _owned(in_layout(out, conv_layout(input, weight, output_padding_is_big(stride, output_padding))))
 
 
@@ -261,9 +270,11 @@ def conv2d_weight(
     groups: int,
 ) -> Tensor:
     """Gradient of ``conv2d(input, W)`` with respect to W, for ``grad_output``."""
-    kernel = backends.kernels(input.device).conv2d_weight
+    kernels = backends.kernels(input.device)
     size = list(weight_size)
-    out = _bilinear(lambda x, g: kernel(x, g, size, stride, padding, dilation, groups), input, grad_output)
+    if _laid_out(kernels, input):
+        return _owned(kernels.conv2d_weight(input, grad_output, size, stride, padding, dilation, groups))
+    out = _bilinear(lambda x, g: kernels.conv2d_weight(x, g, size, stride, padding, dilation, groups), input, grad_output)
     return _owned(in_layout(out, conv_layout(input, grad_output)))
 
 
@@ -291,9 +302,10 @@ def max_pool2d(
     dilation: Sequence[int],
     ceil_mode: bool,
 ) -> tuple[Tensor, Tensor]:
-    values, indices = backends.kernels(input.device).max_pool2d(
-        input, kernel_size, stride, padding, dilation, ceil_mode
-    )
+    kernels = backends.kernels(input.device)
+    values, indices = kernels.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+    if _laid_out(kernels, input):
+        return _owned(values), _owned(indices)
     layout = memory_format_of(input)
     return _owned(in_layout(values, layout)), _owned(in_layout(indices, layout))
 
@@ -321,9 +333,10 @@ def max_pool2d_backward(
     CPU kernels scatter to ``indices`` and need no window; a GPU kernel
     gathers per input pixel over the windows that can contain it
     (deterministic, no atomics), which needs it."""
-    out = backends.kernels(grad_output.device).max_pool2d_backward(
-        grad_output, indices, list(input_size), kernel_size, stride, padding, dilation
-    )
+    kernels = backends.kernels(grad_output.device)
+    out = kernels.max_pool2d_backward(grad_output, indices, list(input_size), kernel_size, stride, padding, dilation)
+    if _laid_out(kernels, grad_output):
+        return _owned(out)
     return _owned(in_layout(out, memory_format_of(grad_output)))
 
 
@@ -342,9 +355,10 @@ def avg_pool2d(
     count_include_pad: bool,
     divisor_override: Optional[int],
 ) -> Tensor:
-    out = backends.kernels(input.device).avg_pool2d(
-        input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-    )
+    kernels = backends.kernels(input.device)
+    out = kernels.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    if _laid_out(kernels, input):
+        return _owned(out)
     return _owned(in_layout(out, memory_format_of(input)))
 
 
@@ -366,9 +380,12 @@ def avg_pool2d_backward(
     divisor_override: Optional[int],
 ) -> Tensor:
     """Gradient of avg_pool2d: ``input_size`` is the input's (H, W)."""
-    out = backends.kernels(grad_output.device).avg_pool2d_backward(
+    kernels = backends.kernels(grad_output.device)
+    out = kernels.avg_pool2d_backward(
         grad_output, list(input_size), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
+    if _laid_out(kernels, grad_output):
+        return _owned(out)
     return _owned(in_layout(out, memory_format_of(grad_output)))
 
 

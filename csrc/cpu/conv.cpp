@@ -796,10 +796,20 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const 
 // ------------------------------------------------------------- entry points
 
 // The layout torch gives a convolution's result for these operands on the
-// CPU (torchconv._library.conv_layout): channels_last if either is.
+// CPU (torchconv._library.conv_layout): channels_last if either is. Every
+// entry point returns its result in it, with the strides of a fresh tensor
+// of that layout, so the Python side has nothing left to fix (the cpp
+// backend's LAYOUT_DTYPES).
 bool channels_last(const at::Tensor& a, const at::Tensor& b) {
   return a.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
          b.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+// A contiguous result of the direct loops in the layout torch gives it.
+at::Tensor in_layout(const at::Tensor& contiguous, bool to_channels_last) {
+  if (!to_channels_last) return contiguous;
+  return at::empty(contiguous.sizes(), contiguous.options().memory_format(at::MemoryFormat::ChannelsLast))
+      .copy_(contiguous);
 }
 
 // A conv2d weight (Cout, Cin/G, kH, kW) or conv_transpose2d weight (Cin,
@@ -836,7 +846,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
     conv2d_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
                             out.data_ptr<scalar_t>());
   });
-  return out;
+  return in_layout(out, channels_last(input, weight));
 }
 
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
@@ -875,7 +885,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
                                         out);
     }
   });
-  return out;
+  return in_layout(out, channels_last(input, weight));
 }
 
 at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output, at::IntArrayRef weight_size,
@@ -906,7 +916,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
                                      grad_weight.data_ptr<scalar_t>());
     }
   });
-  return grad_weight;
+  return in_layout(grad_weight, channels_last(input, grad_output));
 }
 
 }  // namespace

@@ -30,6 +30,10 @@ HOW_TO_ENABLE = (
     "(needs g++ and torch==2.13.0)."
 )
 _COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Inputs of these dtypes get their outputs in the layout torch gives them
+# (csrc/cpu/conv.cpp's channels_last), strides included: the ops skip their
+# own layout pass for them (torchconv._library._laid_out).
+LAYOUT_DTYPES = frozenset(_COMPILED_DTYPES)
 
 
 def is_available() -> bool:
