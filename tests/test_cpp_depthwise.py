@@ -1,0 +1,110 @@
+"""The C++ CPU kernels of depthwise convolutions (csrc/cpu/conv.cpp, "unit
+stride: wide grids" and "any stride: rows of taps"), against torch.
+
+A convolution whose groups each read one image channel runs loops of its
+own instead of im2col + GEMM: at stride 1 over zero-padded planes with
+"wide" grids (one multiply-add or dot product per tap over a whole plane),
+at other strides row by row. The shapes here cover both, with channel
+multipliers, dilation, padding wider than the kernel's reach, rows shorter
+than the vector lanes, transposed convolutions with output_padding, and the
+half dtypes (which widen into float32 planes).
+"""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchconv
+
+pytestmark = pytest.mark.skipif(
+    "cpp" not in torchconv.backends.available("cpu"),
+    reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
+)
+
+# (channels, multiplier, kernel, image size, stride, dilation, padding)
+SHAPES = [
+    (3, 1, (3, 3), (7, 7), (1, 1), (1, 1), (1, 1)),  # MobileNet's late layers
+    (4, 1, (3, 3), (4, 4), (1, 1), (1, 1), (1, 1)),  # rows shorter than the lanes
+    (2, 2, (3, 3), (9, 11), (1, 1), (1, 1), (1, 1)),  # channel multiplier
+    (3, 1, (5, 3), (12, 17), (1, 1), (2, 1), (3, 0)),  # dilation, uneven padding
+    (2, 1, (1, 4), (5, 30), (1, 1), (1, 2), (0, 4)),  # padding beyond the kernel's reach
+    (2, 1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),  # one pixel
+    (3, 1, (3, 3), (13, 10), (2, 2), (1, 1), (1, 1)),  # strided: rows of taps
+    (2, 2, (3, 2), (11, 9), (1, 2), (1, 1), (1, 0)),  # stride in one direction only
+]
+
+
+def _ids(shape):
+    c, m, k, size, s, d, p = shape
+    return f"c{c}x{m}-k{k[0]}{k[1]}-{size[0]}x{size[1]}-s{s[0]}{s[1]}-d{d[0]}{d[1]}-p{p[0]}{p[1]}"
+
+
+def _tolerance(dtype):
+    return {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_conv2d_depthwise(shape, dtype):
+    channels, multiplier, kernel, size, stride, dilation, padding = shape
+    torch.manual_seed(0)
+    x = torch.randn(2, channels, *size, dtype=dtype, requires_grad=True)
+    w = torch.randn(channels * multiplier, 1, *kernel, dtype=dtype, requires_grad=True)
+    b = torch.randn(channels * multiplier, dtype=dtype, requires_grad=True)
+    args = (stride, padding, dilation, channels)
+    with torchconv.backends.use("cpp"):
+        y = torchconv.conv2d(x, w, b, *args)
+        probe = torch.randn(y.shape, dtype=dtype)
+        grads = torch.autograd.grad((y * probe).sum(), (x, w, b))
+    wide = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    expected = F.conv2d(*wide, *args)
+    expected_grads = torch.autograd.grad((expected * probe.double()).sum(), wide)
+    for got, want in zip((y, *grads), (expected, *expected_grads)):
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=_tolerance(dtype) * scale)
+
+
+@pytest.mark.parametrize("output_padding", [0, 1])
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_conv_transpose2d_depthwise(shape, output_padding):
+    channels, multiplier, kernel, size, stride, dilation, padding = shape
+    if any(output_padding >= max(s, d) for s, d in zip(stride, dilation)):
+        pytest.skip("output_padding must be smaller than stride or dilation")
+    torch.manual_seed(0)
+    x = torch.randn(2, channels, *size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(channels, multiplier, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(channels * multiplier, dtype=torch.float64, requires_grad=True)
+    args = (stride, padding, output_padding, channels, dilation)
+    try:
+        expected = F.conv_transpose2d(x, w, b, *args)
+    except RuntimeError:
+        pytest.skip("no output for this shape")
+    probe = torch.randn(expected.shape, dtype=torch.float64)
+    expected_grads = torch.autograd.grad((expected * probe).sum(), (x, w, b))
+    with torchconv.backends.use("cpp"):
+        y = torchconv.conv_transpose2d(x, w, b, *args)
+        grads = torch.autograd.grad((y * probe).sum(), (x, w, b))
+    for got, want in zip((y, *grads), (expected, *expected_grads)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10 * max(1.0, want.abs().max().item()))
+
+
+def test_depthwise_paths_agree_with_torch_on_a_grid_of_small_shapes():
+    """Every combination of small kernel, stride, dilation and padding on a
+    4-channel 6x5 image (float64, forward and all gradients)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    for kh, kw, s, d, ph, pw in itertools.product((1, 2, 3), (1, 3), (1, 2), (1, 2), (0, 1, 2), (0, 2)):
+        w = torch.randn(4, 1, kh, kw, dtype=torch.float64, requires_grad=True)
+        if 6 + 2 * ph < d * (kh - 1) + 1 or 5 + 2 * pw < d * (kw - 1) + 1:
+            continue
+        args = (s, (ph, pw), d, 4)
+        expected = F.conv2d(x, w, None, *args)
+        probe = torch.randn(expected.shape, dtype=torch.float64)
+        with torchconv.backends.use("cpp"):
+            y = torchconv.conv2d(x, w, None, *args)
+            grads = torch.autograd.grad((y * probe).sum(), (x, w))
+        expected_grads = torch.autograd.grad((expected * probe).sum(), (x, w))
+        for got, want in zip((y, *grads), (expected, *expected_grads)):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12, msg=lambda m: f"{(kh, kw, s, d, ph, pw)}: {m}")
