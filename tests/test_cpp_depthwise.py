@@ -7,7 +7,9 @@ own instead of im2col + GEMM: at stride 1 over zero-padded planes with
 at other strides row by row. The shapes here cover both, with channel
 multipliers, dilation, padding wider than the kernel's reach, rows shorter
 than the vector lanes, transposed convolutions with output_padding, and the
-half dtypes (which widen into float32 planes).
+half dtypes (which widen into float32 planes); channels_last operands run
+kernels of their own ("depthwise, channels_last") for the true depthwise
+case (one grid channel per group) and come out channels_last, as torch's.
 """
 
 import itertools
@@ -45,13 +47,21 @@ def _tolerance(dtype):
     return {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
 
 
+MEMORY_FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+def _leaf(shape, dtype, memory_format):
+    return torch.randn(shape, dtype=dtype).contiguous(memory_format=memory_format).requires_grad_()
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
-def test_conv2d_depthwise(shape, dtype):
+def test_conv2d_depthwise(shape, dtype, memory_format):
     channels, multiplier, kernel, size, stride, dilation, padding = shape
     torch.manual_seed(0)
-    x = torch.randn(2, channels, *size, dtype=dtype, requires_grad=True)
-    w = torch.randn(channels * multiplier, 1, *kernel, dtype=dtype, requires_grad=True)
+    x = _leaf((2, channels, *size), dtype, memory_format)
+    w = _leaf((channels * multiplier, 1, *kernel), dtype, memory_format)
     b = torch.randn(channels * multiplier, dtype=dtype, requires_grad=True)
     args = (stride, padding, dilation, channels)
     with torchconv.backends.use("cpp"):
@@ -64,17 +74,19 @@ def test_conv2d_depthwise(shape, dtype):
     for got, want in zip((y, *grads), (expected, *expected_grads)):
         scale = max(1.0, want.abs().max().item())
         torch.testing.assert_close(got.double(), want, rtol=0, atol=_tolerance(dtype) * scale)
+    assert y.stride() == expected.stride()
 
 
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
 @pytest.mark.parametrize("output_padding", [0, 1])
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
-def test_conv_transpose2d_depthwise(shape, output_padding):
+def test_conv_transpose2d_depthwise(shape, output_padding, memory_format):
     channels, multiplier, kernel, size, stride, dilation, padding = shape
     if any(output_padding >= max(s, d) for s, d in zip(stride, dilation)):
         pytest.skip("output_padding must be smaller than stride or dilation")
     torch.manual_seed(0)
-    x = torch.randn(2, channels, *size, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(channels, multiplier, *kernel, dtype=torch.float64, requires_grad=True)
+    x = _leaf((2, channels, *size), torch.float64, memory_format)
+    w = _leaf((channels, multiplier, *kernel), torch.float64, memory_format)
     b = torch.randn(channels * multiplier, dtype=torch.float64, requires_grad=True)
     args = (stride, padding, output_padding, channels, dilation)
     try:
@@ -88,6 +100,7 @@ def test_conv_transpose2d_depthwise(shape, output_padding):
         grads = torch.autograd.grad((y * probe).sum(), (x, w, b))
     for got, want in zip((y, *grads), (expected, *expected_grads)):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-10 * max(1.0, want.abs().max().item()))
+    assert y.stride() == expected.stride()
 
 
 def test_depthwise_paths_agree_with_torch_on_a_grid_of_small_shapes():

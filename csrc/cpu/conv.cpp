@@ -925,13 +925,142 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const 
   sums.total_into(grad_weight);
 }
 
+// ------------------------------------------------- depthwise, channels_last
+//
+// A depthwise convolution (every group one image channel and one grid
+// channel) on channels_last tensors: every pixel's channels are contiguous
+// in the image and the grid, and so are they in a tap-major weight (kH * kW
+// rows of C), so each tap of each pixel is one multiply-add over a run of C
+// channels, which vectorises, with no layout copies. The input gradient
+// gathers, for each image pixel, the grid pixels whose windows hold it (no
+// two tasks write one pixel); the weight gradient sums tap-major in each
+// thread's partial sums, added in thread order.
+
+inline bool is_depthwise(const ConvShape& s) { return uses_direct_loops(s) && s.grid_group() == 1; }
+
+// A depthwise weight (C, 1, kH, kW) as (kH * kW, C), in the compute type.
+at::Tensor tap_major_weight(const at::Tensor& weight) {
+  return weight.reshape({weight.size(0), -1}).t().to(at::toOpMathType(weight.scalar_type())).contiguous();
+}
+
+// sum[c] += weight[c] * pixel[c] for c in [0, channels).
+template <typename scalar_t, typename acc>
+inline void add_tap(const acc* __restrict weight, const scalar_t* __restrict pixel, acc* __restrict sum,
+                    int64_t channels) {
+  for (int64_t c = 0; c < channels; ++c) sum[c] += weight[c] * static_cast<acc>(pixel[c]);
+}
+
+template <typename scalar_t>
+void conv2d_depthwise_nhwc(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+                           const acc_t<scalar_t>* bias, scalar_t* output) {
+  using acc = acc_t<scalar_t>;
+  const Window& w = s.window;
+  const int64_t channels = s.grid_channels;
+  at::parallel_for(0, s.batch * s.grid_h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc> sum(channels);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / s.grid_h, y = row % s.grid_h;
+      for (int64_t x = 0; x < s.grid_w; ++x) {
+        if (bias != nullptr) {
+          std::copy(bias, bias + channels, sum.data());
+        } else {
+          std::fill(sum.begin(), sum.end(), acc(0));
+        }
+        for (int64_t i = 0; i < w.kernel_h; ++i) {
+          const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+          if (iy < 0 || iy >= s.image_h) continue;
+          for (int64_t j = 0; j < w.kernel_w; ++j) {
+            const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
+            if (ix < 0 || ix >= s.image_w) continue;
+            add_tap(weight + (i * w.kernel_w + j) * channels, input + ((n * s.image_h + iy) * s.image_w + ix) * channels,
+                    sum.data(), channels);
+          }
+        }
+        convert(sum.data(), output + (row * s.grid_w + x) * channels, channels);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void conv_transpose2d_depthwise_nhwc(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+                                     const acc_t<scalar_t>* bias, scalar_t* output) {
+  using acc = acc_t<scalar_t>;
+  const Window& w = s.window;
+  const int64_t channels = s.image_channels;
+  // Grid coordinate of image coordinate `at` through tap `k`, or -1.
+  auto grid_of = [](int64_t at, int64_t k, int64_t stride, int64_t pad, int64_t dilation, int64_t size) {
+    const int64_t shifted = at + pad - k * dilation;
+    if (shifted < 0 || shifted % stride != 0 || shifted / stride >= size) return int64_t(-1);
+    return shifted / stride;
+  };
+  at::parallel_for(0, s.batch * s.image_h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc> sum(channels);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / s.image_h, iy = row % s.image_h;
+      for (int64_t ix = 0; ix < s.image_w; ++ix) {
+        if (bias != nullptr) {
+          std::copy(bias, bias + channels, sum.data());
+        } else {
+          std::fill(sum.begin(), sum.end(), acc(0));
+        }
+        for (int64_t i = 0; i < w.kernel_h; ++i) {
+          const int64_t y = grid_of(iy, i, w.stride_h, w.pad_h, w.dilation_h, s.grid_h);
+          if (y < 0) continue;
+          for (int64_t j = 0; j < w.kernel_w; ++j) {
+            const int64_t x = grid_of(ix, j, w.stride_w, w.pad_w, w.dilation_w, s.grid_w);
+            if (x < 0) continue;
+            add_tap(weight + (i * w.kernel_w + j) * channels, input + ((n * s.grid_h + y) * s.grid_w + x) * channels,
+                    sum.data(), channels);
+          }
+        }
+        convert(sum.data(), output + (row * s.image_w + ix) * channels, channels);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void conv2d_weight_depthwise_nhwc(const ConvShape& s, const scalar_t* input, const scalar_t* grad_output,
+                                  scalar_t* grad_weight) {
+  using acc = acc_t<scalar_t>;
+  const Window& w = s.window;
+  const int64_t channels = s.grid_channels, taps = w.kernel_h * w.kernel_w;
+  WeightSums<acc> sums(taps * channels);  // tap-major
+  at::parallel_for(0, s.batch * s.grid_h, 1, [&](int64_t begin, int64_t end) {
+    acc* sum = sums.mine();
+    std::vector<acc> dy(channels);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / s.grid_h, y = row % s.grid_h;
+      for (int64_t x = 0; x < s.grid_w; ++x) {
+        convert(grad_output + (row * s.grid_w + x) * channels, dy.data(), channels);
+        for (int64_t i = 0; i < w.kernel_h; ++i) {
+          const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+          if (iy < 0 || iy >= s.image_h) continue;
+          for (int64_t j = 0; j < w.kernel_w; ++j) {
+            const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
+            if (ix < 0 || ix >= s.image_w) continue;
+            add_tap(dy.data(), input + ((n * s.image_h + iy) * s.image_w + ix) * channels,
+                    sum + (i * w.kernel_w + j) * channels, channels);
+          }
+        }
+      }
+    }
+  });
+  std::vector<acc> total(taps * channels);
+  sums.total_into(total.data());
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t t = 0; t < taps; ++t) grad_weight[c * taps + t] = static_cast<scalar_t>(total[t * channels + c]);
+  }
+}
+
 // ------------------------------------------------------------- entry points
 
-// The layout torch gives a convolution's result for these operands on the
-// CPU (torchconv._library.conv_layout): channels_last if either is. Every
-// entry point returns its result in it, with the strides of a fresh tensor
-// of that layout, so the Python side has nothing left to fix (the cpp
-// backend's MEMORY_FORMAT_DTYPES).
+// The memory format torch gives a convolution's result for these operands on
+// the CPU (torchconv/_memory_format.py conv_memory_format): channels_last if
+// either is. Every entry point returns its result in it, with the strides of
+// a fresh tensor of that memory format, so the Python side has nothing left
+// to fix (the cpp backend's MEMORY_FORMAT_DTYPES).
 bool channels_last(const at::Tensor& a, const at::Tensor& b) {
   return a.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
          b.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
@@ -960,6 +1089,17 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     weight.size(0), out_h, out_w, window};
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
+  if (channels_last(input, weight) && is_depthwise(s)) {
+    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = tap_major_weight(weight);
+    at::Tensor out = at::empty({s.batch, s.grid_channels, out_h, out_w},
+                               input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
+      using acc = acc_t<scalar_t>;
+      conv2d_depthwise_nhwc<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
+                                      out.data_ptr<scalar_t>());
+    });
+    return out;
+  }
   if (channels_last(input, weight) && !uses_direct_loops(s)) {
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = weight_channels_last(weight);
     at::Tensor out = at::empty({s.batch, s.grid_channels, out_h, out_w},
@@ -993,6 +1133,17 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const ConvShape s{input.size(0), groups, out_channels, out_h, out_w,
                     input.size(1), input.size(2), input.size(3), window};
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
+  if (channels_last(input, weight) && is_depthwise(s)) {
+    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = tap_major_weight(weight);
+    at::Tensor out = at::empty({s.batch, out_channels, out_h, out_w},
+                               input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
+      using acc = acc_t<scalar_t>;
+      conv_transpose2d_depthwise_nhwc<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
+                                                out.data_ptr<scalar_t>());
+    });
+    return out;
+  }
   if (channels_last(input, weight) && !uses_direct_loops(s)) {
     const at::Tensor w = weight_channels_last(weight);
     at::Tensor out = at::empty({s.batch, out_channels, out_h, out_w},
@@ -1028,6 +1179,16 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
   const Window window = make_window(weight_like, stride, padding, dilation);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     grad_output.size(1), grad_output.size(2), grad_output.size(3), window};
+  if (channels_last(input, grad_output) && is_depthwise(s)) {
+    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor dy = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+    at::Tensor grad_weight = at::empty(weight_size, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
+      conv2d_weight_depthwise_nhwc<scalar_t>(s, x.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
+                                             grad_weight.data_ptr<scalar_t>());
+    });
+    return grad_weight;
+  }
   if (channels_last(input, grad_output) && !uses_direct_loops(s)) {
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
     at::Tensor grad_weight = at::empty(weight_size, input.options().memory_format(at::MemoryFormat::ChannelsLast));
