@@ -1,7 +1,8 @@
 """Output layouts, odd input layouts, empty batches, unbatched inputs, dtypes.
 
 Every test runs torchconv's op and torch.nn.functional's on the same tensors
-and compares values and layout: ``is_contiguous()`` and
+and compares them with :func:`torchconv.testing.assert_close_to_torch`:
+values at torchconv's tolerances, and layout: ``is_contiguous()`` and
 ``is_contiguous(memory_format=torch.channels_last)`` must agree with torch's,
 and so must the strides themselves.
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+from torchconv.testing import assert_close_to_torch, memory_format_flags
 
 CL = torch.channels_last
 DTYPES = (torch.float32, torch.float64)
@@ -57,30 +59,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4), torch.float64: dict(rtol=1e-7, atol=1e-7)}
-
-
 # ------------------------------------------------------------------------- helpers
-
-
-def memory_formats(t: torch.Tensor) -> tuple[bool, bool]:
-    cl = t.dim() == 4 and t.is_contiguous(memory_format=CL)
-    return t.is_contiguous(), cl
-
-
-def assert_same(got: torch.Tensor, expected: torch.Tensor, what: str = "output", tol=None, strides=True):
-    assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != torch's {tuple(expected.shape)}"
-    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != torch's {expected.dtype}"
-    if expected.dtype.is_floating_point:
-        torch.testing.assert_close(got, expected, msg=lambda m: f"{what}: {m}", **(tol or {}))
-    else:
-        assert torch.equal(got, expected), f"{what}: differs from torch's"
-    assert memory_formats(got) == memory_formats(expected), (
-        f"{what}: (contiguous, channels_last) {memory_formats(got)} != torch's {memory_formats(expected)}, "
-        f"strides {got.stride()} vs {expected.stride()}"
-    )
-    if strides:
-        assert got.stride() == expected.stride(), f"{what}: strides {got.stride()} != torch's {expected.stride()}"
 
 
 def relayout(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -150,11 +129,10 @@ def test_conv_output_layout(backend, op, x_layout, w_layout, dtype):
     """channels_last out exactly when torch gives it; same strides; same values; same grads."""
     tensors, kwargs = operands(op, dtype, x_layout, w_layout)
     got, expected = run(op, tensors, kwargs)
-    assert_same(got, expected, tol=TOL[dtype])
+    assert_close_to_torch(got, expected, msg="output")
     # Output gradient in the output's own layout (what the next op usually hands back).
     grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape, dtype=dtype))
-    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
-        assert_same(g, e, what=f"grad {k}", tol=TOL[dtype])
+    assert_close_to_torch(grads(got, tensors, grad_output), grads(expected, tensors, grad_output), msg="grads")
 
 
 @pytest.mark.parametrize("w_layout", W_LAYOUTS)
@@ -168,10 +146,9 @@ def test_depthwise_output_layout(backend, op, x_layout, w_layout):
     tensors = [x, make((4, 1, 3, 3), torch.float32, w_layout), make((4,), torch.float32)]
     kwargs = dict(ARGS[op], groups=4)
     got, expected = run(op, tensors, kwargs)
-    assert_same(got, expected, tol=TOL[torch.float32])
+    assert_close_to_torch(got, expected, msg="output")
     grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape))
-    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
-        assert_same(g, e, what=f"grad {k}", tol=TOL[torch.float32])
+    assert_close_to_torch(grads(got, tensors, grad_output), grads(expected, tensors, grad_output), msg="grads")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -182,13 +159,11 @@ def test_pool_output_layout(backend, op, x_layout, dtype):
     if op == "max_pool2d":
         kwargs["return_indices"] = True
     got, expected = run(op, tensors, kwargs)
+    assert_close_to_torch(got, expected, msg="output")  # max_pool2d: (values, indices)
     if op == "max_pool2d":
-        (got, got_idx), (expected, expected_idx) = got, expected
-        assert_same(got_idx, expected_idx, what="indices")
-    assert_same(got, expected, tol=TOL[dtype])
+        got, expected = got[0], expected[0]
     grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape, dtype=dtype))
-    (g,), (e,) = grads(got, tensors, grad_output), grads(expected, tensors, grad_output)
-    assert_same(g, e, what="grad input", tol=TOL[dtype])
+    assert_close_to_torch(grads(got, tensors, grad_output), grads(expected, tensors, grad_output), msg="grads")
 
 
 @pytest.mark.parametrize("op", CONV_OPS)
@@ -215,7 +190,7 @@ def test_channels_last_single_channel(backend, op):
     else:
         tensors, kwargs = [x, torch.randn(1, 3, 3, 3).contiguous(memory_format=CL)], dict(ARGS[op])
     got, expected = run(op, tensors, kwargs)
-    assert_same(got, expected, tol=TOL[torch.float32])
+    assert_close_to_torch(got, expected)
 
 
 # ------------------------------------------------- size-1 outputs, gradient layouts
@@ -235,7 +210,7 @@ def test_size1_output_memory_format(backend, op):
     """(N, C, 1, 1) outputs: values and memory format."""
     tensors, kwargs = _size1_operands(op)
     got, expected = run(op, tensors, kwargs)
-    assert_same(got, expected, tol=TOL[torch.float32], strides=False)
+    assert_close_to_torch(got, expected, check_strides=False)  # strides: the next test
 
 
 @pytest.mark.parametrize("op", list(OPS))
@@ -271,10 +246,9 @@ def test_grad_layout_with_contiguous_grad_output(backend, op, x_layout, w_layout
     grad_output = torch.randn(expected.shape, dtype=dtype)  # contiguous, while the output is channels_last
     assert expected.is_contiguous(memory_format=CL) and grad_output.is_contiguous()
     got_grads, expected_grads = grads(got, tensors, grad_output), grads(expected, tensors, grad_output)
-    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
-        torch.testing.assert_close(g, e)  # values agree in any case
-    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
-        assert_same(g, e, what=f"grad {k}")
+    # Values agree in any case; then the layout.
+    assert_close_to_torch(got_grads, expected_grads, check_memory_format=False, check_strides=False, msg="grads")
+    assert_close_to_torch(got_grads, expected_grads, msg="grads")
 
 
 # ------------------------------------------------------------- non-contiguous
@@ -291,10 +265,9 @@ def test_noncontiguous_weight_and_bias(backend, op, dtype):
     assert not w.is_contiguous() and not bias.is_contiguous()
     tensors = [x, w, bias]
     got, expected = run(op, tensors, kwargs)
-    assert_same(got, expected, tol=TOL[dtype])
+    assert_close_to_torch(got, expected, msg="output")
     grad_output = torch.randn(expected.shape, dtype=dtype)
-    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
-        assert_same(g, e, what=f"grad {k}", tol=TOL[dtype])
+    assert_close_to_torch(grads(got, tensors, grad_output), grads(expected, tensors, grad_output), msg="grads")
 
 
 @pytest.mark.parametrize("op", list(OPS))
@@ -305,8 +278,7 @@ def test_noncontiguous_grad_output(backend, op):
     got, expected = run(op, tensors, kwargs)
     grad_output = torch.randn(expected.shape, dtype=dtype).transpose(2, 3).contiguous().transpose(2, 3)
     assert not grad_output.is_contiguous()
-    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
-        assert_same(g, e, what=f"grad {k}")
+    assert_close_to_torch(grads(got, tensors, grad_output), grads(expected, tensors, grad_output), msg="grads")
 
 
 # ------------------------------------------------------------------ batch 0
@@ -317,11 +289,10 @@ def _batch_zero(op, dtype, x_layout, w_layout="contiguous"):
     if op == "max_pool2d":
         kwargs["return_indices"] = True
     got, expected = run(op, tensors, kwargs)
+    assert_close_to_torch(got, expected, msg="output")  # max_pool2d: (values, indices)
     if op == "max_pool2d":
-        (got, got_idx), (expected, expected_idx) = got, expected
-        assert_same(got_idx, expected_idx, what="indices", strides=False)
+        got, expected = got[0], expected[0]
     assert got.shape[0] == 0
-    assert_same(got, expected, strides=False)  # an empty tensor's strides carry no meaning
     grad_output = torch.randn(expected.shape, dtype=dtype)
     return tensors, grads(got, tensors, grad_output), grads(expected, tensors, grad_output)
 
@@ -332,9 +303,8 @@ def _batch_zero(op, dtype, x_layout, w_layout="contiguous"):
 def test_batch_zero(backend, op, dtype, x_layout):
     """Empty batch: forward (shape, dtype, memory format) and gradients (values, shapes)."""
     tensors, got_grads, expected_grads = _batch_zero(op, dtype, x_layout)
-    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
-        assert g.shape == e.shape and g.dtype == e.dtype, k
-        torch.testing.assert_close(g, e, msg=lambda m: f"grad {k}: {m}")
+    # Values, shapes and dtypes here; memory formats in test_batch_zero_grad_layout.
+    assert_close_to_torch(got_grads, expected_grads, check_memory_format=False, msg="grads")
     for t, g in zip(tensors[1:], got_grads[1:]):  # weight and bias: nothing to learn from no samples
         assert g.shape == t.shape and not g.any()
 
@@ -347,14 +317,14 @@ def _batch_zero_layout_params():
 def test_batch_zero_grad_layout(backend, op, x_layout):
     _, got_grads, expected_grads = _batch_zero(op, torch.float64, x_layout)
     for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
-        assert memory_formats(g) == memory_formats(e), (k, g.stride(), e.stride())
+        assert memory_format_flags(g) == memory_format_flags(e), (k, g.stride(), e.stride())
 
 
 @pytest.mark.parametrize("op", CONV_OPS)
 def test_batch_zero_channels_last_weight(backend, op):
     tensors, kwargs = operands(op, torch.float32, "contiguous", "channels_last", batch=0)
     got, expected = run(op, tensors, kwargs)
-    assert memory_formats(got) == memory_formats(expected), (got.stride(), expected.stride())
+    assert memory_format_flags(got) == memory_format_flags(expected), (got.stride(), expected.stride())
 
 
 # ------------------------------------------------------------------ unbatched
@@ -370,17 +340,15 @@ def test_unbatched(backend, op, dtype):
         kwargs["return_indices"] = True
     got, expected = run(op, tensors, kwargs)
     batched, _ = run(op, [tensors[0].unsqueeze(0), *tensors[1:]], kwargs)
+    assert_close_to_torch(got, expected, msg="output")  # max_pool2d: (values, indices)
     if op == "max_pool2d":
-        (got, got_idx), (expected, expected_idx) = got, expected
-        assert_same(got_idx, expected_idx, what="indices")
+        (got, got_idx), expected = got, expected[0]
         assert torch.equal(got_idx, batched[1][0])
         batched = batched[0]
     assert got.dim() == 3
-    assert_same(got, expected, tol=TOL[dtype])
     torch.testing.assert_close(got, batched[0], rtol=0, atol=0)
     grad_output = torch.randn(expected.shape, dtype=dtype)
-    for k, (g, e) in enumerate(zip(grads(got, tensors, grad_output), grads(expected, tensors, grad_output))):
-        assert_same(g, e, what=f"grad {k}", tol=TOL[dtype])
+    assert_close_to_torch(grads(got, tensors, grad_output), grads(expected, tensors, grad_output), msg="grads")
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
@@ -388,9 +356,10 @@ def test_unbatched_noncontiguous(backend, op):
     x = torch.randn(9, 8, 4, dtype=torch.float64).permute(2, 0, 1).requires_grad_()  # (4, 9, 8), channels innermost
     kwargs = dict(ARGS[op])
     got, expected = run(op, [x], kwargs)
-    assert_same(got, expected)
-    (g,), (e,) = grads(got, [x], torch.ones_like(expected)), grads(expected, [x], torch.ones_like(expected))
-    assert_same(g, e, what="grad")
+    assert_close_to_torch(got, expected, msg="output")
+    assert_close_to_torch(
+        grads(got, [x], torch.ones_like(expected)), grads(expected, [x], torch.ones_like(expected)), msg="grads"
+    )
 
 
 # ------------------------------------------------------------------ dtypes
@@ -427,12 +396,12 @@ def test_low_precision_forward(backend, op, dtype, x_layout):
         kwargs["return_indices"] = True
     got, expected = run(op, tensors, kwargs)
     if op == "max_pool2d":
-        (got, got_idx), (expected, expected_idx) = got, expected
-        assert torch.equal(got, expected) and torch.equal(got_idx, expected_idx)
+        assert_close_to_torch(got, expected, atol=0, msg="max_pool2d")  # values and indices exactly
+        got, expected = got[0], expected[0]
+    # torch's own half-precision result, not a float64 one rounded: its roundings differ from ours.
     eps = torch.finfo(dtype).eps  # 2**-7 (bf16), 2**-10 (fp16)
     scale = expected.abs().max().item()
-    tol = dict(rtol=4 * eps, atol=4 * eps * scale)
-    assert_same(got, expected, tol=tol)
+    assert_close_to_torch(got, expected, rtol=4 * eps, atol=4 * eps * scale)
     # And no worse than torch's own rounding, against a float64 reference.
     truth, _ = run(op, [t.double() for t in tensors], kwargs)
     if op == "max_pool2d":

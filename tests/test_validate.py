@@ -14,6 +14,7 @@ import torchconv
 from conftest import CPU_BACKENDS
 from torchconv import validate
 from torchconv.backends import Backend, reference
+from torchconv.testing import TOLERANCES
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d")
@@ -159,3 +160,8 @@ def test_run_returns_results():
     assert [r.check for r in results] == validate.checks_of("avg_pool2d")
     assert all(r.passed and r.op == "avg_pool2d" and r.backend == "reference" for r in results)
     assert all(r.max_abs_error is not None for r in results if r.check.startswith(("forward", "backward")))
+    # The limits are torchconv.testing's table.
+    limits = {r.check: r.limit for r in results}
+    assert limits["forward float32"] == limits["backward float32"] == f"{TOLERANCES[torch.float32]:g} * scale"
+    assert limits["forward bfloat16"] == f"{TOLERANCES[torch.bfloat16]:g} * scale"
+    assert limits["forward int64"] == "equal"

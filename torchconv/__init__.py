@@ -3,10 +3,11 @@
 Functional ops with ``torch.nn.functional``'s signatures, ``nn.Module``
 twins of ``torch.nn``'s layers, and :func:`convert` to swap them into a
 model. The arithmetic runs in ``torchconv::`` custom ops on the backend of
-:mod:`torchconv.backends`.
+:mod:`torchconv.backends`. :mod:`torchconv.testing` compares a result with
+torch's at the tolerances ``python -m torchconv.validate`` enforces.
 """
 
-from . import backends, functional, nn
+from . import backends, functional, nn, testing
 from . import _flops  # noqa: F401  (registers the ops' FLOP formulas)
 from . import _torchscript  # noqa: F401  (defines the ops TorchScript calls)
 from ._onnx import onnx_translation_table  # (registers the ONNX translations when an exporter loads)
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "backends",
     "functional",
+    "testing",
     "conv2d",
     "conv_transpose2d",
     "max_pool2d",

@@ -21,8 +21,10 @@ registered backend and each device type where that backend is available
     in float64 on small shapes, with respect to every tensor input (and, for
     gradgradcheck, the output gradient), at torch's default tolerances.
 
-An agreement check passes when, for every tensor compared,
-``max|ours - torch| <= limit * max(1, max|torch|)``: the error is measured
+An agreement check passes when every tensor compared passes
+:func:`torchconv.testing.assert_close_to_torch` (values only):
+``max|ours - torch| <= c(dtype) * max(1, max|torch|)`` with ``c`` from
+:data:`torchconv.testing.TOLERANCES`, integers equal. The error is measured
 against the tensor's own scale, so the limit holds for any magnitude (see
 README, "Tolerances", for how the limits were chosen). The table shows the
 largest absolute error and the largest scaled error of each check.
@@ -59,34 +61,22 @@ import torch.nn.functional as F
 from . import backends
 from . import functional as tc
 from ._precision import full_float32
+from .testing import assert_close_to_torch, error_scale, scaled_error, tolerance
 
 __all__ = [
-    "Case", "OpSpec", "Result", "OPS", "LIMITS", "DTYPES", "GRADCHECK_TOLERANCES", "checks_of", "run", "format_table",
-    "main",
+    "Case", "OpSpec", "Result", "OPS", "DTYPES", "GRADCHECK_TOLERANCES", "checks_of", "run", "format_table", "main",
 ]
 
-#: Largest scaled error ``max|ours - torch| / max(1, max|torch|)`` accepted.
-#: Half precision is compared with torch's float64 result rounded to the
-#: dtype (torch's own half-precision kernels round differently on different
-#: machines): a sum accumulated in float32 and rounded once lands within one
-#: unit in the last place, 2^-10 (float16) or 2^-7 (bfloat16) of the scale.
-#: Integers must be equal.
-LIMITS = {
-    torch.float32: 1e-5,
-    torch.float64: 1e-13,
-    torch.float16: 2 * 2**-10,
-    torch.bfloat16: 2 * 2**-7,
-    torch.complex64: 1e-5,
-    torch.complex128: 1e-13,
-    torch.int64: 0.0,
-    torch.int32: 0.0,
-    torch.uint8: 0.0,
-}
 #: torch.autograd.gradcheck's defaults, spelled out for the table.
 GRADCHECK_TOLERANCES = dict(eps=1e-6, atol=1e-5, rtol=1e-3)
 
 _FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+#: Half precision is compared with torch's float64 result rounded to the
+#: dtype: torch's own half-precision kernels round differently on different
+#: machines.
 _HALF = (torch.float16, torch.bfloat16)
+#: Every dtype validated, in table order.
+_ALL_DTYPES = (*_FLOATING, torch.complex64, torch.complex128, torch.int64, torch.int32, torch.uint8)
 #: The dtypes each op is checked in: every dtype torch's CPU op computes
 #: (integer convolutions other than int64 only on cases without dilation).
 DTYPES = {
@@ -111,7 +101,7 @@ def _agreement_checks(dtype: torch.dtype) -> list[str]:
 
 
 #: Every check, in table order.
-CHECKS = (*[check for dtype in LIMITS for check in _agreement_checks(dtype)], "gradcheck", "gradgradcheck")
+CHECKS = (*[check for dtype in _ALL_DTYPES for check in _agreement_checks(dtype)], "gradcheck", "gradgradcheck")
 
 
 def checks_of(op: str) -> list[str]:
@@ -364,40 +354,24 @@ def _values(out):
 
 
 class _Tally:
-    """Worst errors over the tensors compared by one check."""
+    """Worst errors over the tensors compared by one check, and what failed."""
 
-    def __init__(self, limit: float):
-        self.limit = limit
+    def __init__(self):
         self.max_abs = 0.0
         self.max_scaled = 0.0
         self.problems: list[str] = []
 
     def compare(self, what: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
-        if ours.shape != ref.shape:
-            self.problems.append(f"{what}: shape {tuple(ours.shape)} != torch's {tuple(ref.shape)}")
+        try:
+            # Values only: the cases' operands are contiguous, and layouts are the tests' concern.
+            assert_close_to_torch(ours, ref, check_memory_format=False, check_strides=False, msg=what)
+        except AssertionError as error:
+            self.problems.append(str(error))
+        if ours.shape != ref.shape or not (ref.dtype.is_floating_point or ref.dtype.is_complex):
             return
-        if ours.dtype != ref.dtype:
-            self.problems.append(f"{what}: dtype {ours.dtype} != torch's {ref.dtype}")
-            return
-        if ref.numel() == 0:
-            return
-        if not (ref.dtype.is_floating_point or ref.dtype.is_complex):
-            if not torch.equal(ours, ref):
-                self.problems.append(f"{what}: {(ours != ref).sum().item()} of {ref.numel()} elements differ")
-            return
-        finite = torch.isfinite(ours)
-        if not bool(finite.all()):
-            self.problems.append(f"{what}: {(~finite).sum().item()} non-finite elements")
-        wide = torch.complex128 if ref.is_complex() else torch.float64
-        error = (ours.to(wide) - ref.to(wide)).abs().max().item()
-        scale = max(1.0, ref.to(wide).abs().max().item())
-        scaled = error / scale
-        if math.isnan(error):
-            error = scaled = math.inf
-        self.max_abs = max(self.max_abs, error)
+        scaled = scaled_error(ours, ref)
+        self.max_abs = max(self.max_abs, scaled * error_scale(ref))
         self.max_scaled = max(self.max_scaled, scaled)
-        if scaled > self.limit:
-            self.problems.append(f"{what}: max abs error {error:.3g} > {self.limit:g} * {scale:.3g}")
 
 
 def _agreement(op, ours_fn, torch_fn, cases, dtype, device):
@@ -406,7 +380,7 @@ def _agreement(op, ours_fn, torch_fn, cases, dtype, device):
     Half precision is compared with torch in float64 on the same values,
     rounded to the dtype; the other dtypes with torch in the same dtype.
     """
-    forward, backward = _Tally(LIMITS[dtype]), _Tally(LIMITS[dtype])
+    forward, backward = _Tally(), _Tally()
     gen = torch.Generator().manual_seed(4321)
     torch_dtype = torch.float64 if dtype in _HALF else dtype
     with_grad = _has_gradients(dtype)
@@ -518,7 +492,7 @@ def _validate_op(op: str, backend: str, device: str, quick: bool) -> list[Result
         )
 
     for dtype in DTYPES[op]:
-        limit = f"{LIMITS[dtype]:g} * scale" if LIMITS[dtype] else "equal"
+        limit = f"{tolerance(dtype):g} * scale" if tolerance(dtype) else "equal"
         checks = _agreement_checks(dtype)
         try:
             with full_float32():  # torch's CUDA convolutions default to TF32
