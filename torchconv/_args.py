@@ -18,7 +18,6 @@ import torch
 
 __all__ = [
     "pair",
-    "memory_format_of",
     "conv_output_size",
     "conv_transpose_output_size",
     "pool_output_size",
@@ -112,61 +111,6 @@ def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
             f"to match the convolution dimensions, but got {name}={items}"
         )
     return items
-
-
-def dense_strides(shape, memory_format: torch.memory_format) -> tuple[int, ...]:
-    """The strides ``torch.empty(shape, memory_format=memory_format)`` gets."""
-    if len(shape) == 4:  # every op's tensors: unrolled (runs several times a call)
-        n, c, h, w = shape
-        if memory_format == torch.channels_last:
-            return (h * w * c, 1, w * c, c)
-        w = w if w > 1 else 1
-        hw = (h if h > 1 else 1) * w
-        return (hw * (c if c > 1 else 1), hw, w, 1)
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
-
-
-def in_layout(tensor: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
-    """``tensor`` with exactly the strides torch gives a fresh tensor in
-    ``memory_format`` (size-1 dimensions included, since the next op reads its
-    layout off them); returned as is when it has them already."""
-    strides = dense_strides(tensor.shape, memory_format)
-    if tensor.stride() == strides:
-        return tensor
-    return tensor.clone(memory_format=memory_format)
-
-
-def memory_format_of(tensor: torch.Tensor) -> torch.memory_format:
-    """Python twin of ATen's ``Tensor::suggest_memory_format`` for 4-d tensors.
-
-    Torch gives the output of a convolution or a pooling the layout its input
-    suggests; this is the rule it uses to read a layout off the strides
-    (``is_channels_last_strides_2d_s4`` in c10), ambiguous cases falling back
-    to contiguous.
-    """
-    if tensor.dim() != 4 or tensor.layout != torch.strided:
-        return torch.contiguous_format
-    n, c, h, w = tensor.shape
-    sn, sc, sh, sw = tensor.stride()
-    # The dimensions in the order (1, 3, 2, 0), unrolled: each stride at
-    # least the extent of the one before, no size zero, and the batch stride
-    # not equal to the channel stride's extent (an ambiguous layout).
-    if sc == 0 or c == 0 or w == 0 or h == 0 or n == 0:
-        return torch.contiguous_format
-    smallest = sc * (c if c > 1 else 1)
-    if sw < smallest:
-        return torch.contiguous_format
-    smallest = sw * (w if w > 1 else 1)
-    if sh < smallest:
-        return torch.contiguous_format
-    smallest = sh * (h if h > 1 else 1)
-    if sn < smallest or smallest == sc:
-        return torch.contiguous_format
-    return torch.channels_last
 
 
 def _trunc_div(a: int, b: int) -> int:

@@ -48,7 +48,7 @@ import torch
 
 from . import _library as ops
 from . import backends
-from ._args import in_layout, memory_format_of
+from ._memory_format import conv_grads_in_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
 __all__ = [
     "Conv2dFunction",
@@ -84,14 +84,6 @@ def _conv_transpose2d_sized(x, weight, size, stride, padding, dilation, groups):
         for target, n, k, s, p, d in zip(size, x.shape[2:], weight.shape[2:], stride, padding, dilation)
     ]
     return ConvTranspose2dFunction.apply(x, weight, None, stride, padding, output_padding, groups, dilation)
-
-
-def _like_torch(input, weight, grad_input, grad_weight, slow_transposed=False):
-    """Gradients in the layout torch's convolutions give them (``ops.conv_layout``:
-    channels_last if input or weight is, but for float64 or a slow transposed
-    convolution on CUDA), whatever the layout of the incoming gradient."""
-    layout = ops.conv_layout(input, weight, slow_transposed)
-    return tuple(None if g is None else in_layout(g, layout) for g in (grad_input, grad_weight))
 
 
 def _bias_grad(grad_output):
@@ -244,7 +236,8 @@ class Conv2dFunction(_Function):
             )
         if need_bias:
             grad_bias = _bias_grad(grad_output)
-        return (*_like_torch(input, weight, grad_input, grad_weight), grad_bias, None, None, None, None)
+        grads = conv_grads_in_memory_format(input, weight, grad_input, grad_weight)
+        return (*grads, grad_bias, None, None, None, None)
 
 
 class ConvTranspose2dFunction(_Function):
@@ -287,8 +280,9 @@ class ConvTranspose2dFunction(_Function):
         if need_bias:
             grad_bias = _bias_grad(grad_output)
         stride, output_padding = ctx.transposed[0], ctx.transposed[2]
-        slow = ops.output_padding_is_big(stride, output_padding)
-        return (*_like_torch(input, weight, grad_input, grad_weight, slow), grad_bias, None, None, None, None, None)
+        slow = output_padding_is_big(stride, output_padding)
+        grads = conv_grads_in_memory_format(input, weight, grad_input, grad_weight, slow)
+        return (*grads, grad_bias, None, None, None, None, None)
 
 
 class Conv2dWeightFunction(_Function):
@@ -345,7 +339,7 @@ class MaxPool2dFunction(_Function):
         ctx.save_for_backward(output[1])
         ctx.save_for_forward(output[1])
         ctx.input_size = inputs[0].shape[2:]
-        ctx.input_layout = memory_format_of(inputs[0])
+        ctx.input_memory_format = memory_format_of(inputs[0])
         # (kernel_size, stride, padding, dilation): max_pool2d_backward takes
         # the window too (a GPU kernel gathers per input pixel over it).
         ctx.window = inputs[1:5]
@@ -359,7 +353,7 @@ class MaxPool2dFunction(_Function):
     def backward(ctx, grad_output, _grad_indices):
         (indices,) = ctx.saved_tensors
         grad_input = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size, *ctx.window)
-        return in_layout(grad_input, ctx.input_layout), None, None, None, None, None
+        return in_memory_format(grad_input, ctx.input_memory_format), None, None, None, None, None
 
 
 class MaxPool2dBackwardFunction(_Function):
@@ -425,7 +419,7 @@ class AvgPool2dFunction(_Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.input_size = inputs[0].shape[2:]
-        ctx.input_layout = memory_format_of(inputs[0])
+        ctx.input_memory_format = memory_format_of(inputs[0])
         ctx.pool = inputs[1:]
 
     @staticmethod
@@ -435,7 +429,7 @@ class AvgPool2dFunction(_Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad_input = AvgPool2dBackwardFunction.apply(grad_output, ctx.input_size, *ctx.pool)
-        return in_layout(grad_input, ctx.input_layout), None, None, None, None, None, None
+        return in_memory_format(grad_input, ctx.input_memory_format), None, None, None, None, None, None
 
 
 class AvgPool2dBackwardFunction(_Function):
@@ -465,7 +459,7 @@ class AvgPool2dBackwardFunction(_Function):
 class EmptyConvFunction(_Function):
     """A convolution of an input without elements: no arithmetic, an empty
     output of ``shape`` (contiguous, as torch's), and a zero gradient for
-    every operand in the operand's own layout, as torch gives."""
+    every operand in the operand's own memory format, as torch gives."""
 
     @staticmethod
     def forward(input, weight, bias, shape, dtype):

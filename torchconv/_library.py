@@ -13,9 +13,10 @@ Seven ops carry all the arithmetic of the package:
 ==========================  ==============================================
 
 Each op runs the kernel of the backend in force (``torchconv.backends``),
-then gives its output the layout torch would (channels_last in, channels_last
-out). Each has a fake kernel so that ``torch.compile`` and ``torch.export``
-trace through it without running it. Autograd formulas live in
+then gives its output the memory format torch would
+(``torchconv._memory_format``: channels_last in, channels_last out). Each has
+a fake kernel so that ``torch.compile`` and ``torch.export`` trace through it
+without running it. Autograd formulas live in
 ``torchconv._autograd``. The ops take 4-d tensors and validated arguments: the
 public functions in ``torchconv.functional`` check and normalise first.
 """
@@ -29,7 +30,8 @@ import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from . import backends
-from ._args import autocast_dtype, conv_output_size, conv_transpose_output_size, in_layout, memory_format_of, pool_output_size
+from ._args import autocast_dtype, conv_output_size, conv_transpose_output_size, pool_output_size
+from ._memory_format import conv_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
 __all__ = [
     "conv2d",
@@ -40,27 +42,6 @@ __all__ = [
     "avg_pool2d",
     "avg_pool2d_backward",
 ]
-
-
-def conv_layout(a: Tensor, b: Tensor, slow_transposed: bool = False) -> torch.memory_format:
-    """The layout torch gives a convolution's output (and gradients) for operands ``a``, ``b``.
-
-    Channels_last if either operand is, as torch's CPU kernels and cuDNN do,
-    except on CUDA where torch runs float64 contiguously
-    (``cudnn_conv_suggest_memory_format``) and a transposed convolution with
-    ``output_padding >= stride`` (``slow_transposed``) on its contiguous-only
-    fallback kernel.
-    """
-    if a.device.type == "cuda" and (torch.float64 in (a.dtype, b.dtype) or slow_transposed):
-        return torch.contiguous_format
-    if memory_format_of(a) == torch.channels_last or memory_format_of(b) == torch.channels_last:
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def output_padding_is_big(stride, output_padding) -> bool:
-    """ATen's ``is_output_padding_big``: cuDNN cannot run such a transposed convolution."""
-    return any(o >= s for o, s in zip(output_padding, stride))
 
 
 def _owned(out: Tensor) -> Tensor:
@@ -158,13 +139,14 @@ def bare_body(op, args):
     return _BODIES[op]
 
 
-def _laid_out(kernels, first: Tensor) -> bool:
+def _formatted_by(kernels, first: Tensor) -> bool:
     """Whether the outputs of ``kernels`` for operands like ``first`` come
-    in the layout torch gives them already (a backend's ``LAYOUT_DTYPES``:
-    the dtypes its compiled kernels take, which choose the layout as torch
-    does), so that the ``in_layout`` pass, a third of a tiny call's Python
-    time, can be skipped."""
-    return first.dtype in getattr(kernels, "LAYOUT_DTYPES", ())
+    in the memory format torch gives them already, strides included (a
+    backend's ``MEMORY_FORMAT_DTYPES``: the dtypes its compiled kernels take,
+    which choose the memory format as torch does), so that the
+    ``in_memory_format`` pass, a third of a tiny call's Python time, can be
+    skipped."""
+    return first.dtype in getattr(kernels, "MEMORY_FORMAT_DTYPES", ())
 
 
 def _empty(like: Tensor, shape, memory_format, dtype=None) -> Tensor:
@@ -214,10 +196,10 @@ def conv2d(
     groups: int,
 ) -> Tensor:
     kernels = backends.kernels(input.device)
-    if _laid_out(kernels, input):
+    if _formatted_by(kernels, input):
         return _owned(kernels.conv2d(input, weight, bias, stride, padding, dilation, groups))
     out = _conv_with_bias(kernels.conv2d, input, weight, bias, stride, padding, dilation, groups)
-    return _owned(in_layout(out, conv_layout(input, weight)))
+    return _owned(in_memory_format(out, conv_memory_format(input, weight)))
 
 
 @conv2d.register_fake
@@ -226,7 +208,7 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
         conv_output_size(n, k, s, p, d)
         for n, k, s, p, d in zip(input.shape[2:], weight.shape[2:], stride, padding, dilation)
     ]
-    return _empty(input, (input.shape[0], weight.shape[0], *spatial), conv_layout(input, weight))
+    return _empty(input, (input.shape[0], weight.shape[0], *spatial), conv_memory_format(input, weight))
 
 
 @_custom_op("torchconv::conv_transpose2d")
@@ -241,12 +223,12 @@ def conv_transpose2d(
     dilation: Sequence[int],
 ) -> Tensor:
     kernels = backends.kernels(input.device)
-    if _laid_out(kernels, input):
+    if _formatted_by(kernels, input):
         return _owned(kernels.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation))
     out = _conv_with_bias(
         kernels.conv_transpose2d, input, weight, bias, stride, padding, output_padding, groups, dilation
     )
-    return _owned(in_layout(out, conv_layout(input, weight, output_padding_is_big(stride, output_padding))))
+    return _owned(in_memory_format(out, conv_memory_format(input, weight, output_padding_is_big(stride, output_padding))))
 
 
 @conv_transpose2d.register_fake
@@ -255,8 +237,8 @@ def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding,
         conv_transpose_output_size(n, k, s, p, o, d)
         for n, k, s, p, o, d in zip(input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
     ]
-    layout = conv_layout(input, weight, output_padding_is_big(stride, output_padding))
-    return _empty(input, (input.shape[0], weight.shape[1] * groups, *spatial), layout)
+    memory_format = conv_memory_format(input, weight, output_padding_is_big(stride, output_padding))
+    return _empty(input, (input.shape[0], weight.shape[1] * groups, *spatial), memory_format)
 
 
 @_custom_op("torchconv::conv2d_weight")
@@ -272,15 +254,15 @@ def conv2d_weight(
     """Gradient of ``conv2d(input, W)`` with respect to W, for ``grad_output``."""
     kernels = backends.kernels(input.device)
     size = list(weight_size)
-    if _laid_out(kernels, input):
+    if _formatted_by(kernels, input):
         return _owned(kernels.conv2d_weight(input, grad_output, size, stride, padding, dilation, groups))
     out = _bilinear(lambda x, g: kernels.conv2d_weight(x, g, size, stride, padding, dilation, groups), input, grad_output)
-    return _owned(in_layout(out, conv_layout(input, grad_output)))
+    return _owned(in_memory_format(out, conv_memory_format(input, grad_output)))
 
 
 @conv2d_weight.register_fake
 def _conv2d_weight_fake(input, grad_output, weight_size, stride, padding, dilation, groups):
-    return _empty(input, weight_size, conv_layout(input, grad_output))
+    return _empty(input, weight_size, conv_memory_format(input, grad_output))
 
 
 # ----------------------------------------------------------------------- pool
@@ -304,17 +286,17 @@ def max_pool2d(
 ) -> tuple[Tensor, Tensor]:
     kernels = backends.kernels(input.device)
     values, indices = kernels.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
-    if _laid_out(kernels, input):
+    if _formatted_by(kernels, input):
         return _owned(values), _owned(indices)
-    layout = memory_format_of(input)
-    return _owned(in_layout(values, layout)), _owned(in_layout(indices, layout))
+    memory_format = memory_format_of(input)
+    return _owned(in_memory_format(values, memory_format)), _owned(in_memory_format(indices, memory_format))
 
 
 @max_pool2d.register_fake
 def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     spatial = _pool_spatial(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
-    shape, layout = (*input.shape[:2], *spatial), memory_format_of(input)
-    return _empty(input, shape, layout), _empty(input, shape, layout, dtype=torch.int64)
+    shape, memory_format = (*input.shape[:2], *spatial), memory_format_of(input)
+    return _empty(input, shape, memory_format), _empty(input, shape, memory_format, dtype=torch.int64)
 
 
 @_custom_op("torchconv::max_pool2d_backward")
@@ -335,9 +317,9 @@ def max_pool2d_backward(
     (deterministic, no atomics), which needs it."""
     kernels = backends.kernels(grad_output.device)
     out = kernels.max_pool2d_backward(grad_output, indices, list(input_size), kernel_size, stride, padding, dilation)
-    if _laid_out(kernels, grad_output):
+    if _formatted_by(kernels, grad_output):
         return _owned(out)
-    return _owned(in_layout(out, memory_format_of(grad_output)))
+    return _owned(in_memory_format(out, memory_format_of(grad_output)))
 
 
 @max_pool2d_backward.register_fake
@@ -357,9 +339,9 @@ def avg_pool2d(
 ) -> Tensor:
     kernels = backends.kernels(input.device)
     out = kernels.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    if _laid_out(kernels, input):
+    if _formatted_by(kernels, input):
         return _owned(out)
-    return _owned(in_layout(out, memory_format_of(input)))
+    return _owned(in_memory_format(out, memory_format_of(input)))
 
 
 @avg_pool2d.register_fake
@@ -384,9 +366,9 @@ def avg_pool2d_backward(
     out = kernels.avg_pool2d_backward(
         grad_output, list(input_size), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
-    if _laid_out(kernels, grad_output):
+    if _formatted_by(kernels, grad_output):
         return _owned(out)
-    return _owned(in_layout(out, memory_format_of(grad_output)))
+    return _owned(in_memory_format(out, memory_format_of(grad_output)))
 
 
 @avg_pool2d_backward.register_fake
@@ -440,7 +422,7 @@ def _register_autocast() -> None:
 
 def _register_compiled_fakes() -> None:
     """Gives the compiled ``torchconv_cpp::`` ops (csrc/ops.cpp) the same fake
-    kernels: one definition of every output's shape and layout for both."""
+    kernels: one definition of every output's shape and memory format for both."""
     if not backends.cpp.is_available():
         return
     for name in __all__:

@@ -29,11 +29,11 @@ HOW_TO_ENABLE = (
     "Build it with `pip install --no-build-isolation -e .` from the repository root "
     "(needs g++ and torch==2.13.0)."
 )
-_COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-# Inputs of these dtypes get their outputs in the layout torch gives them
-# (csrc/cpu/conv.cpp's channels_last), strides included: the ops skip their
-# own layout pass for them (torchconv._library._laid_out).
-LAYOUT_DTYPES = frozenset(_COMPILED_DTYPES)
+COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Inputs of these dtypes get their outputs in the memory format torch gives
+# them (csrc/cpu/conv.cpp's channels_last), strides included: the ops skip
+# their own memory-format pass for them (torchconv._library._formatted_by).
+MEMORY_FORMAT_DTYPES = frozenset(COMPILED_DTYPES)
 
 
 def is_available() -> bool:
@@ -73,10 +73,10 @@ def compiled_kernel(name: str, dtypes: tuple[torch.dtype, ...], device: str, nam
     return kernel
 
 
-conv2d = compiled_kernel("conv2d", _COMPILED_DTYPES, "CPU")
-conv_transpose2d = compiled_kernel("conv_transpose2d", _COMPILED_DTYPES, "CPU")
-conv2d_weight = compiled_kernel("conv2d_weight", _COMPILED_DTYPES, "CPU")
-max_pool2d = compiled_kernel("max_pool2d", _COMPILED_DTYPES, "CPU")
-max_pool2d_backward = compiled_kernel("max_pool2d_backward", _COMPILED_DTYPES, "CPU")
-avg_pool2d = compiled_kernel("avg_pool2d", _COMPILED_DTYPES, "CPU")
-avg_pool2d_backward = compiled_kernel("avg_pool2d_backward", _COMPILED_DTYPES, "CPU")
+conv2d = compiled_kernel("conv2d", COMPILED_DTYPES, "CPU")
+conv_transpose2d = compiled_kernel("conv_transpose2d", COMPILED_DTYPES, "CPU")
+conv2d_weight = compiled_kernel("conv2d_weight", COMPILED_DTYPES, "CPU")
+max_pool2d = compiled_kernel("max_pool2d", COMPILED_DTYPES, "CPU")
+max_pool2d_backward = compiled_kernel("max_pool2d_backward", COMPILED_DTYPES, "CPU")
+avg_pool2d = compiled_kernel("avg_pool2d", COMPILED_DTYPES, "CPU")
+avg_pool2d_backward = compiled_kernel("avg_pool2d_backward", COMPILED_DTYPES, "CPU")

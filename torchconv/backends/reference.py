@@ -18,7 +18,8 @@ flat index (``h * W + w``) of each window's maximum, as torch does, and its
 backward scatters gradients to those indices.
 
 Kernels take 4-d tensors whose arguments were already validated and
-normalised to pairs (see ``torchconv._args``); they may return any layout.
+normalised to pairs (see ``torchconv._args``); they may return any memory
+format (the ops give the result torch's, ``torchconv._memory_format``).
 """
 
 from __future__ import annotations
