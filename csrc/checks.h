@@ -13,11 +13,9 @@
 #include <string>
 #include <utility>
 
-namespace torchconv {
+#include "window.h"
 
-inline int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
-  return (size + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
-}
+namespace torchconv {
 
 inline void check_pair(const char* op, const char* name, at::IntArrayRef values, int64_t minimum) {
   TORCH_CHECK(values.size() == 2, "torchconv_cpp::", op, ": expected ", name, " to have 2 values, but got ", values);
@@ -112,10 +110,10 @@ inline std::pair<int64_t, int64_t> check_conv_transpose2d(const at::Tensor& inpu
   TORCH_CHECK(!bias.has_value() || bias->numel() == weight.size(1) * groups,
               "torchconv_cpp::conv_transpose2d: expected bias with ", weight.size(1) * groups,
               " elements, but got ", bias.has_value() ? bias->numel() : 0);
-  const int64_t out_h = (input.size(2) - 1) * stride[0] - 2 * padding[0] + dilation[0] * (weight.size(2) - 1) +
-                        output_padding[0] + 1;
-  const int64_t out_w = (input.size(3) - 1) * stride[1] - 2 * padding[1] + dilation[1] * (weight.size(3) - 1) +
-                        output_padding[1] + 1;
+  const int64_t out_h =
+      conv_transpose_output_size(input.size(2), weight.size(2), stride[0], padding[0], dilation[0], output_padding[0]);
+  const int64_t out_w =
+      conv_transpose_output_size(input.size(3), weight.size(3), stride[1], padding[1], dilation[1], output_padding[1]);
   TORCH_CHECK(out_h > 0 && out_w > 0, "torchconv_cpp::conv_transpose2d: output size is too small: ", out_h, "x",
               out_w);
   return {out_h, out_w};
@@ -140,12 +138,14 @@ inline void check_conv2d_weight(const at::Tensor& input, const at::Tensor& grad_
               " and weight_size ", weight_size, " do not agree (groups=", groups, ")");
 }
 
-// Geometry of a pooling window (avg_pool2d has dilation 1).
-struct Pool {
-  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
-};
+// The window of a kernel_h x kernel_w kernel with these (checked) pairs.
+inline Window make_window(int64_t kernel_h, int64_t kernel_w, at::IntArrayRef stride, at::IntArrayRef padding,
+                          at::IntArrayRef dilation) {
+  return Window{kernel_h, kernel_w, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
+}
 
-inline Pool check_pool(const char* op, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+// A pooling's window (avg_pool2d passes dilation 1).
+inline Window check_pool(const char* op, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
                        at::IntArrayRef dilation) {
   check_pair(op, "kernel_size", kernel, 1);
   check_pair(op, "stride", stride, 1);
@@ -153,17 +153,7 @@ inline Pool check_pool(const char* op, at::IntArrayRef kernel, at::IntArrayRef s
   check_pair(op, "dilation", dilation, 1);
   TORCH_CHECK(2 * padding[0] <= (kernel[0] - 1) * dilation[0] + 1 && 2 * padding[1] <= (kernel[1] - 1) * dilation[1] + 1,
               "torchconv_cpp::", op, ": padding ", padding, " must be at most half of the effective kernel size");
-  return Pool{kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
-}
-
-// ATen's pooling_output_shape: with ceil_mode the last window must start
-// inside the input or its left padding.
-inline int64_t pool_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
-                                bool ceil_mode) {
-  const int64_t numerator = size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
-  int64_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
-  if (ceil_mode && (out - 1) * stride >= size + pad) --out;
-  return out;
+  return make_window(kernel[0], kernel[1], stride, padding, dilation);
 }
 
 inline void check_plane_input(const char* op, const at::Tensor& input) {
@@ -173,7 +163,7 @@ inline void check_plane_input(const char* op, const at::Tensor& input) {
 }
 
 // A pooling's output (out_h, out_w) for a valid call, else a RuntimeError.
-inline std::pair<int64_t, int64_t> check_pool_output(const char* op, const at::Tensor& input, const Pool& p,
+inline std::pair<int64_t, int64_t> check_pool_output(const char* op, const at::Tensor& input, const Window& p,
                                                      bool ceil_mode) {
   const int64_t out_h = pool_output_size(input.size(2), p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, ceil_mode);
   const int64_t out_w = pool_output_size(input.size(3), p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, ceil_mode);

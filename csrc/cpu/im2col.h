@@ -1,6 +1,6 @@
 // im2col and col2im for one image: the two data-movement primitives that
-// conv2d and conv_transpose2d share (see ARCHITECTURE: six computations, two
-// primitives, one GEMM).
+// conv2d and conv_transpose2d share (docs/architecture.md: the two ops are
+// adjoint; six computations, two primitives, one GEMM).
 //
 // Geometry: an image of `channels` planes of size image_h x image_w is read
 // (im2col) or written (col2im) through a kernel_h x kernel_w window placed at
@@ -19,16 +19,10 @@
 #include <cstring>
 
 #include "precision.h"
+#include "window.h"
 
 namespace torchconv {
 namespace cpu {
-
-struct Window {
-  int64_t kernel_h, kernel_w;
-  int64_t stride_h, stride_w;
-  int64_t pad_h, pad_w;
-  int64_t dilation_h, dilation_w;
-};
 
 // First and one-past-last grid x whose pixel x * stride - pad + offset lies
 // in [0, width): the run of a column row that maps inside the image.

@@ -4,13 +4,13 @@
 // do, and returns its result in that layout, so neither layout pays for a
 // copy; max_pool2d's indices are per-plane flat h * W + w in both.
 //
-// Window rules are ATen's: a max window starts at -inf with its first
-// in-bounds tap as index and takes a value that is greater or NaN; an
-// average window's divisor is divisor_override, or the cells it covers inside
-// the padded input (count_include_pad) or inside the input alone. Every
-// window visits its taps in row-major order, whatever the loop nest: the
-// vectorised loops below run tap by tap over a row of windows (NCHW) or over
-// the channels of one window (NHWC).
+// Window rules are ATen's, the CUDA kernels' too (window.h): a max window
+// starts at -inf with its first in-bounds tap as index and takes a value that
+// is greater or NaN; an average window's divisor is divisor_override, or the
+// cells it covers inside the padded input (count_include_pad) or inside the
+// input alone. Every window visits its taps in row-major order, whatever the
+// loop nest: the vectorised loops below run tap by tap over a row of windows
+// (NCHW) or over the channels of one window (NHWC).
 //
 // Threads: forward passes split the outputs (NCHW: rows of all planes; NHWC:
 // pixels), so a batch of a few planes still uses every thread. Backward
@@ -38,6 +38,7 @@
 
 #include "checks.h"
 #include "precision.h"
+#include "window.h"
 
 namespace torchconv {
 namespace cpu {
@@ -47,38 +48,12 @@ inline bool is_channels_last(const at::Tensor& t) {
   return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
-inline int64_t floor_div(int64_t a, int64_t b) {
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-
-inline int64_t ceil_div(int64_t a, int64_t b) {
-  return -floor_div(-a, b);
-}
-
-// The taps of window `o` along one axis that fall inside [0, size): their
-// first index (clamped start, ATen's) and one past the last, stepping by
-// dilation. `first` may be >= `end` (a window that sees nothing there).
-struct Taps {
-  int64_t first, end;
-};
-
-inline Taps window_taps(int64_t o, int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
-  int64_t first = o * stride - pad;
-  const int64_t end = std::min(first + (kernel - 1) * dilation + 1, size);
-  while (first < 0) first += dilation;
-  return Taps{first, end};
-}
-
-// Outputs [lo, hi) along one axis whose every tap lies inside [0, size):
-// the interior, where the vectorised loops run without bounds checks.
-struct Range {
-  int64_t lo, hi;
-};
-
+// Outputs along one axis whose every tap lies inside [0, size): the
+// interior, where the vectorised loops run without bounds checks.
 inline Range interior(int64_t out, int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
-  const int64_t lo = std::min(ceil_div(pad, stride), out);
-  const int64_t hi = std::min(floor_div(size - 1 - (kernel - 1) * dilation + pad, stride) + 1, out);
-  return hi > lo ? Range{lo, hi} : Range{lo, lo};
+  const int64_t begin = std::min(ceil_div(pad, stride), out);
+  const int64_t end = std::min(floor_div(size - 1 - (kernel - 1) * dilation + pad, stride) + 1, out);
+  return Range{begin, std::max(begin, end)};
 }
 
 // Backward tasks: `units` (planes or images) times bands of input rows, at
@@ -89,14 +64,6 @@ inline int64_t band_rows(int64_t units, int64_t in_h) {
   if (units >= want || in_h <= 1) return in_h;
   const int64_t bands = std::min(in_h, ceil_div(want, units));
   return ceil_div(in_h, bands);
-}
-
-// Output rows (along one axis) whose windows may touch input rows [y_lo, y_hi).
-inline Range outputs_touching(int64_t y_lo, int64_t y_hi, int64_t out, int64_t kernel, int64_t stride, int64_t pad,
-                              int64_t dilation) {
-  const int64_t lo = std::max<int64_t>(ceil_div(y_lo + pad - (kernel - 1) * dilation, stride), 0);
-  const int64_t hi = std::min(floor_div(y_hi - 1 + pad, stride) + 1, out);
-  return Range{lo, std::max(lo, hi)};
 }
 
 // Runs fn(unit, y_lo, y_hi, gradient) for every backward task: gradient is
@@ -134,8 +101,8 @@ inline bool replaces_max(T value, T best) {
 // k * dilation) falls inside [0, size).
 inline bool window_meets_axis(int64_t o, int64_t size, int64_t kernel, int64_t stride, int64_t pad,
                               int64_t dilation) {
-  const Taps t = window_taps(o, size, kernel, stride, pad, dilation);
-  return t.first < t.end;
+  const Range t = window_taps(o, size, kernel, stride, pad, dilation);
+  return t.begin < t.end;
 }
 
 // A max_pool2d_backward index that is not in the plane: fine (no gradient)
@@ -147,7 +114,7 @@ inline bool window_meets_axis(int64_t o, int64_t size, int64_t kernel, int64_t s
 }
 
 inline void check_outside_index(int64_t target, int64_t plane_in, int64_t oy, int64_t ox, int64_t in_h,
-                                int64_t in_w, const Pool& p) {
+                                int64_t in_w, const Window& p) {
   if (target >= plane_in &&
       !(window_meets_axis(oy, in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h) &&
         window_meets_axis(ox, in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w)))
@@ -164,18 +131,18 @@ inline void check_outside_index(int64_t target, int64_t plane_in, int64_t oy, in
 // 64x32x28x28 2x2: the row loop made the forward ~1.6x faster than one
 // window at a time.
 template <typename scalar_t, typename index_t, int STRIDE>
-void max_row_nchw(const scalar_t* in, int64_t in_h, int64_t in_w, int64_t oy, int64_t out_w, const Pool& p,
+void max_row_nchw(const scalar_t* in, int64_t in_h, int64_t in_w, int64_t oy, int64_t out_w, const Window& p,
                   const Range& cols, acc_t<scalar_t>* __restrict best, index_t* __restrict best_at, scalar_t* out,
                   int64_t* idx) {
   using acc = acc_t<scalar_t>;
   const int64_t sw = STRIDE > 0 ? STRIDE : p.stride_w;
-  const Taps ys = window_taps(oy, in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+  const Range ys = window_taps(oy, in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
   auto window = [&](int64_t ox) {
-    const Taps xs = window_taps(ox, in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
-    int64_t best_index = ys.first * in_w + xs.first;
+    const Range xs = window_taps(ox, in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+    int64_t best_index = ys.begin * in_w + xs.begin;
     acc m = -std::numeric_limits<acc>::infinity();
-    for (int64_t y = ys.first; y < ys.end; y += p.dilation_h) {
-      for (int64_t x = xs.first; x < xs.end; x += p.dilation_w) {
+    for (int64_t y = ys.begin; y < ys.end; y += p.dilation_h) {
+      for (int64_t x = xs.begin; x < xs.end; x += p.dilation_w) {
         const acc v = static_cast<acc>(in[y * in_w + x]);
         if (replaces_max(v, m)) {
           m = v;
@@ -186,16 +153,16 @@ void max_row_nchw(const scalar_t* in, int64_t in_h, int64_t in_w, int64_t oy, in
     out[ox] = static_cast<scalar_t>(m);
     idx[ox] = best_index;
   };
-  if (ys.first >= ys.end || cols.lo >= cols.hi) {
+  if (ys.begin >= ys.end || cols.begin >= cols.end) {
     for (int64_t ox = 0; ox < out_w; ++ox) window(ox);
     return;
   }
-  for (int64_t ox = 0; ox < cols.lo; ++ox) window(ox);
-  const int64_t n = cols.hi - cols.lo;
+  for (int64_t ox = 0; ox < cols.begin; ++ox) window(ox);
+  const int64_t n = cols.end - cols.begin;
   bool first = true;
-  for (int64_t y = ys.first; y < ys.end; y += p.dilation_h) {
+  for (int64_t y = ys.begin; y < ys.end; y += p.dilation_h) {
     for (int64_t kx = 0; kx < p.kernel_w; ++kx) {
-      const int64_t base = y * in_w + cols.lo * sw - p.pad_w + kx * p.dilation_w;
+      const int64_t base = y * in_w + cols.begin * sw - p.pad_w + kx * p.dilation_w;
       const scalar_t* row = in + base;
       const index_t at0 = static_cast<index_t>(base);
       if (first) {
@@ -215,15 +182,15 @@ void max_row_nchw(const scalar_t* in, int64_t in_h, int64_t in_w, int64_t oy, in
     }
   }
   for (int64_t i = 0; i < n; ++i) {
-    out[cols.lo + i] = static_cast<scalar_t>(best[i]);
-    idx[cols.lo + i] = static_cast<int64_t>(best_at[i]);
+    out[cols.begin + i] = static_cast<scalar_t>(best[i]);
+    idx[cols.begin + i] = static_cast<int64_t>(best_at[i]);
   }
-  for (int64_t ox = cols.hi; ox < out_w; ++ox) window(ox);
+  for (int64_t ox = cols.end; ox < out_w; ++ox) window(ox);
 }
 
 template <typename scalar_t, typename index_t, int STRIDE>
 void max_pool2d_nchw(const scalar_t* input, scalar_t* output, int64_t* indices, int64_t planes, int64_t in_h,
-                     int64_t in_w, int64_t out_h, int64_t out_w, const Pool& p) {
+                     int64_t in_w, int64_t out_h, int64_t out_w, const Window& p) {
   using acc = acc_t<scalar_t>;
   const Range cols = interior(out_w, in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(out_w * p.kernel_h * p.kernel_w, 1));
@@ -248,7 +215,7 @@ void max_pool2d_nchw(const scalar_t* input, scalar_t* output, int64_t* indices, 
 // vectorised either (~9x slower).
 template <typename scalar_t, typename index_t>
 void max_pool2d_nhwc(const scalar_t* input, scalar_t* output, int64_t* indices, int64_t batch, int64_t channels,
-                     int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, const Pool& p) {
+                     int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, const Window& p) {
   using acc = acc_t<scalar_t>;
   const int64_t C = channels;
   at::parallel_for(0, batch * out_h * out_w, std::max<int64_t>(1, 2048 / C), [&](int64_t begin, int64_t end) {
@@ -256,15 +223,15 @@ void max_pool2d_nhwc(const scalar_t* input, scalar_t* output, int64_t* indices, 
     std::vector<index_t> best_at_buffer(C);
     for (int64_t pixel = begin; pixel < end; ++pixel) {
       const int64_t n = pixel / (out_h * out_w), oy = pixel / out_w % out_h, ox = pixel % out_w;
-      const Taps ys = window_taps(oy, in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-      const Taps xs = window_taps(ox, in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+      const Range ys = window_taps(oy, in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+      const Range xs = window_taps(ox, in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
       const scalar_t* in = input + n * in_h * in_w * C;
       acc* __restrict best = accumulator(output + pixel * C, buffer.data());
       index_t* __restrict best_at = best_at_buffer.data();
       std::fill(best, best + C, -std::numeric_limits<acc>::infinity());
-      std::fill(best_at, best_at + C, static_cast<index_t>(ys.first * in_w + xs.first));
-      for (int64_t y = ys.first; y < ys.end; y += p.dilation_h) {
-        for (int64_t x = xs.first; x < xs.end; x += p.dilation_w) {
+      std::fill(best_at, best_at + C, static_cast<index_t>(ys.begin * in_w + xs.begin));
+      for (int64_t y = ys.begin; y < ys.end; y += p.dilation_h) {
+        for (int64_t x = xs.begin; x < xs.end; x += p.dilation_w) {
           const scalar_t* __restrict v_at = in + (y * in_w + x) * C;
           const index_t at = static_cast<index_t>(y * in_w + x);
           for (int64_t c = 0; c < C; ++c) {
@@ -286,7 +253,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
                                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   check_kernel_device("max_pool2d", input, at::kCPU);
   check_plane_input("max_pool2d", input);
-  const Pool p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
+  const Window p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
   const int64_t batch = input.size(0), channels = input.size(1), in_h = input.size(2), in_w = input.size(3);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
   const int64_t out_h = out_size.first, out_w = out_size.second;
@@ -326,7 +293,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 template <typename scalar_t>
 void max_pool2d_backward_nhwc(const scalar_t* g, const int64_t* ix, scalar_t* grad_input, int64_t batch,
                               int64_t channels, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
-                              const Pool& p) {
+                              const Window& p) {
   using acc = acc_t<scalar_t>;
   const int64_t C = channels, plane_in = in_h * in_w, plane_out = out_h * out_w;
   const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
@@ -372,7 +339,7 @@ void max_pool2d_backward_nhwc(const scalar_t* g, const int64_t* ix, scalar_t* gr
 // serial one either way.
 template <typename scalar_t>
 void max_pool2d_backward_nchw(const scalar_t* g, const int64_t* ix, scalar_t* grad_input, int64_t planes, int64_t in_h,
-                              int64_t in_w, int64_t out_h, int64_t out_w, const Pool& p) {
+                              int64_t in_w, int64_t out_h, int64_t out_w, const Window& p) {
   using acc = acc_t<scalar_t>;
   const int64_t plane_in = in_h * in_w, plane_out = out_h * out_w;
   auto whole_plane = [&](int64_t plane, int64_t, int64_t, acc* gx) {
@@ -391,7 +358,7 @@ void max_pool2d_backward_nchw(const scalar_t* g, const int64_t* ix, scalar_t* gr
     for_each_band(grad_input, planes, in_h, in_w, whole_plane, true);
     return;
   }
-  const Range reach = outputs_touching(0, in_h, out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+  const Range reach = windows_reaching<int64_t>(0, in_h, out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
   std::atomic<bool> stray(false);
   for_each_band(grad_input, planes, in_h, in_w, [&](int64_t plane, int64_t y_lo, int64_t y_hi, acc* gx) {
     const int64_t lo = y_lo * in_w, span = (y_hi - y_lo) * in_w;
@@ -399,13 +366,13 @@ void max_pool2d_backward_nchw(const scalar_t* g, const int64_t* ix, scalar_t* gr
     const int64_t* ip = ix + plane * plane_out;
     bool odd = false;
     if (y_lo == 0) {  // rows that reach no input: their indices must lie past the plane
-      for (int64_t o = 0; o < reach.lo * out_w; ++o) odd |= ip[o] < plane_in;
-      for (int64_t o = reach.hi * out_w; o < plane_out; ++o) odd |= ip[o] < plane_in;
+      for (int64_t o = 0; o < reach.begin * out_w; ++o) odd |= ip[o] < plane_in;
+      for (int64_t o = reach.end * out_w; o < plane_out; ++o) odd |= ip[o] < plane_in;
     }
-    const Range oys = outputs_touching(y_lo, y_hi, out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-    for (int64_t oy = oys.lo; oy < oys.hi; ++oy) {
-      const Taps ys = window_taps(oy, in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-      const int64_t own = ys.first * in_w, own_span = (ys.end - ys.first) * in_w;
+    const Range oys = windows_reaching<int64_t>(y_lo, y_hi, out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+    for (int64_t oy = oys.begin; oy < oys.end; ++oy) {
+      const Range ys = window_taps(oy, in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+      const int64_t own = ys.begin * in_w, own_span = (ys.end - ys.begin) * in_w;
       if (own_span <= 0) {  // windows that see no row: their indices must lie past the plane
         for (int64_t o = oy * out_w; o < (oy + 1) * out_w; ++o) odd |= ip[o] < plane_in;
         continue;
@@ -433,10 +400,10 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   check_kernel_device("max_pool2d_backward", grad_output, at::kCPU);
   check_input("max_pool2d_backward", grad_output);
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
-  const Pool p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
+  const Window p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
   check_pool_indices(grad_output, indices);
   const int64_t batch = grad_output.size(0), channels = grad_output.size(1);
-  const int64_t in_h = input_size[0], in_w = input_size[1], plane_in = in_h * in_w;
+  const int64_t in_h = input_size[0], in_w = input_size[1];
   const int64_t out_h = grad_output.size(2), out_w = grad_output.size(3);
   const at::MemoryFormat layout =
       is_channels_last(grad_output) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -446,7 +413,6 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   if (grad_input.numel() == 0) return grad_input;
   if (grad_output.numel() == 0) return grad_input.zero_();
   TORCHCONV_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "torchconv_cpp::max_pool2d_backward", [&] {
-    using acc = acc_t<scalar_t>;
     const scalar_t* g = dy.data_ptr<scalar_t>();
     const int64_t* ix = idx.data_ptr<int64_t>();
     if (layout == at::MemoryFormat::ChannelsLast) {
@@ -462,70 +428,48 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 
 // ------------------------------------------------------------- avg pool
 
-// The window of output cell o along one axis, clipped to the input, and its
-// divisor factor along that axis.
-struct Span {
-  int64_t begin, end, count_padded;
-};
-
-inline Span avg_span(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64_t size) {
-  const int64_t start = o * stride - pad;
-  const int64_t stop = std::min(start + kernel, size + pad);
-  return Span{std::max<int64_t>(start, 0), std::min(stop, size), stop - start};
-}
-
-// The divisor of a window (0 for one that covers no input: its output is 0,
-// its gradient goes nowhere).
-inline int64_t avg_divisor(const Span& ys, const Span& xs, bool count_include_pad,
-                           c10::optional<int64_t> divisor_override) {
-  if (ys.begin >= ys.end || xs.begin >= xs.end) return 0;
-  if (divisor_override.has_value()) return *divisor_override;
-  if (count_include_pad) return ys.count_padded * xs.count_padded;
-  return (ys.end - ys.begin) * (xs.end - xs.begin);
-}
-
 // One output row of one plane (NCHW). Interior columns run tap by tap over
 // the row (vectorised), summing in the same order as a window at a time, so
 // the results are the same bits.
 template <typename scalar_t, int STRIDE>
-void avg_row_nchw(const scalar_t* in, int64_t in_h, int64_t in_w, int64_t oy, int64_t out_w, const Pool& p,
-                  const Range& cols, bool count_include_pad, c10::optional<int64_t> divisor_override,
+void avg_row_nchw(const scalar_t* in, int64_t in_h, int64_t in_w, int64_t oy, int64_t out_w, const Window& p,
+                  const Range& cols, bool count_include_pad, int64_t divisor_override,
                   acc_t<scalar_t>* __restrict sum, scalar_t* out) {
   using acc = acc_t<scalar_t>;
   const int64_t sw = STRIDE > 0 ? STRIDE : p.stride_w;
-  const Span ys = avg_span(oy, p.stride_h, p.pad_h, p.kernel_h, in_h);
+  const Span ys = avg_span(oy, in_h, p.kernel_h, p.stride_h, p.pad_h);
   auto window = [&](int64_t ox) {
-    const Span xs = avg_span(ox, p.stride_w, p.pad_w, p.kernel_w, in_w);
+    const Span xs = avg_span(ox, in_w, p.kernel_w, p.stride_w, p.pad_w);
     const int64_t divisor = avg_divisor(ys, xs, count_include_pad, divisor_override);
     acc s = 0;
     for (int64_t yy = ys.begin; yy < ys.end; ++yy)
       for (int64_t xx = xs.begin; xx < xs.end; ++xx) s += static_cast<acc>(in[yy * in_w + xx]);
     out[ox] = static_cast<scalar_t>(divisor == 0 ? acc(0) : s / acc(divisor));
   };
-  if (ys.begin >= ys.end || cols.lo >= cols.hi) {
+  if (ys.begin >= ys.end || cols.begin >= cols.end) {
     for (int64_t ox = 0; ox < out_w; ++ox) window(ox);
     return;
   }
-  for (int64_t ox = 0; ox < cols.lo; ++ox) window(ox);
-  const int64_t n = cols.hi - cols.lo;
+  for (int64_t ox = 0; ox < cols.begin; ++ox) window(ox);
+  const int64_t n = cols.end - cols.begin;
   std::fill(sum, sum + n, acc(0));
   for (int64_t y = ys.begin; y < ys.end; ++y) {
     for (int64_t kx = 0; kx < p.kernel_w; ++kx) {
-      const scalar_t* row = in + y * in_w + cols.lo * sw - p.pad_w + kx;
+      const scalar_t* row = in + y * in_w + cols.begin * sw - p.pad_w + kx;
       for (int64_t i = 0; i < n; ++i) sum[i] += static_cast<acc>(row[i * sw]);
     }
   }
   // Interior windows are whole along x: every one has the same divisor.
-  const Span xs = avg_span(cols.lo, p.stride_w, p.pad_w, p.kernel_w, in_w);
+  const Span xs = avg_span(cols.begin, in_w, p.kernel_w, p.stride_w, p.pad_w);
   const acc divisor = static_cast<acc>(avg_divisor(ys, xs, count_include_pad, divisor_override));
-  for (int64_t i = 0; i < n; ++i) out[cols.lo + i] = static_cast<scalar_t>(sum[i] / divisor);
-  for (int64_t ox = cols.hi; ox < out_w; ++ox) window(ox);
+  for (int64_t i = 0; i < n; ++i) out[cols.begin + i] = static_cast<scalar_t>(sum[i] / divisor);
+  for (int64_t ox = cols.end; ox < out_w; ++ox) window(ox);
 }
 
 template <typename scalar_t, int STRIDE>
 void avg_pool2d_nchw(const scalar_t* input, scalar_t* output, int64_t planes, int64_t in_h, int64_t in_w,
-                     int64_t out_h, int64_t out_w, const Pool& p, bool count_include_pad,
-                     c10::optional<int64_t> divisor_override) {
+                     int64_t out_h, int64_t out_w, const Window& p, bool count_include_pad,
+                     int64_t divisor_override) {
   const Range cols = interior(out_w, in_w, p.kernel_w, p.stride_w, p.pad_w, 1);
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(out_w * p.kernel_h * p.kernel_w, 1));
   at::parallel_for(0, planes * out_h, grain, [&](int64_t begin, int64_t end) {
@@ -540,16 +484,16 @@ void avg_pool2d_nchw(const scalar_t* input, scalar_t* output, int64_t planes, in
 
 template <typename scalar_t>
 void avg_pool2d_nhwc(const scalar_t* input, scalar_t* output, int64_t batch, int64_t channels, int64_t in_h,
-                     int64_t in_w, int64_t out_h, int64_t out_w, const Pool& p, bool count_include_pad,
-                     c10::optional<int64_t> divisor_override) {
+                     int64_t in_w, int64_t out_h, int64_t out_w, const Window& p, bool count_include_pad,
+                     int64_t divisor_override) {
   using acc = acc_t<scalar_t>;
   const int64_t C = channels;
   at::parallel_for(0, batch * out_h * out_w, std::max<int64_t>(1, 2048 / C), [&](int64_t begin, int64_t end) {
     std::vector<acc> buffer(widening_size<scalar_t>(C));
     for (int64_t pixel = begin; pixel < end; ++pixel) {
       const int64_t n = pixel / (out_h * out_w), oy = pixel / out_w % out_h, ox = pixel % out_w;
-      const Span ys = avg_span(oy, p.stride_h, p.pad_h, p.kernel_h, in_h);
-      const Span xs = avg_span(ox, p.stride_w, p.pad_w, p.kernel_w, in_w);
+      const Span ys = avg_span(oy, in_h, p.kernel_h, p.stride_h, p.pad_h);
+      const Span xs = avg_span(ox, in_w, p.kernel_w, p.stride_w, p.pad_w);
       const int64_t divisor = avg_divisor(ys, xs, count_include_pad, divisor_override);
       acc* __restrict sum = accumulator(output + pixel * C, buffer.data());
       std::fill(sum, sum + C, acc(0));
@@ -573,8 +517,9 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
                       bool ceil_mode, bool count_include_pad, c10::optional<int64_t> divisor_override) {
   check_kernel_device("avg_pool2d", input, at::kCPU);
   check_plane_input("avg_pool2d", input);
-  const Pool p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
+  const Window p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
   check_divisor("avg_pool2d", divisor_override);
+  const int64_t fixed_divisor = divisor_override.value_or(0);  // 0: none (avg_divisor)
   const int64_t batch = input.size(0), channels = input.size(1), in_h = input.size(2), in_w = input.size(3);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, p, ceil_mode);
   const int64_t out_h = out_size.first, out_w = out_size.second;
@@ -587,16 +532,16 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
     scalar_t* y = out.data_ptr<scalar_t>();
     if (layout == at::MemoryFormat::ChannelsLast) {
       avg_pool2d_nhwc<scalar_t>(in, y, batch, channels, in_h, in_w, out_h, out_w, p, count_include_pad,
-                                divisor_override);
+                                fixed_divisor);
     } else if (p.stride_w == 2) {
       avg_pool2d_nchw<scalar_t, 2>(in, y, batch * channels, in_h, in_w, out_h, out_w, p, count_include_pad,
-                                   divisor_override);
+                                   fixed_divisor);
     } else if (p.stride_w == 1) {
       avg_pool2d_nchw<scalar_t, 1>(in, y, batch * channels, in_h, in_w, out_h, out_w, p, count_include_pad,
-                                   divisor_override);
+                                   fixed_divisor);
     } else {
       avg_pool2d_nchw<scalar_t, 0>(in, y, batch * channels, in_h, in_w, out_h, out_w, p, count_include_pad,
-                                   divisor_override);
+                                   fixed_divisor);
     }
   });
   return out;
@@ -608,8 +553,9 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
   check_kernel_device("avg_pool2d_backward", grad_output, at::kCPU);
   check_input("avg_pool2d_backward", grad_output);
   check_pair("avg_pool2d_backward", "input_size", input_size, 1);
-  const Pool p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
+  const Window p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
   check_divisor("avg_pool2d_backward", divisor_override);
+  const int64_t fixed_divisor = divisor_override.value_or(0);  // 0: none (avg_divisor)
   const int64_t batch = grad_output.size(0), channels = grad_output.size(1);
   const int64_t in_h = input_size[0], in_w = input_size[1];
   const int64_t out_h = grad_output.size(2), out_w = grad_output.size(3);
@@ -630,13 +576,14 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
       for_each_band(grad_input.data_ptr<scalar_t>(), batch, in_h, in_w * C,
                     [&](int64_t n, int64_t y_lo, int64_t y_hi, acc* gx) {
                       std::vector<acc> share(C);
-                      const Range oys = outputs_touching(y_lo, y_hi, out_h, p.kernel_h, p.stride_h, p.pad_h, 1);
-                      for (int64_t oy = oys.lo; oy < oys.hi; ++oy) {
-                        const Span ys = avg_span(oy, p.stride_h, p.pad_h, p.kernel_h, in_h);
+                      const Range oys =
+                          windows_reaching<int64_t>(y_lo, y_hi, out_h, p.kernel_h, p.stride_h, p.pad_h, 1);
+                      for (int64_t oy = oys.begin; oy < oys.end; ++oy) {
+                        const Span ys = avg_span(oy, in_h, p.kernel_h, p.stride_h, p.pad_h);
                         const int64_t r0 = std::max(ys.begin, y_lo), r1 = std::min(ys.end, y_hi);
                         for (int64_t ox = 0; ox < out_w; ++ox) {
-                          const Span xs = avg_span(ox, p.stride_w, p.pad_w, p.kernel_w, in_w);
-                          const int64_t divisor = avg_divisor(ys, xs, count_include_pad, divisor_override);
+                          const Span xs = avg_span(ox, in_w, p.kernel_w, p.stride_w, p.pad_w);
+                          const int64_t divisor = avg_divisor(ys, xs, count_include_pad, fixed_divisor);
                           if (divisor == 0 || r0 >= r1) continue;
                           const scalar_t* __restrict go = g + ((n * out_h + oy) * out_w + ox) * C;
                           acc* __restrict s = share.data();
@@ -655,14 +602,15 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
       for_each_band(grad_input.data_ptr<scalar_t>(), batch * channels, in_h, in_w,
                     [&](int64_t plane, int64_t y_lo, int64_t y_hi, acc* gx) {
                       const scalar_t* src = g + plane * out_h * out_w;
-                      const Range oys = outputs_touching(y_lo, y_hi, out_h, p.kernel_h, p.stride_h, p.pad_h, 1);
-                      for (int64_t oy = oys.lo; oy < oys.hi; ++oy) {
-                        const Span ys = avg_span(oy, p.stride_h, p.pad_h, p.kernel_h, in_h);
+                      const Range oys =
+                          windows_reaching<int64_t>(y_lo, y_hi, out_h, p.kernel_h, p.stride_h, p.pad_h, 1);
+                      for (int64_t oy = oys.begin; oy < oys.end; ++oy) {
+                        const Span ys = avg_span(oy, in_h, p.kernel_h, p.stride_h, p.pad_h);
                         const int64_t r0 = std::max(ys.begin, y_lo), r1 = std::min(ys.end, y_hi);
                         if (r0 >= r1) continue;
                         for (int64_t ox = 0; ox < out_w; ++ox) {
-                          const Span xs = avg_span(ox, p.stride_w, p.pad_w, p.kernel_w, in_w);
-                          const int64_t divisor = avg_divisor(ys, xs, count_include_pad, divisor_override);
+                          const Span xs = avg_span(ox, in_w, p.kernel_w, p.stride_w, p.pad_w);
+                          const int64_t divisor = avg_divisor(ys, xs, count_include_pad, fixed_divisor);
                           if (divisor == 0) continue;
                           const acc share = static_cast<acc>(src[oy * out_w + ox]) / acc(divisor);
                           for (int64_t y = r0; y < r1; ++y) {

@@ -1,6 +1,6 @@
 // im2col and col2im on the GPU: the two data-movement primitives of conv2d,
-// conv_transpose2d and the weight gradient (ARCHITECTURE: six computations,
-// two primitives, one GEMM).
+// conv_transpose2d and the weight gradient (docs/architecture.md: the two ops
+// are adjoint; six computations, two primitives, one GEMM).
 //
 // The column matrix is pixel-major: one row per grid position p = (n, y, x)
 // of the chunk's samples, one column per (group, tap, channel in group):
@@ -25,23 +25,17 @@
 #include <ATen/OpMathType.h>
 
 #include "launch.cuh"
+#include "window.h"
 
 namespace torchconv {
 namespace cuda {
-
-struct ConvWindow {
-  int64_t kernel_h, kernel_w;
-  int64_t stride_h, stride_w;
-  int64_t pad_h, pad_w;
-  int64_t dilation_h, dilation_w;
-};
 
 // The grid positions and taps of one chunk of samples.
 struct ColumnShape {
   int64_t first_sample, samples;  // image samples [first_sample, first_sample + samples)
   int64_t grid_h, grid_w;         // positions of the window
   int64_t groups, group_channels; // image channels = groups * group_channels
-  ConvWindow window;
+  Window window;
 
   __host__ __device__ int64_t width() const {
     return groups * window.kernel_h * window.kernel_w * group_channels;
@@ -52,7 +46,7 @@ struct ColumnShape {
 template <typename scalar_t, typename index_t>
 __global__ void im2col_kernel(const scalar_t* __restrict__ image, Layout4d image_layout, ColumnShape s,
                               scalar_t* __restrict__ columns) {
-  const ConvWindow& w = s.window;
+  const Window& w = s.window;
   const index_t width = static_cast<index_t>(s.width()), group_channels = static_cast<index_t>(s.group_channels);
   const index_t kernel_h = static_cast<index_t>(w.kernel_h), kernel_w = static_cast<index_t>(w.kernel_w);
   const index_t grid_h = static_cast<index_t>(s.grid_h), grid_w = static_cast<index_t>(s.grid_w);
@@ -85,7 +79,7 @@ template <typename scalar_t, typename index_t>
 __global__ void col2im_kernel(const scalar_t* __restrict__ columns, ColumnShape s, const scalar_t* __restrict__ bias,
                               Layout4d image_layout, scalar_t* __restrict__ image) {
   using acc_t = at::opmath_type<scalar_t>;
-  const ConvWindow& w = s.window;
+  const Window& w = s.window;
   const int64_t width = s.width();
   const index_t group_channels = static_cast<index_t>(s.group_channels);
   const index_t channels = static_cast<index_t>(s.groups) * group_channels;

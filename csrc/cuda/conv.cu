@@ -85,12 +85,7 @@ void grouped_mm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   at::bmm_out(out_groups, a.view({rows, groups, b.size(1)}).transpose(0, 1), b);
 }
 
-ConvWindow make_window(int64_t kernel_h, int64_t kernel_w, at::IntArrayRef stride, at::IntArrayRef padding,
-                       at::IntArrayRef dilation) {
-  return ConvWindow{kernel_h, kernel_w, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
-}
-
-bool is_pointwise(const ConvWindow& w) {
+bool is_pointwise(const Window& w) {
   return w.kernel_h == 1 && w.kernel_w == 1 && w.stride_h == 1 && w.stride_w == 1 && w.pad_h == 0 && w.pad_w == 0;
 }
 
@@ -148,7 +143,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   const at::MemoryFormat format = conv_memory_format(input, weight);
   at::Tensor out = at::empty({batch, out_channels, out_h, out_w}, input.options().memory_format(format));
   if (out.numel() == 0) return out;
-  const ConvWindow window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
+  const Window window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
   if (is_depthwise(groups, weight.size(1))) {
     const at::Tensor taps = weight.contiguous(), bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::conv2d", [&] {
@@ -198,7 +193,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const int64_t group_out_channels = weight.size(1), out_channels = group_out_channels * groups;
   const int64_t out_h = out_size.first, out_w = out_size.second;
   const at::MemoryFormat format = conv_memory_format(input, weight);
-  const ConvWindow window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
+  const Window window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
   if (is_depthwise(groups, group_out_channels)) {
     at::Tensor out = at::empty({batch, out_channels, out_h, out_w}, input.options().memory_format(format));
     const at::Tensor taps = weight.contiguous(), bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
@@ -261,7 +256,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
   const int64_t batch = input.size(0), out_channels = weight_size[0];
   const int64_t grid_h = grad_output.size(2), grid_w = grad_output.size(3), grid = grid_h * grid_w;
   const at::MemoryFormat format = conv_memory_format(input, grad_output);
-  const ConvWindow window = make_window(weight_size[2], weight_size[3], stride, padding, dilation);
+  const Window window = make_window(weight_size[2], weight_size[3], stride, padding, dilation);
   if (is_depthwise(groups, weight_size[1])) {
     at::Tensor grad_weight = at::empty(weight_size, input.options());
     if (grad_weight.numel() == 0) return grad_weight.contiguous(format);

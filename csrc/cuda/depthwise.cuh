@@ -28,7 +28,7 @@ namespace cuda {
 
 template <typename scalar_t, typename index_t>
 __global__ void depthwise_conv2d_kernel(const scalar_t* __restrict__ input, Layout4d in, const scalar_t* __restrict__ weight,
-                                        const scalar_t* __restrict__ bias, ConvWindow w, Layout4d out_layout,
+                                        const scalar_t* __restrict__ bias, Window w, Layout4d out_layout,
                                         bool channels_last, scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
   const index_t per_group = static_cast<index_t>(out_layout.size[1] / in.size[1]);  // output channels per input channel
@@ -55,7 +55,7 @@ __global__ void depthwise_conv2d_kernel(const scalar_t* __restrict__ input, Layo
 template <typename scalar_t, typename index_t>
 __global__ void depthwise_conv_transpose2d_kernel(const scalar_t* __restrict__ input, Layout4d in,
                                                   const scalar_t* __restrict__ weight,
-                                                  const scalar_t* __restrict__ bias, ConvWindow w,
+                                                  const scalar_t* __restrict__ bias, Window w,
                                                   Layout4d out_layout, bool channels_last,
                                                   scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -88,7 +88,7 @@ static_assert((kReduceThreads & (kReduceThreads - 1)) == 0, "the tree reduction 
 // Launched with one block of kReduceThreads threads (a power of two) per weight element.
 template <typename scalar_t, typename index_t>
 __global__ void depthwise_conv2d_weight_kernel(const scalar_t* __restrict__ input, Layout4d in,
-                                               const scalar_t* __restrict__ grad_output, Layout4d gy, ConvWindow w,
+                                               const scalar_t* __restrict__ grad_output, Layout4d gy, Window w,
                                                scalar_t* __restrict__ grad_weight) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t partial[kReduceThreads];

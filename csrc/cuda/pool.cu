@@ -3,7 +3,7 @@
 // One thread per output element (forward) or per input element (backward),
 // walking memory in the tensor's own order, contiguous or channels_last, so
 // neighbouring threads touch neighbouring addresses. Window rules are ATen's,
-// as in the CPU kernels (cpu/pool.cpp): a max window starts at -inf with its
+// the CPU kernels' too (window.h): a max window starts at -inf with its
 // first in-bounds tap as index and takes a value that is greater or NaN; an
 // average window's divisor is divisor_override, or the cells it covers
 // inside the padded input (count_include_pad) or inside the input alone.
@@ -22,6 +22,7 @@
 #include "checks.h"
 #include "launch.cuh"
 #include "ops.h"
+#include "window.h"
 
 namespace torchconv {
 namespace cuda {
@@ -29,43 +30,22 @@ namespace {
 
 constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
 
-__host__ __device__ inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-__host__ __device__ inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-// The output cells [begin, end) along one axis whose window (taps
-// o * stride - pad + t * dilation, t < kernel) can reach input position i.
-struct Reach {
-  int64_t begin, end;
-};
-
-template <typename index_t>
-__device__ inline Reach windows_reaching(index_t i, index_t kernel, index_t stride, index_t pad, index_t dilation,
-                                         int64_t outputs) {
-  const index_t span = (kernel - 1) * dilation + 1;
-  const index_t begin = i + pad < span ? 0 : (i + pad - span) / stride + 1;
-  return Reach{begin, min64((i + pad) / stride + 1, outputs)};
-}
-
 // ------------------------------------------------------------- max pool
 
 template <typename scalar_t, typename index_t>
 __global__ void max_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d in, Layout4d out_layout,
-                                  bool channels_last, Pool p, scalar_t* __restrict__ output,
+                                  bool channels_last, Window p, scalar_t* __restrict__ output,
                                   int64_t* __restrict__ indices) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t in_h = in.size[2], in_w = in.size[3];
   TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(out_layout)) {
     const Coords<index_t> o = split_index<index_t>(e, out_layout, channels_last);
-    int64_t y0 = o.h * p.stride_h - p.pad_h;
-    const int64_t y1 = min64(y0 + (p.kernel_h - 1) * p.dilation_h + 1, in_h);
-    while (y0 < 0) y0 += p.dilation_h;
-    int64_t x0 = o.w * p.stride_w - p.pad_w;
-    const int64_t x1 = min64(x0 + (p.kernel_w - 1) * p.dilation_w + 1, in_w);
-    while (x0 < 0) x0 += p.dilation_w;
-    int64_t best_index = y0 * in_w + x0;
+    const Range ys = window_taps(o.h, in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+    const Range xs = window_taps(o.w, in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+    int64_t best_index = ys.begin * in_w + xs.begin;
     acc_t best = -static_cast<acc_t>(INFINITY);
-    for (int64_t y = y0; y < y1; y += p.dilation_h) {
-      for (int64_t x = x0; x < x1; x += p.dilation_w) {
+    for (int64_t y = ys.begin; y < ys.end; y += p.dilation_h) {
+      for (int64_t x = xs.begin; x < xs.end; x += p.dilation_w) {
         const acc_t v = static_cast<acc_t>(input[in.offset(o.n, o.c, y, x)]);
         if (v > best || v != v) {  // v != v: NaN wins, as in ATen
           best = v;
@@ -82,13 +62,13 @@ __global__ void max_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d i
 template <typename scalar_t, typename index_t>
 __global__ void max_pool2d_backward_kernel(const scalar_t* __restrict__ grad_output, Layout4d gy,
                                            const int64_t* __restrict__ indices, Layout4d idx, Layout4d gx_layout,
-                                           bool channels_last, Pool p, scalar_t* __restrict__ grad_input) {
+                                           bool channels_last, Window p, scalar_t* __restrict__ grad_input) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t in_w = gx_layout.size[3];
   TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(gx_layout)) {
     const Coords<index_t> i = split_index<index_t>(e, gx_layout, channels_last);
-    const Reach ys = windows_reaching<index_t>(i.h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, gy.size[2]);
-    const Reach xs = windows_reaching<index_t>(i.w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, gy.size[3]);
+    const Range ys = windows_reaching<index_t>(i.h, i.h + 1, gy.size[2], p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+    const Range xs = windows_reaching<index_t>(i.w, i.w + 1, gy.size[3], p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
     const int64_t self = i.h * in_w + i.w;
     acc_t sum = 0;
     for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
@@ -104,36 +84,15 @@ __global__ void max_pool2d_backward_kernel(const scalar_t* __restrict__ grad_out
 
 // ------------------------------------------------------------- avg pool
 
-// Output cell o's window along one axis, clipped to the input, and the
-// length of the padded window (its divisor factor with count_include_pad).
-struct Span {
-  int64_t begin, end, padded;
-};
-
-__device__ inline Span avg_span(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64_t size) {
-  const int64_t start = o * stride - pad;
-  const int64_t stop = min64(start + kernel, size + pad);
-  return Span{max64(start, 0), min64(stop, size), stop - start};
-}
-
-// The divisor of a window, 0 for a window with no input cell.
-__device__ inline int64_t avg_divisor(const Span& ys, const Span& xs, bool count_include_pad,
-                                      int64_t divisor_override) {
-  if (ys.begin >= ys.end || xs.begin >= xs.end) return 0;
-  if (divisor_override != 0) return divisor_override;
-  if (count_include_pad) return ys.padded * xs.padded;
-  return (ys.end - ys.begin) * (xs.end - xs.begin);
-}
-
 template <typename scalar_t, typename index_t>
 __global__ void avg_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d in, Layout4d out_layout,
-                                  bool channels_last, Pool p, bool count_include_pad, int64_t divisor_override,
+                                  bool channels_last, Window p, bool count_include_pad, int64_t divisor_override,
                                   scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
   TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(out_layout)) {
     const Coords<index_t> o = split_index<index_t>(e, out_layout, channels_last);
-    const Span ys = avg_span(o.h, p.stride_h, p.pad_h, p.kernel_h, in.size[2]);
-    const Span xs = avg_span(o.w, p.stride_w, p.pad_w, p.kernel_w, in.size[3]);
+    const Span ys = avg_span(o.h, in.size[2], p.kernel_h, p.stride_h, p.pad_h);
+    const Span xs = avg_span(o.w, in.size[3], p.kernel_w, p.stride_w, p.pad_w);
     const int64_t divisor = avg_divisor(ys, xs, count_include_pad, divisor_override);
     acc_t sum = 0;
     for (int64_t y = ys.begin; y < ys.end; ++y) {
@@ -146,19 +105,19 @@ __global__ void avg_pool2d_kernel(const scalar_t* __restrict__ input, Layout4d i
 
 template <typename scalar_t, typename index_t>
 __global__ void avg_pool2d_backward_kernel(const scalar_t* __restrict__ grad_output, Layout4d gy, Layout4d gx_layout,
-                                           bool channels_last, Pool p, bool count_include_pad,
+                                           bool channels_last, Window p, bool count_include_pad,
                                            int64_t divisor_override, scalar_t* __restrict__ grad_input) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t in_h = gx_layout.size[2], in_w = gx_layout.size[3];
   TORCHCONV_KERNEL_LOOP(index_t, e, numel_of(gx_layout)) {
     const Coords<index_t> i = split_index<index_t>(e, gx_layout, channels_last);
-    const Reach ys = windows_reaching<index_t>(i.h, p.kernel_h, p.stride_h, p.pad_h, 1, gy.size[2]);
-    const Reach xs = windows_reaching<index_t>(i.w, p.kernel_w, p.stride_w, p.pad_w, 1, gy.size[3]);
+    const Range ys = windows_reaching<index_t>(i.h, i.h + 1, gy.size[2], p.kernel_h, p.stride_h, p.pad_h, 1);
+    const Range xs = windows_reaching<index_t>(i.w, i.w + 1, gy.size[3], p.kernel_w, p.stride_w, p.pad_w, 1);
     acc_t sum = 0;
     for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
-      const Span yspan = avg_span(oy, p.stride_h, p.pad_h, p.kernel_h, in_h);
+      const Span yspan = avg_span(oy, in_h, p.kernel_h, p.stride_h, p.pad_h);
       for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
-        const Span xspan = avg_span(ox, p.stride_w, p.pad_w, p.kernel_w, in_w);
+        const Span xspan = avg_span(ox, in_w, p.kernel_w, p.stride_w, p.pad_w);
         const int64_t divisor = avg_divisor(yspan, xspan, count_include_pad, divisor_override);
         if (divisor == 0) continue;
         sum += static_cast<acc_t>(grad_output[gy.offset(i.n, i.c, oy, ox)]) / static_cast<acc_t>(divisor);
@@ -179,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
                                               at::IntArrayRef dilation, bool ceil_mode) {
   check_kernel_device("max_pool2d", input, kKernelDevice);
   check_plane_input("max_pool2d", input);
-  const Pool p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
+  const Window p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
   const DeviceGuard guard(input.device());
   const at::MemoryFormat format = input.suggest_memory_format();
@@ -201,7 +160,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   check_kernel_device("max_pool2d_backward", grad_output, kKernelDevice);
   check_input("max_pool2d_backward", grad_output);
   check_pair("max_pool2d_backward", "input_size", input_size, 1);
-  const Pool p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
+  const Window p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
   check_pool_indices(grad_output, indices);
   const DeviceGuard guard(grad_output.device());
   const at::MemoryFormat format = grad_output.suggest_memory_format();
@@ -223,7 +182,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
                       c10::optional<int64_t> divisor_override) {
   check_kernel_device("avg_pool2d", input, kKernelDevice);
   check_plane_input("avg_pool2d", input);
-  const Pool p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
+  const Window p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
   check_divisor("avg_pool2d", divisor_override);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, p, ceil_mode);
   const DeviceGuard guard(input.device());
@@ -245,7 +204,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
   check_kernel_device("avg_pool2d_backward", grad_output, kKernelDevice);
   check_input("avg_pool2d_backward", grad_output);
   check_pair("avg_pool2d_backward", "input_size", input_size, 1);
-  const Pool p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
+  const Window p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
   check_divisor("avg_pool2d_backward", divisor_override);
   (void)ceil_mode;  // grad_output's size already says how many windows there are
   const DeviceGuard guard(grad_output.device());
