@@ -508,17 +508,25 @@ class TangentSumFunction(_Function):
         return (None, grad_bias, *(grad_output if needed else None for needed in ctx.needs_input_grad[2:]))
 
 
+#: The autograd.Function of every op of ``ops.OPS``, by the op's name. (The
+#: other Functions, EmptyConvFunction, GatherAtFunction and
+#: TangentSumFunction, run no op.)
+FUNCTIONS: dict[str, type[_Function]] = {
+    "conv2d": Conv2dFunction,
+    "conv_transpose2d": ConvTranspose2dFunction,
+    "conv2d_weight": Conv2dWeightFunction,
+    "max_pool2d": MaxPool2dFunction,
+    "max_pool2d_backward": MaxPool2dBackwardFunction,
+    "avg_pool2d": AvgPool2dFunction,
+    "avg_pool2d_backward": AvgPool2dBackwardFunction,
+}
+
+
 def _register() -> None:
-    for op, function in (
-        (ops.conv2d, Conv2dFunction),
-        (ops.conv_transpose2d, ConvTranspose2dFunction),
-        (ops.conv2d_weight, Conv2dWeightFunction),
-        (ops.max_pool2d, MaxPool2dFunction),
-        (ops.max_pool2d_backward, MaxPool2dBackwardFunction),
-        (ops.avg_pool2d, AvgPool2dFunction),
-        (ops.avg_pool2d_backward, AvgPool2dBackwardFunction),
-    ):
-        op.register_autograd(function.backward, setup_context=function.setup_context)
+    """The ops' autograd formulas are their Functions' (see the module's docstring)."""
+    for name, entry in ops.OPS.items():
+        function = FUNCTIONS[name]
+        entry.custom_op.register_autograd(function.backward, setup_context=function.setup_context)
 
 
 _register()

@@ -16,14 +16,17 @@ Each op runs the kernel of the backend in force (``torchconv.backends``),
 then gives its output the memory format torch would
 (``torchconv._memory_format``: channels_last in, channels_last out). Each has
 a fake kernel so that ``torch.compile`` and ``torch.export`` trace through it
-without running it. Autograd formulas live in
-``torchconv._autograd``. The ops take 4-d tensors and validated arguments: the
-public functions in ``torchconv.functional`` check and normalise first.
+without running it. :data:`OPS` is the one table of the ops: each one's fake
+kernel, and whether autocast casts its operands; whatever is done for every
+op (fake kernels here and for the compiled ``torchconv_cpp::`` ops, autograd
+formulas in ``torchconv._autograd``, batching rules in ``torchconv._vmap``)
+starts from it. The ops take 4-d tensors and validated arguments: the public
+functions in ``torchconv.functional`` check and normalise first.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.autograd.forward_ad as _forward_ad
@@ -33,15 +36,7 @@ from . import backends
 from ._args import autocast_dtype, conv_output_size, conv_transpose_output_size, pool_output_size
 from ._memory_format import conv_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
-__all__ = [
-    "conv2d",
-    "conv_transpose2d",
-    "conv2d_weight",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-]
+__all__ = ["Op", "OPS", "AUTOCAST_OPS", "autocast_operands", "call", "bare_body", "records_graph"]
 
 
 def _owned(out: Tensor) -> Tensor:
@@ -202,7 +197,6 @@ def conv2d(
     return _owned(in_memory_format(out, conv_memory_format(input, weight)))
 
 
-@conv2d.register_fake
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     spatial = [
         conv_output_size(n, k, s, p, d)
@@ -231,7 +225,6 @@ def conv_transpose2d(
     return _owned(in_memory_format(out, conv_memory_format(input, weight, output_padding_is_big(stride, output_padding))))
 
 
-@conv_transpose2d.register_fake
 def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):
     spatial = [
         conv_transpose_output_size(n, k, s, p, o, d)
@@ -260,7 +253,6 @@ def conv2d_weight(
     return _owned(in_memory_format(out, conv_memory_format(input, grad_output)))
 
 
-@conv2d_weight.register_fake
 def _conv2d_weight_fake(input, grad_output, weight_size, stride, padding, dilation, groups):
     return _empty(input, weight_size, conv_memory_format(input, grad_output))
 
@@ -292,7 +284,6 @@ def max_pool2d(
     return _owned(in_memory_format(values, memory_format)), _owned(in_memory_format(indices, memory_format))
 
 
-@max_pool2d.register_fake
 def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     spatial = _pool_spatial(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     shape, memory_format = (*input.shape[:2], *spatial), memory_format_of(input)
@@ -322,7 +313,6 @@ def max_pool2d_backward(
     return _owned(in_memory_format(out, memory_format_of(grad_output)))
 
 
-@max_pool2d_backward.register_fake
 def _max_pool2d_backward_fake(grad_output, indices, input_size, kernel_size, stride, padding, dilation):
     return _empty(grad_output, (*grad_output.shape[:2], *input_size), memory_format_of(grad_output))
 
@@ -344,7 +334,6 @@ def avg_pool2d(
     return _owned(in_memory_format(out, memory_format_of(input)))
 
 
-@avg_pool2d.register_fake
 def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     spatial = _pool_spatial(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
     return _empty(input, (*input.shape[:2], *spatial), memory_format_of(input))
@@ -371,9 +360,46 @@ def avg_pool2d_backward(
     return _owned(in_memory_format(out, memory_format_of(grad_output)))
 
 
-@avg_pool2d_backward.register_fake
 def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     return _empty(grad_output, (*grad_output.shape[:2], *input_size), memory_format_of(grad_output))
+
+
+# ---------------------------------------------------------------------- table
+
+
+class Op(NamedTuple):
+    """One ``torchconv::`` op: a row of :data:`OPS`."""
+
+    custom_op: torch._library.custom_ops.CustomOpDef
+    #: Its output's shape, dtype and memory format, without running it; also
+    #: the fake kernel of the compiled ``torchconv_cpp::`` op of the same name.
+    fake: Callable
+    #: Whether torch.autocast casts its operands (see :func:`autocast_operands`).
+    autocast: bool = False
+
+
+#: The ``torchconv::`` ops by name (the name of the backends' kernel each one
+#: runs, too): the one list of them.
+OPS: dict[str, Op] = {
+    "conv2d": Op(conv2d, _conv2d_fake, autocast=True),
+    "conv_transpose2d": Op(conv_transpose2d, _conv_transpose2d_fake, autocast=True),
+    "conv2d_weight": Op(conv2d_weight, _conv2d_weight_fake),
+    "max_pool2d": Op(max_pool2d, _max_pool2d_fake),
+    "max_pool2d_backward": Op(max_pool2d_backward, _max_pool2d_backward_fake),
+    "avg_pool2d": Op(avg_pool2d, _avg_pool2d_fake),
+    "avg_pool2d_backward": Op(avg_pool2d_backward, _avg_pool2d_backward_fake),
+}
+
+
+def _register_fakes() -> None:
+    """Gives every op its fake kernel, and the compiled ``torchconv_cpp::``
+    ops (csrc/ops.cpp) the same ones: one definition of every output's shape
+    and memory format for both."""
+    compiled = backends.cpp.is_available()
+    for name, entry in OPS.items():
+        entry.custom_op.register_fake(entry.fake)
+        if compiled:
+            torch.library.register_fake(f"torchconv_cpp::{name}")(entry.fake)
 
 
 # --------------------------------------------------------------------- autocast
@@ -384,7 +410,9 @@ def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padd
 # ``register_autocast`` fixes one target dtype per device, but autocast's dtype
 # is the user's choice (bfloat16 or float16 on either device), so the rule is
 # registered on the Autocast dispatch keys directly and reads it per call.
-AUTOCAST_OPS = ("conv2d", "conv_transpose2d")
+
+#: The ops whose operands autocast casts (``Op.autocast``).
+AUTOCAST_OPS = frozenset(entry.custom_op for entry in OPS.values() if entry.autocast)
 
 
 def autocast_operands(args) -> tuple:
@@ -414,20 +442,12 @@ def _autocast_key(device_type: str) -> str:
 
 
 def _register_autocast() -> None:
-    for name in AUTOCAST_OPS:
-        op = globals()[name]
-        for device_type in ("cpu", "cuda"):
-            torch.library.impl(f"torchconv::{name}", _autocast_key(device_type), _autocast_rule(op, device_type))
+    for name, entry in OPS.items():
+        if entry.autocast:
+            for device_type in ("cpu", "cuda"):
+                rule = _autocast_rule(entry.custom_op, device_type)
+                torch.library.impl(f"torchconv::{name}", _autocast_key(device_type), rule)
 
 
-def _register_compiled_fakes() -> None:
-    """Gives the compiled ``torchconv_cpp::`` ops (csrc/ops.cpp) the same fake
-    kernels: one definition of every output's shape and memory format for both."""
-    if not backends.cpp.is_available():
-        return
-    for name in __all__:
-        torch.library.register_fake(f"torchconv_cpp::{name}")(globals()[f"_{name}_fake"])
-
-
+_register_fakes()
 _register_autocast()
-_register_compiled_fakes()

@@ -39,19 +39,6 @@ from torch import Tensor
 from . import _autograd
 from . import _library as ops
 
-__all__ = [
-    "conv2d",
-    "conv_transpose2d",
-    "conv2d_weight",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "empty_conv",
-    "gather_at",
-    "tangent_sum",
-]
-
 
 # -------------------------------------------------------------------- helpers
 
@@ -273,18 +260,19 @@ def tangent_sum(run: Callable, info, in_dims, shape, bias, *terms):
 # ------------------------------------------------------------------ register
 
 
-_RULES = (
-    (_autograd.Conv2dFunction, ops.conv2d, conv2d),
-    (_autograd.ConvTranspose2dFunction, ops.conv_transpose2d, conv_transpose2d),
-    (_autograd.Conv2dWeightFunction, ops.conv2d_weight, conv2d_weight),
-    (_autograd.MaxPool2dFunction, ops.max_pool2d, max_pool2d),
-    (_autograd.MaxPool2dBackwardFunction, ops.max_pool2d_backward, max_pool2d_backward),
-    (_autograd.AvgPool2dFunction, ops.avg_pool2d, avg_pool2d),
-    (_autograd.AvgPool2dBackwardFunction, ops.avg_pool2d_backward, avg_pool2d_backward),
-    (_autograd.EmptyConvFunction, None, empty_conv),
-    (_autograd.GatherAtFunction, None, gather_at),
-    (_autograd.TangentSumFunction, None, tangent_sum),
-)
+#: The batching rule of every autograd.Function; an op's rule is its Function's.
+_RULES = {
+    _autograd.Conv2dFunction: conv2d,
+    _autograd.ConvTranspose2dFunction: conv_transpose2d,
+    _autograd.Conv2dWeightFunction: conv2d_weight,
+    _autograd.MaxPool2dFunction: max_pool2d,
+    _autograd.MaxPool2dBackwardFunction: max_pool2d_backward,
+    _autograd.AvgPool2dFunction: avg_pool2d,
+    _autograd.AvgPool2dBackwardFunction: avg_pool2d_backward,
+    _autograd.EmptyConvFunction: empty_conv,
+    _autograd.GatherAtFunction: gather_at,
+    _autograd.TangentSumFunction: tangent_sum,
+}
 
 
 def _register() -> None:
@@ -297,11 +285,12 @@ def _register() -> None:
     AD runs under vmap (``jacfwd(jacrev(f))``, ``hessian``); the custom ops
     would also hit vmap's slow per-example fallback, with its warning.
     """
-    for function, op, rule in _RULES:
+    for function, rule in _RULES.items():
         function.generate_vmap_rule = False
         function.vmap = staticmethod(functools.partial(rule, function.apply))
-        if op is not None:
-            op.register_vmap(functools.partial(rule, op))
+    for name, entry in ops.OPS.items():
+        rule = _RULES[_autograd.FUNCTIONS[name]]
+        entry.custom_op.register_vmap(functools.partial(rule, entry.custom_op))
 
 
 _register()

@@ -96,7 +96,7 @@ def _traceable(function):
     return traceable
 
 
-_AUTOCAST_OPS = frozenset(getattr(ops, name) for name in ops.AUTOCAST_OPS)
+_AUTOCAST_OPS = ops.AUTOCAST_OPS  # a global of this module: _run reads it at every call
 
 
 def _empty_conv(shape, input: Tensor, weight: Tensor, bias) -> Tensor:
