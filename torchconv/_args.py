@@ -21,6 +21,9 @@ __all__ = [
     "conv_output_size",
     "conv_transpose_output_size",
     "pool_output_size",
+    "conv_output_hw",
+    "conv_transpose_output_hw",
+    "pool_output_hw",
 ]
 
 
@@ -132,6 +135,20 @@ def conv_transpose_output_size(
 ) -> int:
     """Output length of a transposed convolution along one axis."""
     return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def conv_output_hw(input_hw, kernel_hw, stride, padding, dilation) -> list[int]:
+    """:func:`conv_output_size` along both spatial axes: ``[outH, outW]`` for
+    an input of spatial size ``input_hw`` and a kernel of ``kernel_hw``."""
+    return [conv_output_size(*axis) for axis in zip(input_hw, kernel_hw, stride, padding, dilation)]
+
+
+def conv_transpose_output_hw(input_hw, kernel_hw, stride, padding, output_padding, dilation) -> list[int]:
+    """:func:`conv_transpose_output_size` along both spatial axes."""
+    return [
+        conv_transpose_output_size(*axis)
+        for axis in zip(input_hw, kernel_hw, stride, padding, output_padding, dilation)
+    ]
 
 
 def check_tensors(op: str, input, weight, bias) -> None:
@@ -398,6 +415,11 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
     return out
 
 
+def pool_output_hw(input_hw, kernel, stride, padding, dilation, ceil_mode: bool) -> list[int]:
+    """:func:`pool_output_size` along both spatial axes."""
+    return [pool_output_size(*axis, ceil_mode) for axis in zip(input_hw, kernel, stride, padding, dilation)]
+
+
 # torch's wording of a pooling size argument of the wrong length.
 _POOL_LENGTH_MESSAGES = {
     "kernel_size": "{op}: kernel_size must either be a single int, or a tuple of two ints",
@@ -428,8 +450,8 @@ def pool_args(op: str, kernel_size, stride, padding, dilation=1):
     return kernel, strides, pads, dilations
 
 
-def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> list[int]:
-    """Pooling checks in ATen's order; returns the output size of a 4-d input."""
+def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> None:
+    """Pooling checks in ATen's order."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
     if op == "avg_pool2d" and input.dim() < 3:
@@ -478,7 +500,6 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
             f"({channels}x{out_h}x{out_w}). Output size is too small"
         )
     _check_pool_dtype(op, input)
-    return [*input.shape[:-2], out_h, out_w]
 
 
 # ------------------------------------------------------------------ fast paths

@@ -48,6 +48,7 @@ import torch
 
 from . import _library as ops
 from . import backends
+from ._args import conv_transpose_output_size
 from ._memory_format import conv_grads_in_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
 __all__ = [
@@ -80,7 +81,7 @@ def _conv2d_sized(x, weight, size, stride, padding, dilation, groups):
 def _conv_transpose2d_sized(x, weight, size, stride, padding, dilation, groups):
     """conv_transpose2d(x, weight) with the output_padding that yields spatial ``size``."""
     output_padding = [
-        target - ((n - 1) * s - 2 * p + d * (k - 1) + 1)
+        target - conv_transpose_output_size(n, k, s, p, 0, d)
         for target, n, k, s, p, d in zip(size, x.shape[2:], weight.shape[2:], stride, padding, dilation)
     ]
     return ConvTranspose2dFunction.apply(x, weight, None, stride, padding, output_padding, groups, dilation)

@@ -33,7 +33,7 @@ import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from . import backends
-from ._args import autocast_dtype, conv_output_size, conv_transpose_output_size, pool_output_size
+from ._args import autocast_dtype, conv_output_hw, conv_transpose_output_hw, pool_output_hw
 from ._memory_format import conv_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
 __all__ = ["Op", "OPS", "AUTOCAST_OPS", "autocast_operands", "call", "bare_body", "records_graph"]
@@ -179,7 +179,6 @@ def _conv_with_bias(kernel, input, weight, bias, *args) -> Tensor:
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-
 @_custom_op("torchconv::conv2d")
 def conv2d(
     input: Tensor,
@@ -198,10 +197,7 @@ def conv2d(
 
 
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
-    spatial = [
-        conv_output_size(n, k, s, p, d)
-        for n, k, s, p, d in zip(input.shape[2:], weight.shape[2:], stride, padding, dilation)
-    ]
+    spatial = conv_output_hw(input.shape[2:], weight.shape[2:], stride, padding, dilation)
     return _empty(input, (input.shape[0], weight.shape[0], *spatial), conv_memory_format(input, weight))
 
 
@@ -226,10 +222,7 @@ def conv_transpose2d(
 
 
 def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):
-    spatial = [
-        conv_transpose_output_size(n, k, s, p, o, d)
-        for n, k, s, p, o, d in zip(input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
-    ]
+    spatial = conv_transpose_output_hw(input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
     memory_format = conv_memory_format(input, weight, output_padding_is_big(stride, output_padding))
     return _empty(input, (input.shape[0], weight.shape[1] * groups, *spatial), memory_format)
 
@@ -260,13 +253,6 @@ def _conv2d_weight_fake(input, grad_output, weight_size, stride, padding, dilati
 # ----------------------------------------------------------------------- pool
 
 
-def _pool_spatial(input_size, kernel_size, stride, padding, dilation, ceil_mode):
-    return [
-        pool_output_size(n, k, s, p, d, ceil_mode)
-        for n, k, s, p, d in zip(input_size, kernel_size, stride, padding, dilation)
-    ]
-
-
 @_custom_op("torchconv::max_pool2d")
 def max_pool2d(
     input: Tensor,
@@ -285,7 +271,7 @@ def max_pool2d(
 
 
 def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
-    spatial = _pool_spatial(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    spatial = pool_output_hw(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     shape, memory_format = (*input.shape[:2], *spatial), memory_format_of(input)
     return _empty(input, shape, memory_format), _empty(input, shape, memory_format, dtype=torch.int64)
 
@@ -335,7 +321,7 @@ def avg_pool2d(
 
 
 def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    spatial = _pool_spatial(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
+    spatial = pool_output_hw(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
     return _empty(input, (*input.shape[:2], *spatial), memory_format_of(input))
 
 

@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._args import pool_output_size
+from ._args import pool_output_size, same_padding
 
 __all__ = ["register", "onnx_translation_table"]
 
@@ -348,9 +348,10 @@ def _functional_conv2d_symbolic(g, input, weight, bias, stride, padding, dilatio
     mode = symbolic_helper._node_get(node, "value") if node.kind() == "onnx::Constant" else None
     if isinstance(mode, str):  # the conv2d.padding overload
         if mode == "same":
-            # An even effective kernel: the odd row or column goes last, as torch's.
-            total = [d * (k - 1) for d, k in zip(dilation, symbolic_helper._get_tensor_sizes(weight)[2:])]
-            padding = [t // 2 for t in total] + [t - t // 2 for t in total]
+            # ONNX's (top, left, bottom, right): an even effective kernel's odd
+            # row or column goes last, as torch's.
+            both, extra = same_padding(symbolic_helper._get_tensor_sizes(weight)[2:], dilation)
+            padding = [*both, *(p + e for p, e in zip(both, extra))]
         else:
             padding = [0, 0]
     else:

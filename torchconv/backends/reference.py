@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._args import conv_output_size, conv_transpose_output_size, pool_output_size
+from .._args import conv_output_hw, conv_transpose_output_hw, pool_output_hw
 
 __all__ = [
     "conv2d",
@@ -125,9 +125,7 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
     """y[n, g, o] = W[g, o, :] . cols[n, g, :] (+ b): one GEMM per group."""
     n, c_in, h, w = input.shape
     c_out, _, k_h, k_w = weight.shape
-    out_h, out_w = [
-        conv_output_size(size, k, s, p, d) for size, k, s, p, d in zip((h, w), (k_h, k_w), stride, padding, dilation)
-    ]
+    out_h, out_w = conv_output_hw((h, w), (k_h, k_w), stride, padding, dilation)
     cols = _im2col(input, (k_h, k_w), stride, padding, dilation, (out_h, out_w))
     # (N, G, C/G * kH * kW, L): the copy that makes the view GEMM-ready.
     cols = cols.reshape(n, groups, (c_in // groups) * k_h * k_w, out_h * out_w)
@@ -143,10 +141,7 @@ def conv_transpose2d(input, weight, bias, stride, padding, output_padding, group
     """cols = W^T . x per group, then col2im: conv2d's input gradient, as a forward."""
     n, c_in, h, w = input.shape
     _, c_out_g, k_h, k_w = weight.shape
-    out_size = [
-        conv_transpose_output_size(size, k, s, p, op, d)
-        for size, k, s, p, op, d in zip((h, w), (k_h, k_w), stride, padding, output_padding, dilation)
-    ]
+    out_size = conv_transpose_output_hw((h, w), (k_h, k_w), stride, padding, output_padding, dilation)
     kernels_t = weight.reshape(groups, c_in // groups, c_out_g * k_h * k_w).transpose(1, 2)
     x = input.reshape(n, groups, c_in // groups, h * w)
     cols = torch.matmul(kernels_t, x).reshape(n, groups * c_out_g, k_h, k_w, h, w)
@@ -177,6 +172,12 @@ def conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, gr
 # ----------------------------------------------------------------------- pool
 
 
+def _span(out_size, kernel, stride, dilation) -> list[int]:
+    """(H, W) that ``out_size`` windows read, from the first window's first
+    tap to the last window's last: the padded canvas a pooling needs."""
+    return [(o - 1) * s + d * (k - 1) + 1 for o, k, s, d in zip(out_size, kernel, stride, dilation)]
+
+
 def _pool_windows(input, kernel, stride, padding, dilation, out_size, fill):
     """Windows (N, C, outH, outW, kH, kW) over the input padded with ``fill``.
 
@@ -184,8 +185,7 @@ def _pool_windows(input, kernel, stride, padding, dilation, out_size, fill):
     the canvas is extended far enough for every window to be read.
     """
     _, _, h, w = input.shape
-    need_h = (out_size[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
-    need_w = (out_size[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
+    need_h, need_w = _span(out_size, kernel, stride, dilation)
     bottom = max(need_h - h - padding[0], 0)
     right = max(need_w - w - padding[1], 0)
     padded = _pad(input, padding[0], bottom, padding[1], right, fill)
@@ -199,17 +199,10 @@ def _tap_positions(out_len, kernel, stride, pad, dilation, device):
     return starts[:, None] + torch.arange(kernel, device=device)[None, :] * dilation
 
 
-def _out_size(input, kernel, stride, padding, dilation, ceil_mode):
-    return [
-        pool_output_size(size, k, s, p, d, ceil_mode)
-        for size, k, s, p, d in zip(input.shape[2:], kernel, stride, padding, dilation)
-    ]
-
-
 def max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     """Window maxima and the flat index ``h * W + w`` of each (first on ties)."""
     n, c, h, w = input.shape
-    out_size = _out_size(input, kernel_size, stride, padding, dilation, ceil_mode)
+    out_size = pool_output_hw(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     lowest = float("-inf") if input.dtype.is_floating_point else torch.iinfo(input.dtype).min
     windows = _pool_windows(input, kernel_size, stride, padding, dilation, out_size, lowest)
     taps = kernel_size[0] * kernel_size[1]
@@ -286,7 +279,7 @@ def _avg_divisors(in_size, out_size, kernel, stride, padding, count_include_pad,
 @_computed_wide
 def avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     """Window sums over the zero-padded input, divided by each window's divisor."""
-    out_size = _out_size(input, kernel_size, stride, padding, (1, 1), ceil_mode)
+    out_size = pool_output_hw(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
     windows = _pool_windows(input, kernel_size, stride, padding, (1, 1), out_size, 0.0)
     sums = windows.sum(dim=(-2, -1))
     divisors = _avg_divisors(
@@ -309,7 +302,7 @@ def avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, c
     # kernel of ones. The canvas spans every window, padding and ceil_mode
     # overhang included, and is cut back to the input.
     cols = share[:, :, None, None].expand(n, c, kernel_size[0], kernel_size[1], out_h, out_w)
-    span = [(o - 1) * s + k for o, s, k in zip((out_h, out_w), stride, kernel_size)]
+    span = _span((out_h, out_w), kernel_size, stride, (1, 1))
     canvas = _col2im(cols, span, stride, (0, 0), (1, 1))
     canvas = _pad(canvas, 0, max(0, input_size[0] + padding[0] - span[0]), 0, max(0, input_size[1] + padding[1] - span[1]))
     return canvas[:, :, padding[0] : padding[0] + input_size[0], padding[1] : padding[1] + input_size[1]]
