@@ -235,9 +235,9 @@ def test_fast_conv_args_leave_other_tensors_to_the_full_checks():
     assert fast(x[:0], w, None, 1, 0, 1, 1) is None  # empty
     assert fast(x, w, torch.randn(3), 1, 0, 1, 1) is None  # bias of the wrong size
     assert fast(x, w, None, 1, 0, 1, 1, output_padding=0) is None  # not conv_transpose2d's channels
-    assert _args.fast_pool_args("max_pool2d", x, 2, None, 0, 1, 0) is None  # ceil_mode not a bool
-    assert _args.fast_pool_args("max_pool2d", x, 2, [], 0, 1, False) is None  # empty stride: full checks
-    assert _args.fast_pool_args("max_pool2d", x, 2, None, 0, 1, False) == [[2, 2], [2, 2], [0, 0], [1, 1]]
+    assert _args.fast_pool_args(x, 2, None, 0, 1, 0) is None  # ceil_mode not a bool
+    assert _args.fast_pool_args(x, 2, [], 0, 1, False) is None  # empty stride: full checks
+    assert _args.fast_pool_args(x, 2, None, 0, 1, False) == [[2, 2], [2, 2], [0, 0], [1, 1]]
 
 
 def test_short_and_full_checks_agree_on_normalised_arguments():

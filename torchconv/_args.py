@@ -59,7 +59,7 @@ def check_types(op: str, ints=(), int_lists=(), bools=(), optional_ints=()) -> N
         if not isinstance(value, bool):
             raise TypeError(f"{op}(): argument '{name}' must be bool, not {type(value).__name__}")
     for name, value in int_lists:
-        if _is_int(value) or _is_int_pair(value):
+        if _is_int(value) or _plain_pair(value) is not None:
             continue
         if isinstance(value, (str, torch.Tensor)) or not isinstance(value, Sequence):
             raise TypeError(
@@ -73,11 +73,15 @@ def check_types(op: str, ints=(), int_lists=(), bools=(), optional_ints=()) -> N
                 )
 
 
-def _is_int_pair(value) -> bool:
-    """Whether ``value`` is a tuple or list of two plain ints: the common
-    spelling of a size argument, accepted without the general checks."""
+def _plain_pair(value):
+    """[a, b] for a plain int or a tuple or list of two plain ints (the common
+    spellings of a size argument, taken without the general checks), else None."""
     kind = type(value)
-    return (kind is tuple or kind is list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
+    if kind is int:
+        return [value, value]
+    if (kind is tuple or kind is list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return [value[0], value[1]]
+    return None
 
 
 def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
@@ -87,10 +91,9 @@ def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
     anything else is a TypeError (wrong type) or a RuntimeError (wrong length,
     with ``message`` when torch has a specific one for this argument).
     """
-    if type(value) is int:
-        return [value, value]
-    if _is_int_pair(value):
-        return [value[0], value[1]]
+    plain = _plain_pair(value)
+    if plain is not None:
+        return plain
     if _is_int(value):
         return [as_int(value)] * 2
     if isinstance(value, torch.Tensor) or not isinstance(value, Sequence) or isinstance(value, str):
@@ -431,10 +434,9 @@ _POOL_LENGTH_MESSAGES = {
 
 def _pool_pair(value, name: str, op: str) -> list[int]:
     # Plain ints and pairs first: the message is only formatted for the others.
-    if type(value) is int:
-        return [value, value]
-    if _is_int_pair(value):
-        return [value[0], value[1]]
+    plain = _plain_pair(value)
+    if plain is not None:
+        return plain
     return pair(value, name, op, _POOL_LENGTH_MESSAGES[name].format(op=op))
 
 
@@ -514,16 +516,6 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
 # accept, with the same result.
 
 
-def _plain_pair(value):
-    """[a, b] for a plain int or a tuple or list of two plain ints, else None."""
-    kind = type(value)
-    if kind is int:
-        return [value, value]
-    if (kind is tuple or kind is list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
-        return [value[0], value[1]]
-    return None
-
-
 def _same_floating(input, weight, bias) -> bool:
     """Tensors (bias may be None) of one floating or complex dtype on one device."""
     if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)):
@@ -578,7 +570,7 @@ def fast_conv_args(input, weight, bias, stride, padding, dilation, groups, outpu
     return [stride, padding, dilation, output_padding]
 
 
-def fast_pool_args(op: str, input, kernel_size, stride, padding, dilation, ceil_mode):
+def fast_pool_args(input, kernel_size, stride, padding, dilation, ceil_mode):
     """``[kernel, stride, padding, dilation]`` as lists of two ints for an
     ordinary pooling call (a 4-d floating input without empty planes, sizes
     that fit) that the full checks pass as is; None otherwise."""

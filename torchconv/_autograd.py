@@ -113,6 +113,25 @@ def _remember_output(ctx, output):
     ctx.output_shape, ctx.output_dtype, ctx.output_device = output.shape, output.dtype, output.device
 
 
+def _save_bilinear(ctx, a, b, output):
+    """setup_context of a Function bilinear in its tensors ``a`` and ``b``
+    (the three convolutions): each gradient and tangent needs the other."""
+    ctx.save_for_backward(a, b)
+    ctx.save_for_forward(a, b)
+    _remember_output(ctx, output)
+
+
+def _bilinear_tangent(ctx, function, a_t, b_t, rest, bias_t=None):
+    """Tangent of ``function.apply(a, b, *rest)`` (+ a bias), bilinear in the
+    ``a`` and ``b`` that :func:`_save_bilinear` saved:
+    d(f(a, b) + c) = f(da, b) + f(a, db) + dc."""
+    a, b = ctx.saved_tensors
+    return _tangent(ctx, [
+        None if a_t is None else function.apply(a_t, b, *rest),
+        None if b_t is None else function.apply(a, b_t, *rest),
+    ], bias_t)
+
+
 def _recording_backend(setup_context):
     """``setup_context`` that also records the backend chosen with
     ``backends.use()`` around the forward (see :func:`_on_forward_backend`)."""
@@ -161,6 +180,15 @@ def _save_indices_and_window(ctx, inputs):
     ctx.window = inputs[3:7]
 
 
+def _at_saved_indices(function, ctx, tensor):
+    """``function.apply(tensor, ...)`` for max pooling's scatter
+    (MaxPool2dBackwardFunction) or gather (GatherAtFunction), each linear in
+    ``tensor`` and the other's adjoint, at the indices, input size and window
+    that ``ctx`` saved."""
+    (indices,) = ctx.saved_tensors
+    return function.apply(tensor, indices, ctx.input_size, *ctx.window)
+
+
 class _Function(torch.autograd.Function):
     """``torch.autograd.Function`` without the per-call argument binding.
 
@@ -206,20 +234,13 @@ class Conv2dFunction(_Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, weight, _, stride, padding, dilation, groups = inputs
-        ctx.save_for_backward(input, weight)
-        ctx.save_for_forward(input, weight)
+        _save_bilinear(ctx, input, weight, output)
         ctx.conv = (stride, padding, dilation, groups)
-        _remember_output(ctx, output)
 
     @staticmethod
     def jvp(ctx, input_t, weight_t, bias_t, *_):
         # Bilinear in (x, W), affine in b: d(x * W + b) = dx * W + x * dW + db.
-        input, weight = ctx.saved_tensors
-        conv = ctx.conv
-        return _tangent(ctx, [
-            None if input_t is None else Conv2dFunction.apply(input_t, weight, None, *conv),
-            None if weight_t is None else Conv2dFunction.apply(input, weight_t, None, *conv),
-        ], bias_t)
+        return _bilinear_tangent(ctx, Conv2dFunction, input_t, weight_t, (None, *ctx.conv), bias_t)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -251,20 +272,13 @@ class ConvTranspose2dFunction(_Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, weight, _, stride, padding, output_padding, groups, dilation = inputs
-        ctx.save_for_backward(input, weight)
-        ctx.save_for_forward(input, weight)
+        _save_bilinear(ctx, input, weight, output)
         ctx.conv = (stride, padding, dilation, groups)
         ctx.transposed = (stride, padding, output_padding, groups, dilation)
-        _remember_output(ctx, output)
 
     @staticmethod
     def jvp(ctx, input_t, weight_t, bias_t, *_):
-        input, weight = ctx.saved_tensors
-        conv = ctx.transposed
-        return _tangent(ctx, [
-            None if input_t is None else ConvTranspose2dFunction.apply(input_t, weight, None, *conv),
-            None if weight_t is None else ConvTranspose2dFunction.apply(input, weight_t, None, *conv),
-        ], bias_t)
+        return _bilinear_tangent(ctx, ConvTranspose2dFunction, input_t, weight_t, (None, *ctx.transposed), bias_t)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -296,20 +310,13 @@ class Conv2dWeightFunction(_Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, grad_output, weight_size, stride, padding, dilation, groups = inputs
-        ctx.save_for_backward(input, grad_output)
-        ctx.save_for_forward(input, grad_output)
+        _save_bilinear(ctx, input, grad_output, output)
         ctx.conv = (stride, padding, dilation, groups)
         ctx.weight_size = weight_size
-        _remember_output(ctx, output)
 
     @staticmethod
     def jvp(ctx, input_t, grad_output_t, *_):
-        input, grad_output = ctx.saved_tensors
-        size, conv = ctx.weight_size, ctx.conv
-        return _tangent(ctx, [
-            None if input_t is None else Conv2dWeightFunction.apply(input_t, grad_output, size, *conv),
-            None if grad_output_t is None else Conv2dWeightFunction.apply(input, grad_output_t, size, *conv),
-        ])
+        return _bilinear_tangent(ctx, Conv2dWeightFunction, input_t, grad_output_t, (ctx.weight_size, *ctx.conv))
 
     @staticmethod
     def backward(ctx, grad_grad_weight):
@@ -347,13 +354,11 @@ class MaxPool2dFunction(_Function):
 
     @staticmethod
     def jvp(ctx, input_t, *_):
-        (indices,) = ctx.saved_tensors
-        return GatherAtFunction.apply(input_t, indices, ctx.input_size, *ctx.window), None
+        return _at_saved_indices(GatherAtFunction, ctx, input_t), None
 
     @staticmethod
     def backward(ctx, grad_output, _grad_indices):
-        (indices,) = ctx.saved_tensors
-        grad_input = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size, *ctx.window)
+        grad_input = _at_saved_indices(MaxPool2dBackwardFunction, ctx, grad_output)
         return in_memory_format(grad_input, ctx.input_memory_format), None, None, None, None, None
 
 
@@ -373,14 +378,11 @@ class MaxPool2dBackwardFunction(_Function):
 
     @staticmethod
     def jvp(ctx, grad_output_t, *_):
-        (indices,) = ctx.saved_tensors
-        return MaxPool2dBackwardFunction.apply(grad_output_t, indices, ctx.input_size, *ctx.window)
+        return _at_saved_indices(MaxPool2dBackwardFunction, ctx, grad_output_t)
 
     @staticmethod
     def backward(ctx, grad_grad_input):
-        (indices,) = ctx.saved_tensors
-        grad_grad_output = GatherAtFunction.apply(grad_grad_input, indices, ctx.input_size, *ctx.window)
-        return grad_grad_output, None, None, None, None, None, None
+        return _at_saved_indices(GatherAtFunction, ctx, grad_grad_input), None, None, None, None, None, None
 
 
 class GatherAtFunction(_Function):
@@ -400,14 +402,11 @@ class GatherAtFunction(_Function):
 
     @staticmethod
     def jvp(ctx, values_t, *_):
-        (indices,) = ctx.saved_tensors
-        return GatherAtFunction.apply(values_t, indices, ctx.input_size, *ctx.window)
+        return _at_saved_indices(GatherAtFunction, ctx, values_t)
 
     @staticmethod
     def backward(ctx, grad_output):
-        (indices,) = ctx.saved_tensors
-        grad_values = MaxPool2dBackwardFunction.apply(grad_output, indices, ctx.input_size, *ctx.window)
-        return grad_values, None, None, None, None, None, None
+        return _at_saved_indices(MaxPool2dBackwardFunction, ctx, grad_output), None, None, None, None, None, None
 
 
 class AvgPool2dFunction(_Function):

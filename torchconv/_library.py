@@ -253,6 +253,15 @@ def _conv2d_weight_fake(input, grad_output, weight_size, stride, padding, dilati
 # ----------------------------------------------------------------------- pool
 
 
+def _pool_result(kernels, operand: Tensor, out: Tensor) -> Tensor:
+    """A pooling kernel's ``out`` as the op returns it: never a view, and in
+    the memory format of ``operand`` (the input, or the incoming gradient),
+    as torch's poolings and their gradients are."""
+    if _formatted_by(kernels, operand):
+        return _owned(out)
+    return _owned(in_memory_format(out, memory_format_of(operand)))
+
+
 @_custom_op("torchconv::max_pool2d")
 def max_pool2d(
     input: Tensor,
@@ -294,9 +303,7 @@ def max_pool2d_backward(
     (deterministic, no atomics), which needs it."""
     kernels = backends.kernels(grad_output.device)
     out = kernels.max_pool2d_backward(grad_output, indices, list(input_size), kernel_size, stride, padding, dilation)
-    if _formatted_by(kernels, grad_output):
-        return _owned(out)
-    return _owned(in_memory_format(out, memory_format_of(grad_output)))
+    return _pool_result(kernels, grad_output, out)
 
 
 def _max_pool2d_backward_fake(grad_output, indices, input_size, kernel_size, stride, padding, dilation):
@@ -315,9 +322,7 @@ def avg_pool2d(
 ) -> Tensor:
     kernels = backends.kernels(input.device)
     out = kernels.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    if _formatted_by(kernels, input):
-        return _owned(out)
-    return _owned(in_memory_format(out, memory_format_of(input)))
+    return _pool_result(kernels, input, out)
 
 
 def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
@@ -341,9 +346,7 @@ def avg_pool2d_backward(
     out = kernels.avg_pool2d_backward(
         grad_output, list(input_size), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
-    if _formatted_by(kernels, grad_output):
-        return _owned(out)
-    return _owned(in_memory_format(out, memory_format_of(grad_output)))
+    return _pool_result(kernels, grad_output, out)
 
 
 def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):

@@ -279,11 +279,11 @@ def max_pool2d(
         return handle_torch_function(
             max_pool2d, (input,), input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
         )
-    op = "max_pool2d"
-    fast = _args.fast_pool_args(op, input, kernel_size, stride, padding, dilation, ceil_mode)
+    fast = _args.fast_pool_args(input, kernel_size, stride, padding, dilation, ceil_mode)
     if fast is not None:
         values, indices = _run(MaxPool2dFunction, ops.max_pool2d, input, *fast, ceil_mode)
         return (values, indices) if return_indices else values
+    op = "max_pool2d"
     sizes = [("kernel_size", kernel_size), ("padding", padding), ("dilation", dilation)]
     _args.check_types(op, int_lists=sizes + ([] if stride is None else [("stride", stride)]), bools=[("ceil_mode", ceil_mode)])
     kernel, stride, padding, dilation = _args.pool_args(op, kernel_size, stride, padding, dilation)
@@ -339,14 +339,14 @@ def avg_pool2d(
         return handle_torch_function(
             avg_pool2d, (input,), input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         )
-    op = "avg_pool2d"
     if type(count_include_pad) is bool and divisor_override is None:
-        fast = _args.fast_pool_args(op, input, kernel_size, stride, padding, 1, ceil_mode)
+        fast = _args.fast_pool_args(input, kernel_size, stride, padding, 1, ceil_mode)
         if fast is not None:
             kernel, stride, padding, _ = fast
             return _run(
                 AvgPool2dFunction, ops.avg_pool2d, input, kernel, stride, padding, ceil_mode, count_include_pad, None
             )
+    op = "avg_pool2d"
     sizes = [("kernel_size", kernel_size), ("padding", padding)] + ([] if stride is None else [("stride", stride)])
     _args.check_types(
         op,
