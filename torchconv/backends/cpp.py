@@ -1,9 +1,11 @@
 """The C++ CPU backend: kernels compiled from csrc/ into ``torchconv._C``.
 
 Importing ``torchconv._C`` registers the ``torchconv_cpp::`` ops (schemas in
-csrc/ops.cpp, CPU kernels in csrc/cpu/). If the extension was not built, or
-fails to load, this backend reports itself unavailable and the reference
-backend runs instead; ``import torchconv`` never fails because of it.
+csrc/schemas.h, defined by csrc/ops.cpp; CPU kernels in csrc/cpu/; fake
+kernels those of ``torchconv._library.OPS``). If the extension was not
+built, or fails to load, this backend reports itself unavailable and the
+reference backend runs instead; ``import torchconv`` never fails because of
+it.
 
 The compiled kernels take float32, float64, float16 and bfloat16. The half
 dtypes compute in float32 (as torch's CPU kernels do): convolutions widen

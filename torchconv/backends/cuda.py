@@ -1,10 +1,11 @@
 """The CUDA backend: kernels compiled from csrc/cuda into ``torchconv._C``.
 
 setup.py builds them when torch has CUDA and nvcc is found (see its
-docstring); they register CUDA kernels for the same ``torchconv_cpp::`` ops
-as the CPU backend (csrc/ops.cpp). Float32, float64, float16 and bfloat16
-all run compiled (half precisions accumulate in float32). Every backward is
-deterministic: gathers instead of atomic scatters, sums in a fixed order.
+docstring); csrc/cuda/register.cpp registers them as the CUDA kernels of the
+``torchconv_cpp::`` ops the CPU backend runs (schemas in csrc/schemas.h).
+Float32, float64, float16 and bfloat16 all run compiled (half precisions
+accumulate in float32). Every backward is deterministic: gathers instead of
+atomic scatters, sums in a fixed order.
 
 This backend is available when the extension loaded with its CUDA kernels
 and torch sees a GPU; otherwise CUDA tensors run on the reference backend
