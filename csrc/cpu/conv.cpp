@@ -27,7 +27,7 @@
 #include <memory>
 #include <vector>
 
-#include "blas.h"
+#include "gemm.h"
 #include "checks.h"
 #include "im2col.h"
 #include "precision.h"
@@ -398,7 +398,10 @@ struct Blocks {
 // several whole samples into one block: a GEMM over the 16 pixels of one
 // 4x4 sample ran at half the speed of one over 128 (ResNet-18's last
 // stage at 112x112 input, 512 channels: 2.2x torch's time per sample).
-constexpr int64_t kFoldPixels = 256;
+// Not more: a 14x14 grid (196 pixels) gained little from folding, and its
+// larger scratch raised a small transposed convolution's peak memory
+// above torch's.
+constexpr int64_t kFoldPixels = 128;
 
 // Whether a sample's grid is small enough to fold samples (see kFoldPixels).
 bool folds_samples(const ConvShape& s) { return s.batch > 1 && s.grid_size() < kFoldPixels; }
