@@ -1,10 +1,12 @@
 // The compiled ops' library: one TORCH_LIBRARY block for the package, its
 // schemas listed in schemas.h.
 //
-// The ops mirror the torchconv:: custom ops (torchconv/_library.py) one for
-// one; torchconv/backends/cpp.py calls them as the "cpp" backend's kernels and
-// registers their fake kernels. Kernels are in cpu/ (TORCH_LIBRARY_IMPL for
-// CPU) and cuda/ (for CUDA, when built). Importing torchconv._C (this library) is what registers them.
+// The ops of kOpSchemas mirror the torchconv:: custom ops
+// (torchconv/_library.py) one for one; torchconv/backends/cpp.py calls them
+// as the "cpp" backend's kernels and registers their fake kernels. Kernels
+// are in cpu/ (TORCH_LIBRARY_IMPL for CPU) and cuda/ (for CUDA, when built).
+// gemm (kGemmSchema) is the CPU kernels' GEMM, exposed for its tests.
+// Importing torchconv._C (this library) is what registers them.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -12,6 +14,7 @@
 
 TORCH_LIBRARY(torchconv_cpp, m) {
   for (const char* schema : torchconv::kOpSchemas) m.def(schema);
+  m.def(torchconv::kGemmSchema);
 }
 
 // A module with no Python functions: importing it loads the library above.

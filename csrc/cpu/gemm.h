@@ -1,30 +1,24 @@
-// Hand-written GEMM for the CPU convolution kernels (im2col + GEMM).
+// The GEMM of the CPU convolution kernels (im2col/col2im around one GEMM per
+// block: docs/architecture.md), row-major with BLAS-style arguments:
 //
-// Row-major semantics, BLAS-style arguments:
+//   C[m, n] = alpha * op(A)[m, k] . op(B)[k, n] + beta * C
 //
-//   C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C
+//   op(A) = A    (A stored m x k, element (i, p) at a[i * lda + p])  unless transpose_a
+//   op(A) = A^T  (A stored k x m, element (i, p) at a[p * lda + i])  if transpose_a
+//   op(B) = B    (B stored k x n, element (p, j) at b[p * ldb + j])  unless transpose_b
+//   op(B) = B^T  (B stored n x k, element (p, j) at b[j * ldb + p])  if transpose_b
+//   C stored m x n, element (i, j) at c[i * ldc + j].
 //
-//   op(A) = A    (A stored M x K, element (i,k) at A[i*lda + k])  if !transA
-//   op(A) = A^T  (A stored K x M, element (i,k) at A[k*lda + i])  if  transA
-//   op(B) = B    (B stored K x N, element (k,j) at B[k*ldb + j])  if !transB
-//   op(B) = B^T  (B stored N x K, element (k,j) at B[j*ldb + k])  if  transB
-//   C stored M x N, element (i,j) at C[i*ldc + j].
+// BLAS's conventions: beta == 0 never reads C (it may hold NaN); alpha == 0
+// or k == 0 never reads A or B; m == 0 or n == 0 does nothing.
 //
-// BLAS conventions: beta == 0 never reads C (it may hold NaN garbage);
-// alpha == 0 or K == 0 never reads A or B; M == 0 or N == 0 is a no-op.
-//
-// The fast path is an AVX-512 (F/BW/DQ/VL + FMA) GotoBLAS/BLIS-style
-// implementation. It is compiled with function-level target attributes, so
-// gemm.cpp needs no special compiler flags, and it is selected at run time:
-// on CPUs without AVX-512 the same entry points fall back to a portable
-// (slow, but correct) loop nest. Callers that have a better alternative on
-// such CPUs (e.g. at::mm) should test gemm_available() first.
-//
-// Threading: sgemm/dgemm run entirely on the calling thread (the convolution
-// kernels call them inside their own at::parallel_for over the batch).
-// sgemm_parallel/dgemm_parallel split C into per-thread blocks with
-// at::parallel_for; called from inside a parallel region they run serially.
-// Packing scratch is thread-local (~1-2 MiB per thread that ever calls in).
+// On CPUs with AVX-512 it is this project's own GEMM (gemm_avx512.cpp: 1.1-
+// 1.4x MKL's sgemm on the convolutions' shapes, benchmarks/gemm_bench);
+// elsewhere the BLAS that torch's CPU build carries. It threads over blocks
+// of C with at::parallel_for, and runs on the calling thread inside a
+// parallel region (the kernels' own tasks). float32 and float64; the half
+// dtypes run the float32 one (precision.h). Tested through the
+// torchconv_cpp::gemm op (gemm_op.cpp, tests/test_gemm.py).
 #pragma once
 
 #include <cstdint>
@@ -32,67 +26,10 @@
 namespace torchconv {
 namespace cpu {
 
-// True when the AVX-512 fast path is used on this CPU.
-bool gemm_available();
-
-void sgemm(int64_t M, int64_t N, int64_t K, float alpha,
-           const float* A, int64_t lda, bool transA,
-           const float* B, int64_t ldb, bool transB,
-           float beta, float* C, int64_t ldc);
-
-void dgemm(int64_t M, int64_t N, int64_t K, double alpha,
-           const double* A, int64_t lda, bool transA,
-           const double* B, int64_t ldb, bool transB,
-           double beta, double* C, int64_t ldc);
-
-void sgemm_parallel(int64_t M, int64_t N, int64_t K, float alpha,
-                    const float* A, int64_t lda, bool transA,
-                    const float* B, int64_t ldb, bool transB,
-                    float beta, float* C, int64_t ldc);
-
-void dgemm_parallel(int64_t M, int64_t N, int64_t K, double alpha,
-                    const double* A, int64_t lda, bool transA,
-                    const double* B, int64_t ldb, bool transB,
-                    double beta, double* C, int64_t ldc);
-
-// Overloads for code templated on scalar_t (AT_DISPATCH_FLOATING_TYPES).
-// (Named apart from blas.h's gemm<scalar_t>, which has another argument order.)
-inline void fast_gemm(int64_t M, int64_t N, int64_t K, float alpha,
-                 const float* A, int64_t lda, bool transA,
-                 const float* B, int64_t ldb, bool transB,
-                 float beta, float* C, int64_t ldc) {
-  sgemm(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
-inline void fast_gemm(int64_t M, int64_t N, int64_t K, double alpha,
-                 const double* A, int64_t lda, bool transA,
-                 const double* B, int64_t ldb, bool transB,
-                 double beta, double* C, int64_t ldc) {
-  dgemm(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
-inline void fast_gemm_parallel(int64_t M, int64_t N, int64_t K, float alpha,
-                          const float* A, int64_t lda, bool transA,
-                          const float* B, int64_t ldb, bool transB,
-                          float beta, float* C, int64_t ldc) {
-  sgemm_parallel(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
-inline void fast_gemm_parallel(int64_t M, int64_t N, int64_t K, double alpha,
-                          const double* A, int64_t lda, bool transA,
-                          const double* B, int64_t ldb, bool transB,
-                          double beta, double* C, int64_t ldc) {
-  dgemm_parallel(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
-
-namespace detail {
-// The portable fallback, exposed so tests can check it on AVX-512 machines.
-void sgemm_portable(int64_t M, int64_t N, int64_t K, float alpha,
-                    const float* A, int64_t lda, bool transA,
-                    const float* B, int64_t ldb, bool transB,
-                    float beta, float* C, int64_t ldc);
-void dgemm_portable(int64_t M, int64_t N, int64_t K, double alpha,
-                    const double* A, int64_t lda, bool transA,
-                    const double* B, int64_t ldb, bool transB,
-                    double beta, double* C, int64_t ldc);
-}  // namespace detail
+// Defined for float and double (gemm.cpp).
+template <typename scalar_t>
+void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, scalar_t alpha, const scalar_t* a,
+          int64_t lda, const scalar_t* b, int64_t ldb, scalar_t beta, scalar_t* c, int64_t ldc);
 
 }  // namespace cpu
 }  // namespace torchconv

@@ -1,14 +1,15 @@
-// GotoBLAS/BLIS-style GEMM with an AVX-512 micro-kernel; see gemm.h for the
-// contract.
+// GotoBLAS/BLIS-style GEMM with an AVX-512 micro-kernel, threaded over
+// blocks of C: what gemm.h's entry runs on CPUs with AVX-512 (declared in
+// gemm_avx512.h; the contract is gemm.h's).
 //
-// Loop nest (per call, single thread):
+// Loop nest (per block of C, single thread):
 //
 //   for jc in N by NC:                 B block KC x NC, packed, lives in L2
 //     for pc in K by KC:
 //       for ir in M by MR:             A micro-panel MR x KC, lives in L1
-//         pack A[ir:+MR, pc:+KC]        (transposing unless transA)
+//         pack A[ir:+MR, pc:+KC]        (transposing unless transpose_a)
 //         for jr in NC by NR:          stream one B panel from L2
-//           (ir == 0: pack B[pc:+KC, jc+jr:+NR] first, transposing if transB,
+//           (ir == 0: pack B[pc:+KC, jc+jr:+NR] first, transposing if transpose_b,
 //            unless B is used in place, see kInPlaceMaxRows)
 //           micro-kernel: C[ir:+MR, jc+jr:+NR] (+)= alpha * Apanel @ Bpanel
 //
@@ -21,11 +22,13 @@
 // each packing step (see Prefetch).
 //
 // Everything AVX-512 is compiled under a target pragma, so this file builds
-// with plain -O2/-O3 and the fast path is chosen at run time.
+// with plain -O2/-O3 and gemm.cpp chooses this GEMM at run time
+// (avx512::available()).
 
-#include "gemm.h"
+#include "gemm_avx512.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <array>
@@ -45,6 +48,8 @@
 namespace torchconv {
 namespace cpu {
 namespace {
+
+#if TORCHCONV_GEMM_X86
 
 int64_t div_up(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -67,46 +72,6 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
     }
   }
 }
-
-// Reference loop nest for CPUs without AVX-512: i-k-j order so that the
-// inner loop is unit-stride (vectorizable) unless B is transposed, in which
-// case each C element is a unit-stride dot product instead.
-template <typename T>
-void gemm_portable(int64_t M, int64_t N, int64_t K, T alpha,
-                   const T* A, int64_t lda, bool transA,
-                   const T* B, int64_t ldb, bool transB,
-                   T beta, T* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) {
-    return;
-  }
-  scale_c(M, N, beta, C, ldc);
-  if (alpha == T(0) || K <= 0) {
-    return;
-  }
-  for (int64_t i = 0; i < M; ++i) {
-    T* c = C + i * ldc;
-    if (transB) {
-      for (int64_t j = 0; j < N; ++j) {
-        const T* b = B + j * ldb;
-        T sum = 0;
-        for (int64_t k = 0; k < K; ++k) {
-          sum += (transA ? A[k * lda + i] : A[i * lda + k]) * b[k];
-        }
-        c[j] += alpha * sum;
-      }
-    } else {
-      for (int64_t k = 0; k < K; ++k) {
-        const T a = alpha * (transA ? A[k * lda + i] : A[i * lda + k]);
-        const T* b = B + k * ldb;
-        for (int64_t j = 0; j < N; ++j) {
-          c[j] += a * b[j];
-        }
-      }
-    }
-  }
-}
-
-#if TORCHCONV_GEMM_X86
 
 // ------------------------------------------------------------- blocking --
 //
@@ -549,10 +514,8 @@ struct BBlock {
 
 // Single-threaded blocked GEMM; requires M, N, K > 0 and alpha != 0.
 template <typename T>
-void gemm_avx512(int64_t M, int64_t N, int64_t K, T alpha,
-                 const T* A, int64_t lda, bool transA,
-                 const T* B, int64_t ldb, bool transB,
-                 T beta, T* C, int64_t ldc) {
+void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                  const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   using V = Vec<T>;
   constexpr int L = V::L;
   constexpr int NR = kNR<T>;
@@ -639,27 +602,19 @@ bool detect_avx512() {
       __builtin_cpu_supports("fma");
 }
 
-#endif  // TORCHCONV_GEMM_X86
-
+// Single-threaded GEMM of any shape (the contract's edge cases, then
+// blocked_gemm).
 template <typename T>
-void gemm_dispatch(int64_t M, int64_t N, int64_t K, T alpha,
-                   const T* A, int64_t lda, bool transA,
-                   const T* B, int64_t ldb, bool transB,
-                   T beta, T* C, int64_t ldc) {
+void serial_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) {
     return;
   }
-#if TORCHCONV_GEMM_X86
-  if (gemm_available()) {
-    if (alpha == T(0) || K <= 0) {
-      scale_c(M, N, beta, C, ldc);
-    } else {
-      gemm_avx512(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-    }
-    return;
+  if (alpha == T(0) || K <= 0) {
+    scale_c(M, N, beta, C, ldc);
+  } else {
+    blocked_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
-#endif
-  gemm_portable(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
 }
 
 // Below this many multiply-adds (~20 us on one core) the fork/join of
@@ -686,14 +641,12 @@ constexpr double kPackCyclesPerElement = 0.5;
 // more chunks (up to kMaxChunksPerThread per thread) when that costs less
 // than kMakespanSlack.
 template <typename T>
-void gemm_parallel_impl(int64_t M, int64_t N, int64_t K, T alpha,
-                        const T* A, int64_t lda, bool transA,
-                        const T* B, int64_t ldb, bool transB,
-                        T beta, T* C, int64_t ldc) {
+void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   const int64_t nthreads = at::get_num_threads();
   if (nthreads <= 1 || at::in_parallel_region() || M <= 0 || N <= 0 || K <= 0 ||
       M * N * K < kMinParallelMacs) {
-    gemm_dispatch(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+    serial_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   constexpr int64_t kRowUnit = 8;
@@ -741,68 +694,41 @@ void gemm_parallel_impl(int64_t M, int64_t N, int64_t K, T alpha,
       const int64_t nb = std::min(grid.nstep, N - n0);
       const T* a = transA ? A + m0 : A + m0 * lda;
       const T* b = transB ? B + n0 * ldb : B + n0;
-      gemm_dispatch(mb, nb, K, alpha, a, lda, transA, b, ldb, transB, beta,
-                    C + m0 * ldc + n0, ldc);
+      serial_gemm(transA, transB, mb, nb, K, alpha, a, lda, b, ldb, beta, C + m0 * ldc + n0, ldc);
     }
   });
 }
 
+#endif  // TORCHCONV_GEMM_X86
+
 }  // namespace
 
-bool gemm_available() {
+namespace avx512 {
+
+bool available() {
 #if TORCHCONV_GEMM_X86
-  static const bool available = detect_avx512();
-  return available;
+  static const bool supported = detect_avx512();
+  return supported;
 #else
   return false;
 #endif
 }
 
-void sgemm(int64_t M, int64_t N, int64_t K, float alpha,
-           const float* A, int64_t lda, bool transA,
-           const float* B, int64_t ldb, bool transB,
-           float beta, float* C, int64_t ldc) {
-  gemm_dispatch(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
+template <typename T>
+void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+#if TORCHCONV_GEMM_X86
+  parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#else
+  TORCH_CHECK(false, "torchconv: the AVX-512 GEMM is not built for this CPU (avx512::available() is false)");
+#endif
 }
 
-void dgemm(int64_t M, int64_t N, int64_t K, double alpha,
-           const double* A, int64_t lda, bool transA,
-           const double* B, int64_t ldb, bool transB,
-           double beta, double* C, int64_t ldc) {
-  gemm_dispatch(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                          float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
+                           int64_t, double, double*, int64_t);
 
-void sgemm_parallel(int64_t M, int64_t N, int64_t K, float alpha,
-                    const float* A, int64_t lda, bool transA,
-                    const float* B, int64_t ldb, bool transB,
-                    float beta, float* C, int64_t ldc) {
-  gemm_parallel_impl(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
-
-void dgemm_parallel(int64_t M, int64_t N, int64_t K, double alpha,
-                    const double* A, int64_t lda, bool transA,
-                    const double* B, int64_t ldb, bool transB,
-                    double beta, double* C, int64_t ldc) {
-  gemm_parallel_impl(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
-
-namespace detail {
-
-void sgemm_portable(int64_t M, int64_t N, int64_t K, float alpha,
-                    const float* A, int64_t lda, bool transA,
-                    const float* B, int64_t ldb, bool transB,
-                    float beta, float* C, int64_t ldc) {
-  gemm_portable(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
-
-void dgemm_portable(int64_t M, int64_t N, int64_t K, double alpha,
-                    const double* A, int64_t lda, bool transA,
-                    const double* B, int64_t ldb, bool transB,
-                    double beta, double* C, int64_t ldc) {
-  gemm_portable(M, N, K, alpha, A, lda, transA, B, ldb, transB, beta, C, ldc);
-}
-
-}  // namespace detail
-
+}  // namespace avx512
 }  // namespace cpu
 }  // namespace torchconv
