@@ -170,21 +170,11 @@ def _gather_at(values, indices):
     return gathered.masked_fill(outside, 0).reshape(indices.shape)
 
 
-def _save_indices_and_window(ctx, inputs):
-    """setup_context of the two Functions taking max_pool2d_backward's
-    arguments after their tensor: ``(tensor, indices, input_size, kernel_size,
-    stride, padding, dilation)``."""
-    ctx.save_for_backward(inputs[1])
-    ctx.save_for_forward(inputs[1])
-    ctx.input_size = inputs[2]
-    ctx.window = inputs[3:7]
-
-
 def _at_saved_indices(function, ctx, tensor):
     """``function.apply(tensor, ...)`` for max pooling's scatter
     (MaxPool2dBackwardFunction) or gather (GatherAtFunction), each linear in
     ``tensor`` and the other's adjoint, at the indices, input size and window
-    that ``ctx`` saved."""
+    that ``ctx`` saved (MaxPool2dFunction, _AtPoolIndices)."""
     (indices,) = ctx.saved_tensors
     return function.apply(tensor, indices, ctx.input_size, *ctx.window)
 
@@ -206,10 +196,13 @@ class _Function(torch.autograd.Function):
     """
 
     def __init_subclass__(cls, **kwargs):
-        # Every Function's backward runs on its forward's backend choice.
+        # Every Function's backward runs on its forward's backend choice;
+        # each method is wrapped once, in the class that defines it.
         super().__init_subclass__(**kwargs)
-        cls.setup_context = staticmethod(_recording_backend(cls.setup_context))
-        cls.backward = staticmethod(_on_forward_backend(cls.backward))
+        if "setup_context" in vars(cls):
+            cls.setup_context = staticmethod(_recording_backend(cls.setup_context))
+        if "backward" in vars(cls):
+            cls.backward = staticmethod(_on_forward_backend(cls.backward))
 
     @classmethod
     def apply(cls, *args):
@@ -362,7 +355,22 @@ class MaxPool2dFunction(_Function):
         return in_memory_format(grad_input, ctx.input_memory_format), None, None, None, None, None
 
 
-class MaxPool2dBackwardFunction(_Function):
+class _AtPoolIndices(_Function):
+    """Base of the two Functions that move values by max pooling's indices,
+    MaxPool2dBackwardFunction (the scatter) and GatherAtFunction (the
+    gather): each is linear in its first argument, so its own tangent, and
+    the other's adjoint. Both take max_pool2d_backward's arguments:
+    ``(tensor, indices, input_size, kernel_size, stride, padding, dilation)``."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
+        ctx.save_for_forward(inputs[1])
+        ctx.input_size = inputs[2]
+        ctx.window = inputs[3:7]
+
+
+class MaxPool2dBackwardFunction(_AtPoolIndices):
     """gx = scatter(g, idx); it is linear in g, its adjoint a gather at idx.
 
     The window (kernel_size, stride, padding, dilation) rides along for the
@@ -373,10 +381,6 @@ class MaxPool2dBackwardFunction(_Function):
         return ops.call(ops.max_pool2d_backward, grad_output, indices, input_size, kernel_size, stride, padding, dilation)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
-        _save_indices_and_window(ctx, inputs)
-
-    @staticmethod
     def jvp(ctx, grad_output_t, *_):
         return _at_saved_indices(MaxPool2dBackwardFunction, ctx, grad_output_t)
 
@@ -385,7 +389,7 @@ class MaxPool2dBackwardFunction(_Function):
         return _at_saved_indices(GatherAtFunction, ctx, grad_grad_input), None, None, None, None, None, None
 
 
-class GatherAtFunction(_Function):
+class GatherAtFunction(_AtPoolIndices):
     """y = values gathered at max_pool2d's indices (``_gather_at``): linear in
     the values, the adjoint of max_pool2d_backward's scatter. It is max
     pooling's tangent and max_pool2d_backward's backward; a Function so that
@@ -395,10 +399,6 @@ class GatherAtFunction(_Function):
     @staticmethod
     def forward(values, indices, input_size, kernel_size, stride, padding, dilation):
         return _gather_at(values, indices)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _save_indices_and_window(ctx, inputs)
 
     @staticmethod
     def jvp(ctx, values_t, *_):
