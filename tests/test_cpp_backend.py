@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import torchconv
+from torchconv.testing import assert_close_to_torch
 
 pytestmark = pytest.mark.skipif(
     "cpp" not in torchconv.backends.available("cpu"),
@@ -31,25 +32,15 @@ def _on(backend, fn, *tensors):
     return out, grads
 
 
-def _close(got, expected):
-    """README's "Tolerances" for float32 (``rtol=0``, ``atol=1e-5 * max(1, max|expected|)``):
-    a float32 weight gradient sums hundreds of products, in a different order in
-    each backend, and torch's element-wise default (rtol 1.3e-6, atol 1e-5) fails
-    on large elements. float64 and integers (indices): torch's defaults."""
-    if expected.dtype == torch.float32:
-        scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
-    else:
-        torch.testing.assert_close(got, expected)
-
-
 def _assert_backends_agree(fn, *tensors):
+    """The cpp backend's outputs and gradients against the reference backend's,
+    held to torch's standard (torchconv.testing): a float32 weight gradient sums
+    hundreds of products, in a different order in each backend, so the
+    tolerance is relative to the result's scale, not element-wise."""
     out_ref, grads_ref = _on("reference", fn, *tensors)
     out_cpp, grads_cpp = _on("cpp", fn, *tensors)
-    outs_ref, outs_cpp = (out_ref, out_cpp) if isinstance(out_ref, tuple) else ((out_ref,), (out_cpp,))
-    assert isinstance(out_cpp, tuple) == isinstance(out_ref, tuple) and len(outs_cpp) == len(outs_ref)
-    for a, b in zip((*outs_cpp, *grads_cpp), (*outs_ref, *grads_ref)):
-        _close(a, b)
+    assert_close_to_torch(out_cpp, out_ref, msg="output")
+    assert_close_to_torch(grads_cpp, grads_ref, msg="grads")
 
 
 @st.composite

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+from torchconv.testing import assert_close_to_torch
 
 pytestmark = pytest.mark.skipif(
     "cpp" not in torchconv.backends.available("cpu"),
@@ -38,35 +39,38 @@ def _leaf(shape, dtype, layout=torch.contiguous_format):
     return torch.randn(shape, dtype=dtype).contiguous(memory_format=layout).requires_grad_()
 
 
-def _both(torchconv_op, torch_op, tensors, kwargs, dtype=torch.float64):
+def _both(torchconv_op, torch_op, tensors, kwargs):
     """Output and all gradients of torchconv's cpp kernels and of torch, the
-    latter computed in float64 from the same values."""
+    latter computed in float64 from the same values (operands in the same
+    layouts, the same output gradient)."""
+    dtype = tensors[0].dtype
+
     def run(op, leaves):
         out = op(*leaves, **kwargs)
         torch.manual_seed(7)
-        probe = torch.randn(out.shape, dtype=torch.float64).to(out.dtype)
+        probe = torch.randn(out.shape, dtype=torch.float64).to(dtype).to(out.dtype)
         grads = torch.autograd.grad((out * probe).sum(), leaves)
         return out, grads
 
     with torchconv.backends.use("cpp"):
         ours = run(torchconv_op, tensors)
-    wide = [t.detach().double().contiguous(memory_format=_layout(t)).requires_grad_() for t in tensors]
+    wide = [t.detach().double().requires_grad_() for t in tensors]  # .double() keeps the layout
     theirs = run(torch_op, wide)
     return ours, theirs
 
 
-def _layout(t):
-    return CL if t.dim() == 4 and t.is_contiguous(memory_format=CL) and not t.is_contiguous() else torch.contiguous_format
-
-
-def _check(ours, theirs, atol=1e-9, rtol=1e-9):
+def _check(ours, theirs, check_strides=True):
+    """Output and gradients against torch's float64 ones rounded to their dtype,
+    at torchconv.testing's tolerances, in torch's layout (the kernels produce it directly)."""
     (out, grads), (ref_out, ref_grads) = ours, theirs
-    for got, expected in zip((out, *grads), (ref_out, *ref_grads)):
-        assert got.shape == expected.shape
-        # torch's layout (the kernels produce it directly).
-        assert got.is_contiguous(memory_format=_layout(expected)), (got.stride(), expected.stride())
-        scale = max(1.0, expected.abs().max().item())
-        torch.testing.assert_close(got.double(), expected, rtol=rtol, atol=atol * scale)
+    expected = tuple(t.to(out.dtype) for t in (ref_out, *ref_grads))
+    assert_close_to_torch((out, *grads), expected, check_strides=check_strides, msg="(output, *grads)")
+
+
+def _strides_comparable(case):
+    """False for a 1x1 kernel: its weight gradient's strides differ from torch's after a
+    channels_last input (tests/test_layouts.py::test_pointwise_weight_grad_strides)."""
+    return case["k"] != 1
 
 
 # 64 channels of a 3x3 kernel: 576 column rows, 147 KiB a grid row of 64 at
@@ -92,7 +96,7 @@ def test_conv2d_blocks_threads_layouts(case, layouts, threads):
     x = _leaf((case["n"], case["c"], case["h"], case["w"]), torch.float64, x_layout)
     w = _leaf((case["o"], case["c"] // groups, case["k"], case["k"]), torch.float64, w_layout)
     b = _leaf((case["o"],), torch.float64)
-    _check(*_both(torchconv.conv2d, F.conv2d, (x, w, b), case["kw"]))
+    _check(*_both(torchconv.conv2d, F.conv2d, (x, w, b), case["kw"]), _strides_comparable(case))
 
 
 # A 4x4 stride-2 transposed convolution to 64 channels: 1024 column rows, so
@@ -116,24 +120,23 @@ def test_conv_transpose2d_blocks_threads_layouts(case, layouts, threads):
     x = _leaf((case["n"], case["c"], case["h"], case["w"]), torch.float64, x_layout)
     w = _leaf((case["c"], case["o"] // groups, case["k"], case["k"]), torch.float64, w_layout)
     b = _leaf((case["o"],), torch.float64)
-    _check(*_both(torchconv.conv_transpose2d, F.conv_transpose2d, (x, w, b), case["kw"]))
+    _check(*_both(torchconv.conv_transpose2d, F.conv_transpose2d, (x, w, b), case["kw"]), _strides_comparable(case))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CL], ids=["nchw", "nhwc"])
 def test_blocked_kernels_in_every_dtype(dtype, layout, threads):
     """Half dtypes widen each block into float32 scratch and round each result
-    once; compared with torch in float64 on the same (rounded) values."""
+    once; compared with torch in float64 on the same (rounded) values, rounded
+    to the dtype."""
     x = _leaf((1, 64, 48, 64), dtype, layout)
     w = _leaf((32, 64, 3, 3), dtype, layout)
     b = _leaf((32,), dtype)
-    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
-    _check(*_both(torchconv.conv2d, F.conv2d, (x, w, b), dict(padding=1)), atol=tol, rtol=tol)
+    _check(*_both(torchconv.conv2d, F.conv2d, (x, w, b), dict(padding=1)))
     wt = _leaf((64, 64, 4, 4), dtype, layout)
     xt = _leaf((1, 64, 40, 32), dtype, layout)
     bt = _leaf((64,), dtype)
-    _check(*_both(torchconv.conv_transpose2d, F.conv_transpose2d, (xt, wt, bt), dict(stride=2, padding=1)),
-           atol=tol, rtol=tol)
+    _check(*_both(torchconv.conv_transpose2d, F.conv_transpose2d, (xt, wt, bt), dict(stride=2, padding=1)))
 
 
 def test_weight_gradient_is_deterministic(threads):
@@ -153,12 +156,12 @@ def test_channels_last_operands_are_not_copied_to_contiguous():
     w = torch.randn(8, 16, 3, 3).contiguous(memory_format=CL)
     out = torch.ops.torchconv_cpp.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
     assert out.is_contiguous(memory_format=CL)
-    torch.testing.assert_close(out, F.conv2d(x, w, padding=1), rtol=1e-5, atol=1e-4)
+    assert_close_to_torch(out, F.conv2d(x, w, padding=1))
     gx = torch.ops.torchconv_cpp.conv_transpose2d(out, w, None, [1, 1], [1, 1], [0, 0], 1, [1, 1])
     assert gx.is_contiguous(memory_format=CL)
     gw = torch.ops.torchconv_cpp.conv2d_weight(x, out, [8, 16, 3, 3], [1, 1], [1, 1], [1, 1], 1)
     assert gw.is_contiguous(memory_format=CL)
-    torch.testing.assert_close(gw, torch.nn.grad.conv2d_weight(x, w.shape, out, padding=1), rtol=1e-4, atol=1e-3)
+    assert_close_to_torch(gw, torch.nn.grad.conv2d_weight(x, w.shape, out, padding=1))
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CL], ids=["nchw", "nhwc"])
@@ -172,13 +175,15 @@ def test_strided_and_expanded_grid_operands(layout, threads):
         torchconv.conv2d(x, w, padding=1).sum().backward()
     xr, wr = (t.detach().clone().requires_grad_() for t in (x, w))
     F.conv2d(xr, wr, padding=1).sum().backward()
-    torch.testing.assert_close(x.grad, xr.grad)
-    torch.testing.assert_close(w.grad, wr.grad)
+    assert_close_to_torch((x.grad, w.grad), (xr.grad, wr.grad), msg="(grad input, grad weight)")
 
     sliced = torch.randn(2, 40, 20, 48, dtype=torch.float64).contiguous(memory_format=layout)[:, 3:19, :, ::2]
     wt = torch.randn(16, 8, 4, 4, dtype=torch.float64).contiguous(memory_format=layout)
     got = torch.ops.torchconv_cpp.conv_transpose2d(sliced, wt, None, [2, 2], [1, 1], [0, 0], 1, [1, 1])
-    torch.testing.assert_close(got, F.conv_transpose2d(sliced.contiguous(), wt, stride=2, padding=1))
+    # torch's results here are of contiguous copies: their values, not their layout, are the reference.
+    values_only = dict(check_memory_format=False, check_strides=False)
+    assert_close_to_torch(got, F.conv_transpose2d(sliced.contiguous(), wt, stride=2, padding=1), **values_only)
     dy = torch.randn(2, 40, 20, 48, dtype=torch.float64).contiguous(memory_format=layout)[:, 5:13, :, 1::2]
     got = torch.ops.torchconv_cpp.conv2d_weight(x.detach(), dy, [8, 16, 3, 3], [1, 1], [1, 1], [1, 1], 1)
-    torch.testing.assert_close(got, torch.nn.grad.conv2d_weight(x.detach(), (8, 16, 3, 3), dy.contiguous(), padding=1))
+    assert_close_to_torch(got, torch.nn.grad.conv2d_weight(x.detach(), (8, 16, 3, 3), dy.contiguous(), padding=1),
+                          **values_only)

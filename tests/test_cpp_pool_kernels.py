@@ -4,7 +4,9 @@ The kernels run natively in channels_last (NHWC) when the input (forward) or
 grad_output (backward) suggests it, and split small batches of planes into
 bands of input rows (NCHW backward) or blocks of channels (NHWC backward);
 these tests call the compiled ops directly so that each path is exercised,
-and compare values, indices, gradients and strides with ATen's kernels.
+and compare values, indices, gradients and strides with ATen's kernels
+(:func:`torchconv.testing.assert_close_to_torch`; half-precision results with
+ATen's float32 result rounded to the dtype).
 """
 
 import itertools
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 import torchconv
+from torchconv.testing import assert_close_to_torch
 
 pytestmark = pytest.mark.skipif(
     "cpp" not in torchconv.backends.available("cpu"),
@@ -45,10 +48,6 @@ def _wide(t):
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-def _tol(dtype):
-    return dict(rtol=0, atol=1e-5) if dtype in (torch.float32, torch.float64) else dict(rtol=1e-2, atol=1e-2)
-
-
 def _input(shape, dtype, layout, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g).to(dtype)
@@ -65,16 +64,13 @@ def test_max_pool2d_matches_torch(window, shape, dtype, layout):
     x = _input(shape, dtype, layout)
     y, idx = OPS.max_pool2d(x, k, s, p, d, ceil)
     y_t, idx_t = ATEN.max_pool2d_with_indices(x, k, s, p, d, ceil)
-    torch.testing.assert_close(y, y_t, rtol=0, atol=0)
-    assert torch.equal(idx, idx_t)
-    assert y.stride() == y_t.stride() and idx.stride() == idx_t.stride()
+    assert_close_to_torch((y, idx), (y_t, idx_t), atol=0, msg="max_pool2d")  # selected: exact
     for g_layout in (torch.contiguous_format, layout):
         g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dtype).contiguous(memory_format=g_layout)
         gx = OPS.max_pool2d_backward(g, idx, shape[2:], k, s, p, d)
         gx_t = ATEN.max_pool2d_with_indices_backward(
             _wide(g), _wide(x).contiguous(memory_format=g_layout), k, s, p, d, ceil, idx_t).to(dtype)
-        torch.testing.assert_close(gx, gx_t, **_tol(dtype))
-        assert gx.stride() == gx_t.stride()
+        assert_close_to_torch(gx, gx_t, msg=f"grad input, grad_output in {g_layout}")
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CL], ids=["nchw", "nhwc"])
@@ -87,13 +83,11 @@ def test_avg_pool2d_matches_torch(window, shape, dtype, layout, count_include_pa
     x = _input(shape, dtype, layout)
     y = OPS.avg_pool2d(x, k, s, p, ceil, count_include_pad, divisor)
     y_t = ATEN.avg_pool2d(_wide(x), k, s, p, ceil, count_include_pad, divisor).to(dtype)
-    torch.testing.assert_close(y, y_t, **_tol(dtype))
-    assert y.stride() == y_t.stride()
+    assert_close_to_torch(y, y_t, msg="avg_pool2d")
     g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dtype).contiguous(memory_format=layout)
     gx = OPS.avg_pool2d_backward(g, shape[2:], k, s, p, ceil, count_include_pad, divisor)
     gx_t = ATEN.avg_pool2d_backward(_wide(g), _wide(x), k, s, p, ceil, count_include_pad, divisor).to(dtype)
-    torch.testing.assert_close(gx, gx_t, **_tol(dtype))
-    assert gx.stride() == gx_t.stride()
+    assert_close_to_torch(gx, gx_t, msg="grad input")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -122,8 +116,7 @@ def test_max_pool2d_nan_and_ties(layout, dtype):
     x = x.contiguous(memory_format=layout)
     y, idx = OPS.max_pool2d(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
     y_t, idx_t = ATEN.max_pool2d_with_indices(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
-    assert torch.equal(idx, idx_t)
-    torch.testing.assert_close(y, y_t, rtol=0, atol=0, equal_nan=True)
+    assert_close_to_torch((y, idx), (y_t, idx_t), atol=0, msg="max_pool2d")  # NaN where torch has NaN
     assert idx[0, 0, 0, 0] == 4 and idx[0, 1, 0, 0] == 0 and idx[0, 2, 1, 1] == 10
 
 
@@ -149,11 +142,11 @@ def test_few_planes_split_over_threads(planes, dtype, layout):
                 out += [OPS.avg_pool2d(x, k, s, p, ceil, True, None),
                         OPS.avg_pool2d_backward(g, x.shape[2:], k, s, p, ceil, False, None)]
                 y_t, idx_t = ATEN.max_pool2d_with_indices(x, k, s, p, d, ceil)
-                assert torch.equal(idx, idx_t)
+                assert_close_to_torch(idx, idx_t, msg="indices")
                 gx_t = ATEN.max_pool2d_with_indices_backward(_wide(g), _wide(x), k, s, p, d, ceil, idx_t).to(dtype)
-                torch.testing.assert_close(out[-3], gx_t, **_tol(dtype))
-                torch.testing.assert_close(out[-1], ATEN.avg_pool2d_backward(_wide(g), _wide(x), k, s, p, ceil, False, None).to(dtype),
-                                           **_tol(dtype))
+                assert_close_to_torch(out[-3], gx_t, msg="max_pool2d grad input")
+                avg_gx_t = ATEN.avg_pool2d_backward(_wide(g), _wide(x), k, s, p, ceil, False, None).to(dtype)
+                assert_close_to_torch(out[-1], avg_gx_t, msg="avg_pool2d grad input")
             results.append(out)
     finally:
         torch.set_num_threads(threads)
@@ -181,7 +174,8 @@ def test_max_pool2d_backward_scatters_any_index(planes, layout):
         (torch.arange(n * c).repeat_interleave(y.shape[2] * y.shape[3]), idx.reshape(n * c, -1).flatten()),
         g.reshape(n * c, -1).flatten(), accumulate=True,
     ).reshape(n, c, in_h, in_w)
-    torch.testing.assert_close(gx, expected)
+    # The scatter, written with index_put: its values are the reference, not its (contiguous) layout.
+    assert_close_to_torch(gx, expected, check_memory_format=False, check_strides=False)
     bad = idx.clone()
     bad[0, 0, 1, 1] = in_h * in_w + 5  # past the plane, in a window that sees input
     with pytest.raises(RuntimeError, match="outside the input plane"):
@@ -203,7 +197,5 @@ def test_channels_last_through_torchconv_needs_no_copy(op):
         (gx,) = torch.autograd.grad(y.relu().sum(), x)
     y_t = fn_t(x, 3, 2, 1)
     (gx_t,) = torch.autograd.grad(y_t.relu().sum(), x)
-    torch.testing.assert_close(y, y_t)
-    torch.testing.assert_close(gx, gx_t)
-    assert y.stride() == y_t.stride() and gx.stride() == gx_t.stride()
+    assert_close_to_torch((y, gx), (y_t, gx_t), msg="(output, grad input)")
     assert y.is_contiguous(memory_format=CL)

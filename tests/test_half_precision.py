@@ -4,10 +4,10 @@ The half dtypes compute in float32 and round each result once, so the
 expected value of every output and gradient is torch's own function
 computed in float32 on the same (half-valued) operands, rounded to the
 dtype. The two may differ by the float32 sums' order, which can tip a
-rounding: the tolerance is a couple of units of the dtype's rounding at
-each element's magnitude, plus one at the result's scale (for elements that
-cancel to near zero). Max pooling selects, so its values and indices must
-equal torch's own half-precision result exactly, NaN rule included.
+rounding: they are compared at torchconv.testing's tolerance for the dtype,
+two units in the last place of the result's scale. Max pooling selects, so
+its values and indices must equal torch's own half-precision result
+exactly, NaN rule included.
 """
 
 import math
@@ -19,6 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import torchconv
 from torchconv.backends import cpp
+from torchconv.testing import assert_close_to_torch
 
 pytestmark = pytest.mark.skipif(
     not cpp.is_available(), reason="the C++ extension is not built (pip install --no-build-isolation -e .)"
@@ -37,13 +38,10 @@ def _randn(*shape, dtype, generator):
     return torch.randn(*shape, generator=generator).to(dtype)
 
 
-def _assert_rounded_from(got, expected32, dtype):
-    """got (dtype) is expected32 (float32) rounded, to a couple of units of rounding."""
-    assert got.dtype == dtype and got.shape == expected32.shape
-    eps = torch.finfo(dtype).eps  # two units of rounding: 2^-10 (float16), 2^-7 (bfloat16)
-    scale = expected32.abs().max().item() if expected32.numel() else 0.0
-    expected = expected32.to(dtype).float()
-    torch.testing.assert_close(got.float(), expected, rtol=eps, atol=eps * scale, equal_nan=True)
+def _assert_rounded_from(got, expected32, dtype, msg=None):
+    """got (dtype) is expected32 (float32) rounded, at torchconv.testing's tolerance for dtype."""
+    assert got.dtype == dtype
+    assert_close_to_torch(got, expected32.to(dtype), msg=msg)
 
 
 def _forward_and_grads(fn, tensors, grad_output_seed=1):
@@ -62,9 +60,9 @@ def _check_against_float32(ours, theirs, tensors, dtype):
     with torchconv.backends.use("cpp"):
         got, got_grads = _forward_and_grads(ours, tensors)
     expected, expected_grads = _forward_and_grads(theirs, [t.float() for t in tensors])
-    _assert_rounded_from(got, expected, dtype)
-    for g, e in zip(got_grads, expected_grads):
-        _assert_rounded_from(g, e, dtype)
+    _assert_rounded_from(got, expected, dtype, msg="output")
+    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
+        _assert_rounded_from(g, e, dtype, msg=f"grad {k}")
 
 
 # ------------------------------------------------------------------ convolutions
@@ -177,7 +175,7 @@ def test_max_pool2d(case, dtype, layout):
     (expected_values, expected_indices), _ = _forward_and_grads(
         lambda x: F.max_pool2d(x, **kwargs, return_indices=True), [x])
     assert values.dtype == dtype
-    assert torch.equal(values, expected_values) and torch.equal(indices, expected_indices)
+    assert_close_to_torch((values, indices), (expected_values, expected_indices), atol=0, msg="max_pool2d")
     _, (expected_grad,) = _forward_and_grads(lambda x: F.max_pool2d(x, **kwargs), [x.float()])
     _assert_rounded_from(grad, expected_grad, dtype)
 
@@ -200,7 +198,7 @@ def test_float16_avg_pool2d_of_large_values_does_not_overflow(layout):
     with torchconv.backends.use("cpp"):
         got, (grad,) = _forward_and_grads(lambda x: torchconv.avg_pool2d(x, 56), [x])
     assert torch.equal(expected, torch.full_like(expected, 30.0))
-    assert torch.equal(got, expected)
+    assert_close_to_torch(got, expected, atol=0)
     assert torch.isfinite(grad).all()
 
 
@@ -226,8 +224,7 @@ def test_max_pool2d_nan_rule_is_torchs(dtype, layout):
         with torchconv.backends.use("cpp"):
             values, indices = torchconv.max_pool2d(x, **kwargs, return_indices=True)
         expected_values, expected_indices = F.max_pool2d(x, **kwargs, return_indices=True)
-        assert torch.equal(indices, expected_indices)
-        torch.testing.assert_close(values, expected_values, rtol=0, atol=0, equal_nan=True)
+        assert_close_to_torch((values, indices), (expected_values, expected_indices), atol=0, msg=str(kwargs))
 
 
 # ------------------------------------------------------------------ the compiled kernels run
@@ -280,8 +277,8 @@ def test_compiled_ops_take_half_dtypes_directly(dtype):
     got = ops.conv2d(x, w, b, [2, 1], [1, 1], [2, 1], 2)
     _assert_rounded_from(got, F.conv2d(x.float(), w.float(), b.float(), (2, 1), 1, (2, 1), 2), dtype)
     values, indices = ops.max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], True)
-    expected_values, expected_indices = F.max_pool2d(x, 3, 2, 1, 1, True, return_indices=True)
-    assert torch.equal(values, expected_values) and torch.equal(indices, expected_indices)
+    expected = F.max_pool2d(x, 3, 2, 1, 1, True, return_indices=True)
+    assert_close_to_torch((values, indices), expected, atol=0, msg="max_pool2d")
     averaged = ops.avg_pool2d(x, [3, 3], [2, 2], [1, 1], True, False, None)
     _assert_rounded_from(averaged, F.avg_pool2d(x.float(), 3, 2, 1, True, False), dtype)
     assert math.isfinite(averaged.float().abs().max().item())

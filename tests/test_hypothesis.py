@@ -25,7 +25,8 @@ reason at the exclusion) and pinned by ``test_known_*`` strict xfails near the
 end of this file; a fix makes those XPASS, and the exclusion can then go (the
 fixed ones stay there as regression tests).
 
-Tolerances follow README's "Tolerances": ``rtol=0``, ``atol = c * max(1, max|torch|)``.
+Values are compared with :func:`torchconv.testing.assert_close_to_torch` at
+its tolerances (``rtol=0``, ``atol = c(dtype) * max(1, max|torch|)``).
 
 Examples run in the backend the ``backend`` fixture selects (each property
 runs once per CPU backend); tensors come from a drawn seed, so a failure is
@@ -45,6 +46,7 @@ from hypothesis import strategies as st
 
 import torchconv
 from conftest import device_of_test, to_test_device
+from torchconv.testing import assert_close_to_torch, memory_format_flags
 
 pytestmark = pytest.mark.filterwarnings(
     # torch's own warning for padding='same' with an even kernel: not ours.
@@ -53,7 +55,6 @@ pytestmark = pytest.mark.filterwarnings(
 
 CL = torch.channels_last
 DTYPES = (torch.float32, torch.float64)
-ATOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 # TORCHCONV_HYPOTHESIS_SCALE=10 runs ten times as many examples (a longer hunt).
 _SCALE = float(os.environ.get("TORCHCONV_HYPOTHESIS_SCALE", "1"))
@@ -78,18 +79,10 @@ def _one_thread():
 # ---------------------------------------------------------------- helpers
 
 
-def close(got, expected, what):
-    assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != torch's {tuple(expected.shape)}"
-    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != torch's {expected.dtype}"
-    if not expected.dtype.is_floating_point:
-        assert torch.equal(got, expected), f"{what}: differs from torch's"
-        return
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(got, expected, rtol=0, atol=ATOL[expected.dtype] * scale, msg=lambda m: f"{what}: {m}")
-
-
-def memory_formats(t):
-    return t.is_contiguous(), t.dim() == 4 and t.is_contiguous(memory_format=CL)
+def close_values(got, expected, what):
+    """Values, shape and dtype (indices exactly); not the layout: torch's result
+    here may come from contiguous copies of the operands (see :func:`compare`)."""
+    assert_close_to_torch(got, expected, check_memory_format=False, check_strides=False, msg=what)
 
 
 def layout_tensor(values: torch.Tensor, layout: str) -> torch.Tensor:
@@ -129,17 +122,16 @@ def compare(ours, theirs, tensors, kwargs, seed):
     copies = [t.detach().contiguous().requires_grad_(t.requires_grad) if t is not None else None for t in tensors]
     expected = theirs(*copies, **kwargs)
     got = ours(*tensors, **kwargs)
-    if isinstance(expected, tuple):  # max_pool2d with return_indices
-        close(got[1], expected[1], "indices")
+    close_values(got, expected, "output")  # max_pool2d with return_indices: (values, indices)
+    if isinstance(expected, tuple):
         got, expected, layout_ref = got[0], expected[0], layout_ref[0]
-    close(got, expected, "output")
     # Empty outputs: their layout is moot, and differs in known ways (with a
     # channels_last weight torch's is contiguous, torchconv's channels_last:
     # test_layouts.py::test_batch_zero_channels_last_weight; the reference
     # backend's empty conv_transpose2d output keeps the strides of a bigger canvas).
-    assert expected.numel() == 0 or memory_formats(got) == memory_formats(layout_ref), (
-        f"output memory format (contiguous, channels_last) {memory_formats(got)} != torch's "
-        f"{memory_formats(layout_ref)}; strides {got.stride()} vs {layout_ref.stride()}"
+    assert expected.numel() == 0 or memory_format_flags(got) == memory_format_flags(layout_ref), (
+        f"output memory format (is_contiguous, is_channels_last) {memory_format_flags(got)} != torch's "
+        f"{memory_format_flags(layout_ref)}; strides {got.stride()} vs {layout_ref.stride()}"
     )
     generator = torch.Generator().manual_seed(seed + 1)
     grad_output = torch.empty_like(layout_ref).copy_(randn(expected.shape, expected.dtype, generator))
@@ -152,7 +144,7 @@ def compare(ours, theirs, tensors, kwargs, seed):
             assert g is None or not g.any(), f"grad {name}: torch has none"
             continue
         assert g is not None, f"grad {name}: torchconv has none"
-        close(g, e, f"grad {name}")
+        close_values(g, e, f"grad {name}")
 
 
 def _pairs(*values):
@@ -371,7 +363,7 @@ def test_conv2d_where_torchs_cpu_kernel_crashes(backend):
     got = torchconv.conv2d(x, w, b, **kwargs)
     with torch.backends.mkldnn.flags(enabled=False):
         expected = F.conv2d(x.cpu().double(), w.cpu().double(), b.cpu().double(), **kwargs)
-    torch.testing.assert_close(got.cpu().double(), expected, rtol=1e-5, atol=1e-5)
+    assert_close_to_torch(got.cpu(), expected.float(), check_memory_format=False, check_strides=False)
 
 
 @SETTINGS
@@ -451,11 +443,7 @@ def same_failure(ours, theirs, make_args):
             ours(*args, **kwargs)
         return False
     got = ours(*args, **kwargs)
-    if isinstance(expected, tuple):
-        assert isinstance(got, tuple) and len(got) == len(expected)
-        close(got[1], expected[1], "indices")
-        got, expected = got[0], expected[0]
-    close(got, expected, "output")
+    close_values(got, expected, "output")  # max_pool2d with return_indices: (values, indices)
     return True
 
 
@@ -665,7 +653,7 @@ def test_torch_float64_weight_grad_ambiguous_layout(backend):
     # With this output gradient, weight[o, c, 0, j] is input[2 * o + c, 0, j]: the input itself.
     torch.testing.assert_close(got, x.detach().reshape(2, 2, 1, 2), rtol=0, atol=0)
     (right,) = torch.autograd.grad(F.conv2d(x.detach().contiguous(), w, groups=2), w, grad_output)
-    torch.testing.assert_close(got, right, rtol=0, atol=0)
+    assert_close_to_torch(got, right, atol=0)
 
 
 # ---------------------------------------------------------------- fixed disagreements

@@ -4,8 +4,9 @@ For the OpInfos of ``nn.functional.{conv2d, conv_transpose2d, max_pool2d,
 avg_pool2d}`` (``torch.testing._internal.common_methods_invocations.op_db``):
 
 * ``test_forward``: every sample input, in float32 and float64: values
-  (``assert_close``; max_pool2d's indices exactly), shape, dtype and strides
-  of every output against the OpInfo's own torch op;
+  (max_pool2d's indices exactly), shape, dtype, memory format and strides
+  of every output against the OpInfo's own torch op
+  (:func:`torchconv.testing.assert_close_to_torch`, at its tolerances);
 * ``test_backward``: every sample input, in float64, and in float32 too but
   for max_pool2d's 1440 (the same index scatter in either dtype): gradients of
   a random-weighted sum of the (first) output with respect to every tensor
@@ -34,6 +35,7 @@ from torch.testing._internal.common_methods_invocations import op_db
 
 import torchconv
 from conftest import device_of_test, to_test_device
+from torchconv.testing import assert_close_to_torch
 
 OURS = {
     "nn.functional.conv2d": torchconv.conv2d,
@@ -150,46 +152,6 @@ def _error_params():
 
 # --------------------------------------------------------------------------- helpers
 
-# float32 gradients are sums of up to a few hundred products (a weight gradient
-# sums over batch and space), whose rounding depends on the summation order:
-# torch's defaults (rtol 1.3e-6, atol 1e-5) are too tight for those.
-GRAD_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4)}
-
-
-def _forward_tol(expected: torch.Tensor) -> dict | None:
-    """torch's defaults, but in float32 an absolute error of up to 4 roundings
-    of the output's largest value: an element that is a small difference of
-    large products keeps their rounding error (sample 26 of conv2d: outputs
-    up to 278, one element 1.34 off by 1.3e-5 in a summation order other
-    than oneDNN's, as accurate against float64 as torch's own)."""
-    if expected.dtype != torch.float32 or expected.numel() == 0:
-        return None
-    scale = expected.detach().abs().max().item()
-    return dict(rtol=1.3e-6, atol=max(1e-5, 4 * torch.finfo(torch.float32).eps * scale))
-
-
-def _memory_formats(t: torch.Tensor) -> tuple[bool, ...]:
-    if t.dim() != 4:
-        return (t.is_contiguous(),)
-    return (t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last))
-
-
-def assert_same_tensor(got: torch.Tensor, expected: torch.Tensor, what: str = "output", tol: dict | None = None):
-    """Values (indices exactly), shape, dtype, device, memory format and strides."""
-    assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != torch's {tuple(expected.shape)}"
-    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != torch's {expected.dtype}"
-    assert got.device == expected.device
-    if expected.dtype.is_floating_point:
-        torch.testing.assert_close(got, expected, msg=lambda m: f"{what}: {m}", **(tol or {}))
-    else:
-        assert torch.equal(got, expected), f"{what}: values differ from torch's\n{got}\n{expected}"
-    assert _memory_formats(got) == _memory_formats(expected), (
-        f"{what}: memory format (contiguous, channels_last) {_memory_formats(got)} != torch's {_memory_formats(expected)}"
-    )
-    if got.numel() == 0:
-        return  # strides of an empty tensor carry no meaning
-    assert got.stride() == expected.stride(), f"{what}: strides {got.stride()} != torch's {expected.stride()}"
-
 
 def _call(name: str, sample, ours: bool):
     fn = OURS[name] if ours else OPINFOS[name].op
@@ -209,9 +171,7 @@ def test_forward(backend, name, dtype, index):
     sample = _on_test_device(_samples(name, dtype)[index])
     expected = _call(name, sample, ours=False)
     got = _call(name, sample, ours=True)
-    assert len(got) == len(expected), f"{len(got)} outputs, torch gives {len(expected)}"
-    for k, (g, e) in enumerate(zip(got, expected)):
-        assert_same_tensor(g, e, what=f"output {k}", tol=_forward_tol(e))
+    assert_close_to_torch(got, expected, msg="outputs")
 
 
 @pytest.mark.parametrize("name, dtype, index", _sample_params(BACKWARD_DTYPES))
@@ -236,8 +196,7 @@ def test_backward(backend, name, dtype, index):
             if e is None:
                 assert g is None or not g.any(), f"{what}: torch gives none, torchconv a nonzero one"
                 continue
-            assert g is not None, f"{what}: torchconv gives none"
-            assert_same_tensor(g, e, what=what, tol=GRAD_TOL.get(dtype))
+            assert_close_to_torch(g, e, msg=what)
 
 
 @pytest.mark.parametrize("name, index", _error_params())

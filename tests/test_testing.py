@@ -71,7 +71,8 @@ def test_scaled_error():
     assert scaled_error(torch.tensor([0.25, 0.5]), torch.tensor([0.5, 0.5])) == 0.25  # scale 1 below 1
     assert scaled_error(expected, expected) == 0.0
     # Computed in float64: a bfloat16 difference is not rounded to bfloat16.
-    assert scaled_error(torch.tensor([1.0078125], dtype=torch.bfloat16), torch.tensor([1.0], dtype=torch.bfloat16)) == 2**-7
+    one_ulp_apart = torch.tensor([1.0078125], dtype=torch.bfloat16), torch.tensor([1.0], dtype=torch.bfloat16)
+    assert scaled_error(*one_ulp_apart) == 2**-7
 
 
 def test_scaled_error_of_non_finite_values():
@@ -122,7 +123,8 @@ def test_default_tolerance_is_scaled_and_absolute():
     at_tolerance = expected + torch.tensor([1e-11, -1e-11, 0.0], dtype=torch.float64)  # 1e-13 * 100
     assert_close_to_torch(at_tolerance, expected)
     beyond = expected + torch.tensor([1.01e-11, 0.0, 0.0], dtype=torch.float64)
-    with pytest.raises(AssertionError, match=r"differ by more than atol 1e-11 = 1e-13 \(torch.float64 tolerance\) \* 100"):
+    message = r"differ by more than atol 1e-11 = 1e-13 \(torch.float64 tolerance\) \* 100"
+    with pytest.raises(AssertionError, match=message):
         assert_close_to_torch(beyond, expected)
 
 
@@ -239,10 +241,11 @@ def test_fails_on_an_index_off_by_one():
     expected = F.max_pool2d(x, 2, return_indices=True)
     values, indices = (t.clone() for t in expected)
     indices[0, 1, 2, 0] += 1
+    wrong, right = indices[0, 1, 2, 0].item(), expected[1][0, 1, 2, 0].item()
     with pytest.raises(
         AssertionError,
         match=r"^max_pool2d\[1\]: 1 of 18 elements differ from torch's \(integers must be equal\); "
-        rf"the first at index \(0, 1, 2, 0\): {indices[0, 1, 2, 0].item()} vs torch's {expected[1][0, 1, 2, 0].item()}$",
+        rf"the first at index \(0, 1, 2, 0\): {wrong} vs torch's {right}$",
     ):
         assert_close_to_torch((values, indices), expected, msg="max_pool2d")
     # No tolerance makes integers close: an index is right or wrong.

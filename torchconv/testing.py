@@ -227,13 +227,16 @@ def _value_problem(actual, expected, rtol, atol, equal_nan) -> str | None:
         first = int(differ.nonzero()[0].item())
         index = _index(first, expected.shape)
         return (
-            f"{int(differ.sum().item())} of {expected.numel()} elements differ from torch's "
-            f"(integers must be equal); the first at index {index}: {actual[index].item()} vs torch's {expected[index].item()}"
+            f"{int(differ.sum().item())} of {expected.numel()} elements differ from torch's (integers must be equal); "
+            f"the first at index {index}: {actual[index].item()} vs torch's {expected[index].item()}"
         )
     scale = error_scale(expected)
     if atol is None:
         atol = tolerance(expected.dtype) * scale
-        allowed = f"atol {atol:.3g} = {tolerance(expected.dtype):g} ({expected.dtype} tolerance) * {scale:.3g} (max(1, max|expected|))"
+        allowed = (
+            f"atol {atol:.3g} = {tolerance(expected.dtype):g} ({expected.dtype} tolerance) "
+            f"* {scale:.3g} (max(1, max|expected|))"
+        )
     else:
         allowed = f"atol {atol:.3g}"
     rtol = 0.0 if rtol is None else rtol
@@ -343,7 +346,8 @@ def assert_close_to_torch(
     what = msg or ""
     if isinstance(expected, (tuple, list)):
         if not isinstance(actual, (tuple, list)):
-            raise AssertionError(_prefixed(what, f"a {type(actual).__name__}, torch's is a {type(expected).__name__} of {len(expected)}"))
+            kind = f"a {type(actual).__name__}, torch's is a {type(expected).__name__} of {len(expected)}"
+            raise AssertionError(_prefixed(what, kind))
         if len(actual) != len(expected):
             raise AssertionError(_prefixed(what, f"{len(actual)} results, torch gives {len(expected)}"))
         for k, (a, e) in enumerate(zip(actual, expected)):
