@@ -68,8 +68,9 @@ def _check(ours, theirs, check_strides=True):
 
 
 def _strides_comparable(case):
-    """False for a 1x1 kernel: its weight gradient's strides differ from torch's after a
-    channels_last input (tests/test_layouts.py::test_pointwise_weight_grad_strides)."""
+    """False for a 1x1 kernel: after a channels_last input torch's float64 weight
+    gradient keeps the weight's strides, torchconv's does not
+    (tests/test_layouts.py::test_pointwise_weight_grad_strides)."""
     return case["k"] != 1
 
 
