@@ -66,7 +66,7 @@ MIRRORS: tuple[str, ...] = (
 )
 
 #: The four official files (gzipped) and their MD5 sums, as torchvision checks
-#: them (the two t10k sums also match /work/shared/data/mnist/MD5SUMS).
+#: them.
 MNIST_FILES: dict[str, str] = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+from torchconv.testing import MEMORY_FORMATS, assert_close_to_torch
 
 pytestmark = pytest.mark.skipif(
     "cpp" not in torchconv.backends.available("cpu"),
     reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
 )
 
-CL = torch.channels_last
 
 # (batch, in channels, out channels, image size, kernel, stride, padding, dilation, groups)
 CONV_SHAPES = [
@@ -66,10 +66,9 @@ def _check(op, torch_op, x, w, b, kwargs, dtype, memory_format, expanded_grad):
     expected_grads = torch.autograd.grad(
         expected.sum() if expanded_grad else (expected * _probe(y).double()).sum(), wide
     )
-    atol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}[dtype]
     for what, got, want in zip(("output", "grad input", "grad weight", "grad bias"), (y, *grads), (expected, *expected_grads)):
-        scale = max(1.0, want.abs().max().item())
-        torch.testing.assert_close(got.double(), want, rtol=0, atol=atol * scale, msg=lambda m: f"{what}: {m}")
+        # Values against torch's float64 result rounded to the dtype.
+        assert_close_to_torch(got, want.to(dtype), check_memory_format=False, check_strides=False, msg=what)
         if what in ("output", "grad input"):
             # (A 1x1 weight's layout is ambiguous, and torch's float64 and
             # float32 kernels give its gradient different strides.)
@@ -81,7 +80,7 @@ def _probe(y):
     return torch.randn(y.shape).to(y.dtype)
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL], ids=str)
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=_ids)
 def test_conv2d_small_grids(threads, shape, memory_format):
     n, cin, cout, size, k, s, p, d, g = shape
@@ -91,7 +90,7 @@ def test_conv2d_small_grids(threads, shape, memory_format):
     _check(torchconv.conv2d, F.conv2d, x, w, b, kwargs, torch.float64, memory_format, expanded_grad=False)
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL], ids=str)
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
 @pytest.mark.parametrize("shape", CONV_T_SHAPES, ids=_ids)
 def test_conv_transpose2d_small_grids(threads, shape, memory_format):
     n, cin, cout, size, k, s, p, d, g = shape
@@ -112,7 +111,7 @@ def test_expanded_gradient_of_a_sum(op):
     else:
         x, w, b = torch.randn(6, 8, 3, 3), torch.randn(8, 5, 4, 4), torch.randn(5)
         ops = (torchconv.conv_transpose2d, F.conv_transpose2d)
-    for memory_format in (torch.contiguous_format, CL):
+    for memory_format in MEMORY_FORMATS:
         _check(*ops, x, w, b, dict(stride=2 if op != "conv2d" else 1, padding=1), torch.float64, memory_format,
                expanded_grad=True)
 
@@ -121,5 +120,5 @@ def test_expanded_gradient_of_a_sum(op):
 def test_half_and_single_precision(dtype):
     torch.manual_seed(0)
     x, w, b = torch.randn(8, 16, 4, 4), torch.randn(24, 16, 3, 3), torch.randn(24)
-    for memory_format in (torch.contiguous_format, CL):
+    for memory_format in MEMORY_FORMATS:
         _check(torchconv.conv2d, F.conv2d, x, w, b, dict(padding=1), dtype, memory_format, expanded_grad=False)
