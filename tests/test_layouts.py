@@ -431,7 +431,7 @@ def test_low_precision_forward(backend, op, dtype, x_layout):
 
 class _PresentedOnCuda:
     """A CPU tensor's dtype and strides, presented as on a GPU: all that
-    ``conv_layout`` reads (the rule for CUDA is checkable without one)."""
+    ``conv_memory_format`` reads (the rule for CUDA is checkable without one)."""
 
     def __init__(self, tensor):
         self._tensor = tensor
@@ -445,16 +445,16 @@ class _PresentedOnCuda:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_conv_layout_rule_per_device(dtype):
+def test_conv_memory_format_rule_per_device(dtype):
     """torch: channels_last if either operand is, but on CUDA float64 and transposed
     convolutions with output_padding >= stride run contiguously."""
-    from torchconv import _library as ops
+    from torchconv import _memory_format as ops
 
     x = torch.randn(2, 3, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randn(5, 3, 3, 3, dtype=dtype)
-    assert ops.conv_layout(x, w) == torch.channels_last
-    assert ops.conv_layout(x, w, slow_transposed=True) == torch.channels_last  # CPU: same rule
-    on_cuda = ops.conv_layout(_PresentedOnCuda(x), _PresentedOnCuda(w))
+    assert ops.conv_memory_format(x, w) == torch.channels_last
+    assert ops.conv_memory_format(x, w, slow_transposed=True) == torch.channels_last  # CPU: same rule
+    on_cuda = ops.conv_memory_format(_PresentedOnCuda(x), _PresentedOnCuda(w))
     assert on_cuda == (torch.contiguous_format if dtype == torch.float64 else torch.channels_last)
-    assert ops.conv_layout(_PresentedOnCuda(x), _PresentedOnCuda(w), slow_transposed=True) == torch.contiguous_format
+    assert ops.conv_memory_format(_PresentedOnCuda(x), _PresentedOnCuda(w), slow_transposed=True) == torch.contiguous_format
     assert ops.output_padding_is_big([2, 2], [1, 2]) and not ops.output_padding_is_big([2, 2], [1, 1])
