@@ -2,9 +2,10 @@
 // schemas listed in schemas.h.
 //
 // The ops of kOpSchemas mirror the torchconv:: custom ops
-// (torchconv/_library.py) one for one; torchconv/backends/cpp.py calls them
-// as the "cpp" backend's kernels and registers their fake kernels. Kernels
-// are in cpu/ (TORCH_LIBRARY_IMPL for CPU) and cuda/ (for CUDA, when built).
+// (torchconv/_library.py) one for one: torchconv/backends/cpp.py calls them
+// as the "cpp" backend's kernels, and torchconv/_library.py gives them the
+// fake kernels of its OPS table. Kernels are in cpu/ (TORCH_LIBRARY_IMPL for
+// CPU) and cuda/ (for CUDA, when built).
 // gemm (kGemmSchema) is the CPU kernels' GEMM, exposed for its tests.
 // Importing torchconv._C (this library) is what registers them.
 #include <Python.h>

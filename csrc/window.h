@@ -1,9 +1,9 @@
 // Geometry of a sliding window, in one place for the argument checks
 // (checks.h), the CPU kernels (cpu/) and the CUDA kernels (cuda/): the
 // window itself, the output sizes it gives, and the per-axis rules the
-// pooling kernels share (which taps of a max window lie in the input, the
-// cells and divisor of an average window, which windows reach an input
-// position). Plain integer arithmetic with no ATen, so that the same
+// kernels share (which taps of a max window lie in the input, the cells and
+// divisor of an average window, which windows reach an input position,
+// which grid position's tap reads it). Plain integer arithmetic with no ATen, so that the same
 // functions compile for the host and, under nvcc, for the device.
 //
 // Along one axis, tap t (0 <= t < kernel) of output cell o reads input
@@ -119,6 +119,17 @@ TORCHCONV_HOST_DEVICE inline Range windows_reaching(index_t lo, index_t hi, int6
   const int64_t end = (hi - 1 + pad) / stride + 1;
   const int64_t clipped = end < outputs ? end : outputs;
   return Range{begin, clipped > begin ? clipped : begin};
+}
+
+// The grid position g along one axis whose tap `tap` reads input position i
+// (g * stride - pad + tap * dilation == i), or -1 when no g in [0, grid)
+// does: the gathers that give each image position the sum of what read it
+// (col2im, the depthwise transposed convolution).
+template <typename index_t>
+TORCHCONV_HOST_DEVICE inline index_t grid_position_reading(index_t i, index_t tap, int64_t grid, index_t stride,
+                                                           int64_t pad, int64_t dilation) {
+  const index_t shifted = i + static_cast<index_t>(pad - tap * dilation);  // g * stride if some g reads i
+  return shifted >= 0 && shifted % stride == 0 && shifted / stride < grid ? shifted / stride : index_t(-1);
 }
 
 }  // namespace torchconv

@@ -1,7 +1,7 @@
 // CPU kernels of max_pool2d and avg_pool2d, forward and backward, in both
-// layouts: contiguous (NCHW) and channels_last (NHWC). A pool runs in the
-// layout its input (forward) or grad_output (backward) suggests, as torch's
-// do, and returns its result in that layout, so neither layout pays for a
+// memory formats: contiguous (NCHW) and channels_last (NHWC). A pool runs in
+// the memory format its input (forward) or grad_output (backward) suggests,
+// as torch's do, and returns its result in it, so neither format pays for a
 // copy; max_pool2d's indices are per-plane flat h * W + w in both.
 //
 // Window rules are ATen's, the CUDA kernels' too (window.h): a max window
@@ -43,10 +43,6 @@
 namespace torchconv {
 namespace cpu {
 namespace {
-
-inline bool is_channels_last(const at::Tensor& t) {
-  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-}
 
 // Outputs along one axis whose every tap lies inside [0, size): the
 // interior, where the vectorised loops run without bounds checks.
@@ -257,17 +253,18 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   const int64_t batch = input.size(0), channels = input.size(1), in_h = input.size(2), in_w = input.size(3);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
   const int64_t out_h = out_size.first, out_w = out_size.second;
-  const at::MemoryFormat layout = is_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor x = input.contiguous(layout);
-  at::Tensor out = at::empty({batch, channels, out_h, out_w}, input.options().memory_format(layout));
-  at::Tensor indices = at::empty({batch, channels, out_h, out_w}, input.options().dtype(at::kLong).memory_format(layout));
+  const at::MemoryFormat memory_format = input.suggest_memory_format();  // of a 4-d tensor: NCHW or NHWC
+  const at::Tensor x = input.contiguous(memory_format);
+  const at::TensorOptions options = input.options().memory_format(memory_format);
+  at::Tensor out = at::empty({batch, channels, out_h, out_w}, options);
+  at::Tensor indices = at::empty({batch, channels, out_h, out_w}, options.dtype(at::kLong));
   if (out.numel() == 0) return {out, indices};
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::max_pool2d", [&] {
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
     int64_t* ix = indices.data_ptr<int64_t>();
     const bool wide = in_h * in_w > std::numeric_limits<int32_t>::max();
-    if (layout == at::MemoryFormat::ChannelsLast) {
+    if (memory_format == at::MemoryFormat::ChannelsLast) {
       if (wide) {
         max_pool2d_nhwc<scalar_t, int64_t>(in, y, ix, batch, channels, in_h, in_w, out_h, out_w, p);
       } else {
@@ -405,17 +402,16 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const int64_t batch = grad_output.size(0), channels = grad_output.size(1);
   const int64_t in_h = input_size[0], in_w = input_size[1];
   const int64_t out_h = grad_output.size(2), out_w = grad_output.size(3);
-  const at::MemoryFormat layout =
-      is_channels_last(grad_output) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor dy = grad_output.contiguous(layout), idx = indices.contiguous(layout);
+  const at::MemoryFormat memory_format = grad_output.suggest_memory_format();
+  const at::Tensor dy = grad_output.contiguous(memory_format), idx = indices.contiguous(memory_format);
   at::Tensor grad_input =
-      at::empty({batch, channels, in_h, in_w}, grad_output.options().memory_format(layout));
+      at::empty({batch, channels, in_h, in_w}, grad_output.options().memory_format(memory_format));
   if (grad_input.numel() == 0) return grad_input;
   if (grad_output.numel() == 0) return grad_input.zero_();
   TORCHCONV_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "torchconv_cpp::max_pool2d_backward", [&] {
     const scalar_t* g = dy.data_ptr<scalar_t>();
     const int64_t* ix = idx.data_ptr<int64_t>();
-    if (layout == at::MemoryFormat::ChannelsLast) {
+    if (memory_format == at::MemoryFormat::ChannelsLast) {
       max_pool2d_backward_nhwc<scalar_t>(g, ix, grad_input.data_ptr<scalar_t>(), batch, channels, in_h, in_w, out_h,
                                          out_w, p);
     } else {
@@ -523,14 +519,14 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
   const int64_t batch = input.size(0), channels = input.size(1), in_h = input.size(2), in_w = input.size(3);
   const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, p, ceil_mode);
   const int64_t out_h = out_size.first, out_w = out_size.second;
-  const at::MemoryFormat layout = is_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor x = input.contiguous(layout);
-  at::Tensor out = at::empty({batch, channels, out_h, out_w}, input.options().memory_format(layout));
+  const at::MemoryFormat memory_format = input.suggest_memory_format();  // of a 4-d tensor: NCHW or NHWC
+  const at::Tensor x = input.contiguous(memory_format);
+  at::Tensor out = at::empty({batch, channels, out_h, out_w}, input.options().memory_format(memory_format));
   if (out.numel() == 0) return out;
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::avg_pool2d", [&] {
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
-    if (layout == at::MemoryFormat::ChannelsLast) {
+    if (memory_format == at::MemoryFormat::ChannelsLast) {
       avg_pool2d_nhwc<scalar_t>(in, y, batch, channels, in_h, in_w, out_h, out_w, p, count_include_pad,
                                 fixed_divisor);
     } else if (p.stride_w == 2) {
@@ -559,10 +555,10 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
   const int64_t batch = grad_output.size(0), channels = grad_output.size(1);
   const int64_t in_h = input_size[0], in_w = input_size[1];
   const int64_t out_h = grad_output.size(2), out_w = grad_output.size(3);
-  const at::MemoryFormat layout =
-      is_channels_last(grad_output) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor dy = grad_output.contiguous(layout);
-  at::Tensor grad_input = at::empty({batch, channels, in_h, in_w}, grad_output.options().memory_format(layout));
+  const at::MemoryFormat memory_format = grad_output.suggest_memory_format();
+  const at::Tensor dy = grad_output.contiguous(memory_format);
+  at::Tensor grad_input =
+      at::empty({batch, channels, in_h, in_w}, grad_output.options().memory_format(memory_format));
   if (grad_input.numel() == 0) return grad_input;
   if (grad_output.numel() == 0) return grad_input.zero_();
   TORCHCONV_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "torchconv_cpp::avg_pool2d_backward", [&] {
@@ -571,7 +567,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
     // Windows are visited in output order and each spreads over its rows
     // inside the task's band: every input cell takes its contributions in
     // the serial order.
-    if (layout == at::MemoryFormat::ChannelsLast) {
+    if (memory_format == at::MemoryFormat::ChannelsLast) {
       const int64_t C = channels;
       for_each_band(grad_input.data_ptr<scalar_t>(), batch, in_h, in_w * C,
                     [&](int64_t n, int64_t y_lo, int64_t y_hi, acc* gx) {

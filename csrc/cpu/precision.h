@@ -6,7 +6,7 @@
 // rounded to the tensor's dtype once, when it is stored: as torch's own CPU
 // kernels do, and so that a sum of halves neither overflows nor loses its
 // small terms. For float32 and float64 these helpers compile to nothing (no
-// buffer, no copy), so those kernels stay what they were.
+// buffer, no copy): those dtypes pay nothing for the half ones.
 #pragma once
 
 #include <ATen/Dispatch.h>

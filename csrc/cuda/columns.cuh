@@ -98,13 +98,11 @@ __global__ void col2im_kernel(const scalar_t* __restrict__ columns, ColumnShape 
     const index_t g = ch / group_channels, c = ch % group_channels;
     acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[ch]) : acc_t(0);
     for (index_t i = 0; i < w.kernel_h; ++i) {
-      const index_t ty = y + static_cast<index_t>(w.pad_h - i * w.dilation_h);  // = grid y * stride_h if a row reads here
-      if (ty < 0 || ty % stride_h != 0 || ty / stride_h >= grid_h) continue;
-      const index_t gy = ty / stride_h;
+      const index_t gy = grid_position_reading<index_t>(y, i, grid_h, stride_h, w.pad_h, w.dilation_h);
+      if (gy < 0) continue;
       for (index_t j = 0; j < w.kernel_w; ++j) {
-        const index_t tx = x + static_cast<index_t>(w.pad_w - j * w.dilation_w);
-        if (tx < 0 || tx % stride_w != 0 || tx / stride_w >= grid_w) continue;
-        const index_t gx = tx / stride_w;
+        const index_t gx = grid_position_reading<index_t>(x, j, grid_w, stride_w, w.pad_w, w.dilation_w);
+        if (gx < 0) continue;
         const int64_t row = (static_cast<int64_t>(n) * grid_h + gy) * grid_w + gx;
         const int64_t k = ((static_cast<int64_t>(g) * w.kernel_h + i) * w.kernel_w + j) * group_channels + c;
         sum += static_cast<acc_t>(columns[row * width + k]);

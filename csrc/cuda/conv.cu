@@ -48,8 +48,8 @@ constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
 
 // cuDNN's rule, as torch applies it: channels_last if either operand is,
 // but never for float64. (The Python layer gives every result torch's exact
-// layout, torchconv/_library.py conv_layout; choosing the same one here saves
-// it a copy.)
+// memory format, torchconv/_memory_format.py conv_memory_format; choosing the
+// same one here saves it a copy.)
 at::MemoryFormat conv_memory_format(const at::Tensor& a, const at::Tensor& b) {
   if (a.scalar_type() == at::kDouble) return at::MemoryFormat::Contiguous;
   return a.suggest_memory_format() == kChannelsLast || b.suggest_memory_format() == kChannelsLast

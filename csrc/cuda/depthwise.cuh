@@ -22,6 +22,7 @@
 
 #include "columns.cuh"
 #include "launch.cuh"
+#include "window.h"
 
 namespace torchconv {
 namespace cuda {
@@ -67,13 +68,12 @@ __global__ void depthwise_conv_transpose2d_kernel(const scalar_t* __restrict__ i
     for (index_t c = o.c * per_group; c < (o.c + 1) * per_group; ++c) {
       const scalar_t* taps = weight + static_cast<int64_t>(c) * w.kernel_h * w.kernel_w;
       for (index_t i = 0; i < w.kernel_h; ++i) {
-        const index_t ty = o.h + static_cast<index_t>(w.pad_h - i * w.dilation_h);
-        if (ty < 0 || ty % stride_h != 0 || ty / stride_h >= in.size[2]) continue;
+        const index_t gy = grid_position_reading<index_t>(o.h, i, in.size[2], stride_h, w.pad_h, w.dilation_h);
+        if (gy < 0) continue;
         for (index_t j = 0; j < w.kernel_w; ++j) {
-          const index_t tx = o.w + static_cast<index_t>(w.pad_w - j * w.dilation_w);
-          if (tx < 0 || tx % stride_w != 0 || tx / stride_w >= in.size[3]) continue;
-          sum += static_cast<acc_t>(taps[i * w.kernel_w + j]) *
-                 static_cast<acc_t>(input[in.offset(o.n, c, ty / stride_h, tx / stride_w)]);
+          const index_t gx = grid_position_reading<index_t>(o.w, j, in.size[3], stride_w, w.pad_w, w.dilation_w);
+          if (gx < 0) continue;
+          sum += static_cast<acc_t>(taps[i * w.kernel_w + j]) * static_cast<acc_t>(input[in.offset(o.n, c, gy, gx)]);
         }
       }
     }
