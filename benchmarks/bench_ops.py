@@ -151,7 +151,7 @@ CASES = [
     Case("mnist NHWC conv {n}x32x14x14 -> 64 k3 p1", 64, _conv(32, 14, 64, 3, memory_format=torch.channels_last, padding=1), torchconv.conv2d, F.conv2d),
     Case("convT NHWC {n}x64x14x14 -> 32 k4 s2 p1", 16, _conv_t(64, 14, 32, 4, memory_format=torch.channels_last, stride=2, padding=1), torchconv.conv_transpose2d, F.conv_transpose2d),
 ]
-MEMORY_CASE = 3  # index in CASES of the case whose peak memory the README quotes
+MEMORY_CASE = 3  # index in CASES of the case whose peak memory benchmarks/README.md quotes
 # Peak memory is compared on every convolution case and on one large image,
 # where a whole image's im2col matrix (576 x 512*512 floats, 576 MiB) would
 # dwarf torch's footprint; it is only measured, not timed.

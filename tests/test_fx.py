@@ -1,6 +1,6 @@
 """torch.fx: torchconv's layers are leaves (``call_module``) as torch.nn's are,
 the functional ops trace with Proxies (``call_function``), and FX passes and
-quantization's fusion treat a converted model as the README says."""
+quantization's fusion treat a converted model as docs/export.md says."""
 
 import copy
 

@@ -18,7 +18,7 @@ relative error, while the error of a sum is bounded by the scale of the
 whole result. Integer results (max_pool2d's indices, integer convolutions)
 must be equal.
 
-The table's values are those the measurements in README's "Tolerances"
+The table's values are those the measurements in docs/tolerances.md
 support: float32 and complex64 ``1e-5`` (reductions up to ~10^5 terms),
 float64 and complex128 ``1e-13``; float16 and bfloat16 two units in the last
 place of the scale (``2 * 2**-10`` and ``2 * 2**-7``), for a result computed

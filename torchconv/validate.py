@@ -26,7 +26,7 @@ An agreement check passes when every tensor compared passes
 ``max|ours - torch| <= c(dtype) * max(1, max|torch|)`` with ``c`` from
 :data:`torchconv.testing.TOLERANCES`, integers equal. The error is measured
 against the tensor's own scale, so the limit holds for any magnitude (see
-README, "Tolerances", for how the limits were chosen). The table shows the
+docs/tolerances.md for how the limits were chosen). The table shows the
 largest absolute error and the largest scaled error of each check.
 
 Options:
