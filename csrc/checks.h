@@ -185,4 +185,53 @@ inline void check_pool_indices(const at::Tensor& grad_output, const at::Tensor& 
               indices.defined() ? indices.sizes() : at::IntArrayRef{});
 }
 
+// A pool's window and output size.
+struct PoolShape {
+  Window window;
+  int64_t out_h, out_w;
+};
+
+// max_pool2d: the window and output size of a valid call, else a RuntimeError.
+inline PoolShape check_max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  check_plane_input("max_pool2d", input);
+  const Window window = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
+  const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, window, ceil_mode);
+  return {window, out_size.first, out_size.second};
+}
+
+// max_pool2d_backward: the window of a valid call, else a RuntimeError.
+inline Window check_max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
+                                        at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  check_input("max_pool2d_backward", grad_output);
+  check_pair("max_pool2d_backward", "input_size", input_size, 1);
+  const Window window = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
+  check_pool_indices(grad_output, indices);
+  return window;
+}
+
+// avg_pool2d: the window and output size of a valid call, else a RuntimeError.
+inline PoolShape check_avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, bool ceil_mode, c10::optional<int64_t> divisor_override) {
+  check_plane_input("avg_pool2d", input);
+  const Window window = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
+  check_divisor("avg_pool2d", divisor_override);
+  const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, window, ceil_mode);
+  return {window, out_size.first, out_size.second};
+}
+
+// avg_pool2d_backward: the window of a valid call, else a RuntimeError.
+// (Its ceil_mode is not checked: grad_output's size says how many windows
+// there are.)
+inline Window check_avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef input_size,
+                                        at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                        c10::optional<int64_t> divisor_override) {
+  check_input("avg_pool2d_backward", grad_output);
+  check_pair("avg_pool2d_backward", "input_size", input_size, 1);
+  const Window window = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
+  check_divisor("avg_pool2d_backward", divisor_override);
+  return window;
+}
+
 }  // namespace torchconv

@@ -248,11 +248,10 @@ void max_pool2d_nhwc(const scalar_t* input, scalar_t* output, int64_t* indices, 
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   check_kernel_device("max_pool2d", input, at::kCPU);
-  check_plane_input("max_pool2d", input);
-  const Window p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
+  const PoolShape shape = check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode);
+  const Window& p = shape.window;
   const int64_t batch = input.size(0), channels = input.size(1), in_h = input.size(2), in_w = input.size(3);
-  const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
-  const int64_t out_h = out_size.first, out_w = out_size.second;
+  const int64_t out_h = shape.out_h, out_w = shape.out_w;
   const at::MemoryFormat memory_format = input.suggest_memory_format();  // of a 4-d tensor: NCHW or NHWC
   const at::Tensor x = input.contiguous(memory_format);
   const at::TensorOptions options = input.options().memory_format(memory_format);
@@ -395,10 +394,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
                                at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation) {
   check_kernel_device("max_pool2d_backward", grad_output, at::kCPU);
-  check_input("max_pool2d_backward", grad_output);
-  check_pair("max_pool2d_backward", "input_size", input_size, 1);
-  const Window p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
-  check_pool_indices(grad_output, indices);
+  const Window p = check_max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation);
   const int64_t batch = grad_output.size(0), channels = grad_output.size(1);
   const int64_t in_h = input_size[0], in_w = input_size[1];
   const int64_t out_h = grad_output.size(2), out_w = grad_output.size(3);
@@ -512,13 +508,11 @@ void avg_pool2d_nhwc(const scalar_t* input, scalar_t* output, int64_t batch, int
 at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                       bool ceil_mode, bool count_include_pad, c10::optional<int64_t> divisor_override) {
   check_kernel_device("avg_pool2d", input, at::kCPU);
-  check_plane_input("avg_pool2d", input);
-  const Window p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
-  check_divisor("avg_pool2d", divisor_override);
+  const PoolShape shape = check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, divisor_override);
+  const Window& p = shape.window;
   const int64_t fixed_divisor = divisor_override.value_or(0);  // 0: none (avg_divisor)
   const int64_t batch = input.size(0), channels = input.size(1), in_h = input.size(2), in_w = input.size(3);
-  const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, p, ceil_mode);
-  const int64_t out_h = out_size.first, out_w = out_size.second;
+  const int64_t out_h = shape.out_h, out_w = shape.out_w;
   const at::MemoryFormat memory_format = input.suggest_memory_format();  // of a 4-d tensor: NCHW or NHWC
   const at::Tensor x = input.contiguous(memory_format);
   at::Tensor out = at::empty({batch, channels, out_h, out_w}, input.options().memory_format(memory_format));
@@ -547,10 +541,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
                                at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                                c10::optional<int64_t> divisor_override) {
   check_kernel_device("avg_pool2d_backward", grad_output, at::kCPU);
-  check_input("avg_pool2d_backward", grad_output);
-  check_pair("avg_pool2d_backward", "input_size", input_size, 1);
-  const Window p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
-  check_divisor("avg_pool2d_backward", divisor_override);
+  const Window p = check_avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, divisor_override);
   const int64_t fixed_divisor = divisor_override.value_or(0);  // 0: none (avg_divisor)
   const int64_t batch = grad_output.size(0), channels = grad_output.size(1);
   const int64_t in_h = input_size[0], in_w = input_size[1];

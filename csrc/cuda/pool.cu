@@ -137,18 +137,16 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
                                               at::IntArrayRef stride, at::IntArrayRef padding,
                                               at::IntArrayRef dilation, bool ceil_mode) {
   check_kernel_device("max_pool2d", input, kKernelDevice);
-  check_plane_input("max_pool2d", input);
-  const Window p = check_pool("max_pool2d", kernel_size, stride, padding, dilation);
-  const std::pair<int64_t, int64_t> out_size = check_pool_output("max_pool2d", input, p, ceil_mode);
+  const PoolShape shape = check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode);
   const DeviceGuard guard(input.device());
   const at::MemoryFormat format = input.suggest_memory_format();
-  const std::vector<int64_t> shape{input.size(0), input.size(1), out_size.first, out_size.second};
-  at::Tensor out = at::empty(shape, input.options().memory_format(format));
-  at::Tensor indices = at::empty(shape, input.options().dtype(at::kLong).memory_format(format));
+  const std::vector<int64_t> sizes{input.size(0), input.size(1), shape.out_h, shape.out_w};
+  at::Tensor out = at::empty(sizes, input.options().memory_format(format));
+  at::Tensor indices = at::empty(sizes, input.options().dtype(at::kLong).memory_format(format));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::max_pool2d", [&] {
     launch_indexed(max_pool2d_kernel<scalar_t, int32_t>, max_pool2d_kernel<scalar_t, int64_t>,
                    fits_int32({out.numel(), input.numel()}), out.numel(), input.const_data_ptr<scalar_t>(),
-                   layout_of(input), layout_of(out), is_channels_last(format), p, out.data_ptr<scalar_t>(),
+                   layout_of(input), layout_of(out), is_channels_last(format), shape.window, out.data_ptr<scalar_t>(),
                    indices.data_ptr<int64_t>());
   });
   return {out, indices};
@@ -158,10 +156,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
                                at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation) {
   check_kernel_device("max_pool2d_backward", grad_output, kKernelDevice);
-  check_input("max_pool2d_backward", grad_output);
-  check_pair("max_pool2d_backward", "input_size", input_size, 1);
-  const Window p = check_pool("max_pool2d_backward", kernel_size, stride, padding, dilation);
-  check_pool_indices(grad_output, indices);
+  const Window p = check_max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation);
   const DeviceGuard guard(grad_output.device());
   const at::MemoryFormat format = grad_output.suggest_memory_format();
   at::Tensor grad_input = at::empty({grad_output.size(0), grad_output.size(1), input_size[0], input_size[1]},
@@ -181,18 +176,15 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
                       at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                       c10::optional<int64_t> divisor_override) {
   check_kernel_device("avg_pool2d", input, kKernelDevice);
-  check_plane_input("avg_pool2d", input);
-  const Window p = check_pool("avg_pool2d", kernel_size, stride, padding, {1, 1});
-  check_divisor("avg_pool2d", divisor_override);
-  const std::pair<int64_t, int64_t> out_size = check_pool_output("avg_pool2d", input, p, ceil_mode);
+  const PoolShape shape = check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, divisor_override);
   const DeviceGuard guard(input.device());
   const at::MemoryFormat format = input.suggest_memory_format();
-  at::Tensor out = at::empty({input.size(0), input.size(1), out_size.first, out_size.second},
+  at::Tensor out = at::empty({input.size(0), input.size(1), shape.out_h, shape.out_w},
                              input.options().memory_format(format));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::avg_pool2d", [&] {
     launch_indexed(avg_pool2d_kernel<scalar_t, int32_t>, avg_pool2d_kernel<scalar_t, int64_t>,
                    fits_int32({out.numel(), input.numel()}), out.numel(), input.const_data_ptr<scalar_t>(),
-                   layout_of(input), layout_of(out), is_channels_last(format), p, count_include_pad,
+                   layout_of(input), layout_of(out), is_channels_last(format), shape.window, count_include_pad,
                    divisor_override.value_or(0), out.data_ptr<scalar_t>());
   });
   return out;
@@ -202,10 +194,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
                                at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode,
                                bool count_include_pad, c10::optional<int64_t> divisor_override) {
   check_kernel_device("avg_pool2d_backward", grad_output, kKernelDevice);
-  check_input("avg_pool2d_backward", grad_output);
-  check_pair("avg_pool2d_backward", "input_size", input_size, 1);
-  const Window p = check_pool("avg_pool2d_backward", kernel_size, stride, padding, {1, 1});
-  check_divisor("avg_pool2d_backward", divisor_override);
+  const Window p = check_avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, divisor_override);
   (void)ceil_mode;  // grad_output's size already says how many windows there are
   const DeviceGuard guard(grad_output.device());
   const at::MemoryFormat format = grad_output.suggest_memory_format();
