@@ -3,8 +3,9 @@
 // window itself, the output sizes it gives, and the per-axis rules the
 // kernels share (which taps of a max window lie in the input, the cells and
 // divisor of an average window, which windows reach an input position,
-// which grid position's tap reads it). Plain integer arithmetic with no ATen, so that the same
-// functions compile for the host and, under nvcc, for the device.
+// which grid position's tap reads it). Plain integer arithmetic with no
+// ATen, so that the same functions compile for the host and, under nvcc,
+// for the device.
 //
 // Along one axis, tap t (0 <= t < kernel) of output cell o reads input
 // position o * stride - pad + t * dilation; positions outside [0, size) are

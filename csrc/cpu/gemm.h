@@ -14,9 +14,9 @@
 //
 // On CPUs with AVX-512 it is this project's own GEMM (gemm_avx512.cpp: 1.1-
 // 1.4x MKL's sgemm on the convolutions' shapes, benchmarks/gemm_bench);
-// elsewhere the BLAS that torch's CPU build carries. It threads over blocks
-// of C with at::parallel_for, and runs on the calling thread inside a
-// parallel region (the kernels' own tasks). float32 and float64; the half
+// elsewhere the BLAS that torch's CPU build carries. Called inside a
+// parallel region (the kernels' own tasks) it runs on the calling thread;
+// otherwise it may use torch's threads. float32 and float64; the half
 // dtypes run the float32 one (precision.h). Tested through the
 // torchconv_cpp::gemm op (gemm_op.cpp, tests/test_gemm.py).
 #pragma once
