@@ -57,11 +57,6 @@ struct ConvShape {
   }
 };
 
-Window make_window(const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
-                   at::IntArrayRef dilation) {
-  return Window{weight.size(2), weight.size(3), stride[0], stride[1],
-                padding[0],     padding[1],     dilation[0], dilation[1]};
-}
 
 // A weight or bias in the type the kernels compute in (float32 for the half
 // dtypes), contiguous; undefined stays undefined.
@@ -1060,12 +1055,6 @@ void conv_transpose2d_depthwise_nhwc(const ConvShape& s, const scalar_t* input, 
   using acc = acc_t<scalar_t>;
   const Window& w = s.window;
   const int64_t channels = s.image_channels;
-  // Grid coordinate of image coordinate `at` through tap `k`, or -1.
-  auto grid_of = [](int64_t at, int64_t k, int64_t stride, int64_t pad, int64_t dilation, int64_t size) {
-    const int64_t shifted = at + pad - k * dilation;
-    if (shifted < 0 || shifted % stride != 0 || shifted / stride >= size) return int64_t(-1);
-    return shifted / stride;
-  };
   at::parallel_for(0, s.batch * s.image_h, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc> sum(channels);
     for (int64_t row = begin; row < end; ++row) {
@@ -1077,10 +1066,10 @@ void conv_transpose2d_depthwise_nhwc(const ConvShape& s, const scalar_t* input, 
           std::fill(sum.begin(), sum.end(), acc(0));
         }
         for (int64_t i = 0; i < w.kernel_h; ++i) {
-          const int64_t y = grid_of(iy, i, w.stride_h, w.pad_h, w.dilation_h, s.grid_h);
+          const int64_t y = grid_position_reading<int64_t>(iy, i, s.grid_h, w.stride_h, w.pad_h, w.dilation_h);
           if (y < 0) continue;
           for (int64_t j = 0; j < w.kernel_w; ++j) {
-            const int64_t x = grid_of(ix, j, w.stride_w, w.pad_w, w.dilation_w, s.grid_w);
+            const int64_t x = grid_position_reading<int64_t>(ix, j, s.grid_w, w.stride_w, w.pad_w, w.dilation_w);
             if (x < 0) continue;
             add_tap(weight + (i * w.kernel_w + j) * channels, input + ((n * s.grid_h + y) * s.grid_w + x) * channels,
                     sum.data(), channels);
@@ -1161,7 +1150,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   check_kernel_device("conv2d", input, at::kCPU);
   const std::pair<int64_t, int64_t> out_size = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
   const int64_t out_h = out_size.first, out_w = out_size.second;
-  const Window window = make_window(weight, stride, padding, dilation);
+  const Window window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     weight.size(0), out_h, out_w, window};
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
@@ -1205,7 +1194,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const std::pair<int64_t, int64_t> out_size =
       check_conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
   const int64_t out_h = out_size.first, out_w = out_size.second;
-  const Window window = make_window(weight, stride, padding, dilation);
+  const Window window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
   const int64_t out_channels = weight.size(1) * groups;
   const ConvShape s{input.size(0), groups, out_channels, out_h, out_w,
                     input.size(1), input.size(2), input.size(3), window};
@@ -1253,8 +1242,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_kernel_device("conv2d_weight", input, at::kCPU);
   check_conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
-  const at::Tensor weight_like = at::empty(weight_size, input.options().device(at::kMeta));
-  const Window window = make_window(weight_like, stride, padding, dilation);
+  const Window window = make_window(weight_size[2], weight_size[3], stride, padding, dilation);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     grad_output.size(1), grad_output.size(2), grad_output.size(3), window};
   if (channels_last(input, grad_output) && is_depthwise(s)) {
