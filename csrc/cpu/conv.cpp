@@ -1138,6 +1138,11 @@ at::Tensor in_layout(const at::Tensor& result, bool to_channels_last) {
   return at::empty(result.sizes(), result.options().memory_format(format)).copy_(result);
 }
 
+// A fresh channels_last tensor of `sizes` with the dtype and device of `like`.
+at::Tensor empty_channels_last(at::IntArrayRef sizes, const at::Tensor& like) {
+  return at::empty(sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
+}
+
 // A conv2d weight (Cout, Cin/G, kH, kW) or conv_transpose2d weight (Cin,
 // Cout/G, kH, kW) in the compute type with its channels last: free for a
 // channels_last weight.
@@ -1154,10 +1159,10 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     weight.size(0), out_h, out_w, window};
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
-  if (channels_last(input, weight) && is_depthwise(s)) {
+  const bool to_channels_last = channels_last(input, weight);
+  if (to_channels_last && is_depthwise(s)) {
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = tap_major_weight(weight);
-    at::Tensor out = at::empty({s.batch, s.grid_channels, out_h, out_w},
-                               input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor out = empty_channels_last({s.batch, s.grid_channels, out_h, out_w}, input);
     TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
       using acc = acc_t<scalar_t>;
       conv2d_depthwise_nhwc<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
@@ -1165,11 +1170,9 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
     });
     return out;
   }
-  const bool to_channels_last = channels_last(input, weight);
   if ((to_channels_last || folds_samples(s)) && !uses_direct_loops(s)) {
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = weight_channels_last(weight);
-    at::Tensor out = at::empty({s.batch, s.grid_channels, out_h, out_w},
-                               input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor out = empty_channels_last({s.batch, s.grid_channels, out_h, out_w}, input);
     TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
       using acc = acc_t<scalar_t>;
       conv2d_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
@@ -1199,10 +1202,10 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const ConvShape s{input.size(0), groups, out_channels, out_h, out_w,
                     input.size(1), input.size(2), input.size(3), window};
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
-  if (channels_last(input, weight) && is_depthwise(s)) {
+  const bool to_channels_last = channels_last(input, weight);
+  if (to_channels_last && is_depthwise(s)) {
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = tap_major_weight(weight);
-    at::Tensor out = at::empty({s.batch, out_channels, out_h, out_w},
-                               input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor out = empty_channels_last({s.batch, out_channels, out_h, out_w}, input);
     TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
       using acc = acc_t<scalar_t>;
       conv_transpose2d_depthwise_nhwc<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
@@ -1210,11 +1213,9 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
     });
     return out;
   }
-  const bool to_channels_last = channels_last(input, weight);
   if ((to_channels_last || folds_samples(s)) && !uses_direct_loops(s)) {
     const at::Tensor w = weight_channels_last(weight);
-    at::Tensor out = at::empty({s.batch, out_channels, out_h, out_w},
-                               input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor out = empty_channels_last({s.batch, out_channels, out_h, out_w}, input);
     TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
       using acc = acc_t<scalar_t>;
       conv_transpose2d_nhwc_kernel<scalar_t>(s, GridOperand<scalar_t>(input, true), w.data_ptr<acc>(),
@@ -1245,20 +1246,20 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
   const Window window = make_window(weight_size[2], weight_size[3], stride, padding, dilation);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     grad_output.size(1), grad_output.size(2), grad_output.size(3), window};
-  if (channels_last(input, grad_output) && is_depthwise(s)) {
+  const bool to_channels_last = channels_last(input, grad_output);
+  if (to_channels_last && is_depthwise(s)) {
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor dy = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
-    at::Tensor grad_weight = at::empty(weight_size, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor grad_weight = empty_channels_last(weight_size, input);
     TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
       conv2d_weight_depthwise_nhwc<scalar_t>(s, x.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
                                              grad_weight.data_ptr<scalar_t>());
     });
     return grad_weight;
   }
-  const bool to_channels_last = channels_last(input, grad_output);
   if ((to_channels_last || folds_samples(s)) && !uses_direct_loops(s)) {
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-    at::Tensor grad_weight = at::empty(weight_size, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor grad_weight = empty_channels_last(weight_size, input);
     TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
       conv2d_weight_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), GridOperand<scalar_t>(grad_output, true),
                                           grad_weight.data_ptr<scalar_t>());
