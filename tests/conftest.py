@@ -80,6 +80,16 @@ def cpu_backend(request):
         yield request.param
 
 
+@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"threads{n}")
+def threads(request):
+    """Runs the test with 1, 2 and 3 torch threads (the kernels' task
+    splitting differs with each: fewer samples than threads, uneven blocks)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 def device_of_test() -> torch.device:
     """The device the running test creates tensors on (CUDA inside a CUDA run)."""
     return torch.get_default_device()

@@ -26,14 +26,6 @@ pytestmark = pytest.mark.skipif(
 CL = torch.channels_last
 
 
-@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"threads{n}")
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _leaf(shape, dtype, layout=torch.contiguous_format):
     torch.manual_seed(sum(shape))
     return torch.randn(shape, dtype=dtype).contiguous(memory_format=layout).requires_grad_()

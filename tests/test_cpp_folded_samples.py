@@ -41,14 +41,6 @@ CONV_T_SHAPES = [
 ]
 
 
-@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"threads{n}")
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _ids(shape):
     n, cin, cout, size, k, s, p, d, g = shape
     return f"n{n}-{cin}to{cout}-{size[0]}x{size[1]}-k{k}s{s}p{p}d{d}g{g}"
