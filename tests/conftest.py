@@ -90,6 +90,23 @@ def threads(request):
     torch.set_num_threads(before)
 
 
+# The compiled kernels' CPU capability levels this machine can run (one
+# placeholder when the extension is not built: the tests using it skip).
+CAPABILITIES = torchconv.backends.cpp.supported_capabilities() if torchconv.backends.cpp.is_available() else ["none"]
+
+
+@pytest.fixture(params=CAPABILITIES)
+def capability(request):
+    """Runs the test at each CPU capability level of the compiled kernels
+    that this machine supports (csrc/cpu/capability.h): each level's kernel
+    variants are tested wherever the CPU can run them."""
+    if request.param == "none":
+        yield None
+        return
+    with torchconv.backends.cpp.use_capability(request.param):
+        yield request.param
+
+
 def device_of_test() -> torch.device:
     """The device the running test creates tensors on (CUDA inside a CUDA run)."""
     return torch.get_default_device()

@@ -18,10 +18,14 @@ import torch.nn.functional as F
 import torchconv
 from torchconv.testing import assert_close_to_torch
 
-pytestmark = pytest.mark.skipif(
-    "cpp" not in torchconv.backends.available("cpu"),
-    reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        "cpp" not in torchconv.backends.available("cpu"),
+        reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
+    ),
+    # Every test runs at each CPU capability level this machine supports.
+    pytest.mark.usefixtures("capability"),
+]
 
 CL = torch.channels_last
 

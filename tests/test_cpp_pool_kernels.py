@@ -17,10 +17,14 @@ import torch
 import torchconv
 from torchconv.testing import assert_close_to_torch
 
-pytestmark = pytest.mark.skipif(
-    "cpp" not in torchconv.backends.available("cpu"),
-    reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        "cpp" not in torchconv.backends.available("cpu"),
+        reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
+    ),
+    # Every test runs at each CPU capability level this machine supports.
+    pytest.mark.usefixtures("capability"),
+]
 
 OPS = torch.ops.torchconv_cpp
 ATEN = torch.ops.aten

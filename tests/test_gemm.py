@@ -2,8 +2,10 @@
 
 ``torch.ops.torchconv_cpp.gemm`` (csrc/cpu/gemm_op.cpp) runs the one GEMM
 entry the convolution kernels call, ``c = alpha * op(a) @ op(b) + beta * c``
-in place: this project's AVX-512 GEMM on CPUs with AVX-512, the BLAS torch
-carries elsewhere, so each machine tests the implementation it runs.
+in place, at each CPU capability level the machine supports (the
+``capability`` fixture): the BLAS torch carries (default, avx2), this
+project's AVX-512 GEMM (avx512) and, for bfloat16 operands, its AVX512-BF16
+GEMM (avx512_bf16).
 
 Shapes: every edge size of the micro-tile and panels (1, primes, 8 +- 1,
 16 +- 1, 48 +- 1) in all transposes; random shapes up to several K blocks
@@ -29,10 +31,14 @@ import torch
 import torchconv
 from torchconv.testing import tolerance
 
-pytestmark = pytest.mark.skipif(
-    "cpp" not in torchconv.backends.available("cpu"),
-    reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        "cpp" not in torchconv.backends.available("cpu"),
+        reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
+    ),
+    # Every test runs at each CPU capability level this machine supports.
+    pytest.mark.usefixtures("capability"),
+]
 
 # (m, n, k, transpose_a, transpose_b, alpha, beta, pad): pad is how much
 # wider than its width each stored matrix is (its leading dimension).
@@ -93,11 +99,15 @@ def _storage(view, pad):
 
 
 def _failures(case, dtype, generator):
-    """What went wrong with `case`, at one thread and at two (empty if nothing)."""
+    """What went wrong with `case`, at one thread and at two (empty if nothing).
+    Half operands (`dtype` float16 or bfloat16) go with a float32 c: the GEMM
+    of the half convolutions, whose sums are float32 ones."""
     m, n, k, ta, tb, alpha, beta, pad = case
     a = _stored(k, m, dtype, pad, generator) if ta else _stored(m, k, dtype, pad, generator)
     b = _stored(n, k, dtype, pad, generator) if tb else _stored(k, n, dtype, pad, generator)
-    c = _stored(m, n, dtype, pad, generator)
+    c_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    dtype = c_dtype
+    c = _stored(m, n, c_dtype, pad, generator)
     if alpha == 0:  # must not be read
         a.fill_(float("nan"))
         b.fill_(float("nan"))
@@ -133,7 +143,7 @@ def _failures(case, dtype, generator):
     return failures
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("group", list(CASES))
 def test_gemm_matches_float64_product(group, dtype):
     generator = torch.Generator().manual_seed(0)
@@ -152,3 +162,5 @@ def test_gemm_refuses_operands_that_do_not_fit():
         gemm(a.double(), b, c, False, False, 1.0, 0.0)
     with pytest.raises(RuntimeError, match="float32 or float64"):
         gemm(a.half(), b.half(), c.half(), False, False, 1.0, 0.0)
+    with pytest.raises(RuntimeError, match="both half with a float32 c"):
+        gemm(a.bfloat16(), b.half(), c, False, False, 1.0, 0.0)

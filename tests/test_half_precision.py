@@ -21,9 +21,13 @@ import torchconv
 from torchconv.backends import cpp
 from torchconv.testing import assert_close_to_torch
 
-pytestmark = pytest.mark.skipif(
-    not cpp.is_available(), reason="the C++ extension is not built (pip install --no-build-isolation -e .)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not cpp.is_available(), reason="the C++ extension is not built (pip install --no-build-isolation -e .)"
+    ),
+    # Every test runs at each CPU capability level this machine supports.
+    pytest.mark.usefixtures("capability"),
+]
 
 HALF = [torch.float16, torch.bfloat16]
 LAYOUTS = ["contiguous", "channels_last"]

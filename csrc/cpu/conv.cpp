@@ -698,7 +698,7 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar
       } else {
         im2col(group_image, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, buffer);
       }
-      gemm<acc>(false, false, s.grid_group(), cols, rows, 1, weight + g * s.grid_group() * rows,
+      gemm<scalar_t>(false, false, s.grid_group(), cols, rows, 1, weight + g * s.grid_group() * rows,
                 std::max<int64_t>(rows, 1), columns, std::max<int64_t>(ld_columns, 1), 0,
                 out + g * s.grid_group() * ld_out, std::max<int64_t>(ld_out, 1));
     }
@@ -744,7 +744,7 @@ void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t>& in
       acc* group_image = image.data + n * s.image_sample() + g * s.image_group() * s.image_size();
       acc* columns = pointwise ? group_image + first : buffer;
       const int64_t ld_columns = pointwise ? s.image_size() : cols;
-      gemm<acc>(true, false, rows, cols, s.grid_group(), 1, weight + g * s.grid_group() * rows,
+      gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, weight + g * s.grid_group() * rows,
                 std::max<int64_t>(rows, 1), x + g * s.grid_group() * ld_x, std::max<int64_t>(ld_x, 1), 0, columns,
                 std::max<int64_t>(ld_columns, 1));
       if (!pointwise) col2im(columns, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, group_image);
@@ -826,7 +826,7 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const GridO
         im2col(group_image, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, buffer);
       }
       // sum[g] (Cout/G x rows) += dy[g] (Cout/G x L) . columns^T (L x rows)
-      gemm<acc>(false, true, s.grid_group(), rows, cols, 1, dy + g * s.grid_group() * ld_dy,
+      gemm<scalar_t>(false, true, s.grid_group(), rows, cols, 1, dy + g * s.grid_group() * ld_dy,
                 std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
                 sum + g * s.grid_group() * rows, std::max<int64_t>(rows, 1));
     }
@@ -884,7 +884,7 @@ void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const acc_t<s
                       buffer + before * gw * depth);
         });
       }
-      gemm<acc>(false, true, pixels, cog, depth, 1, columns, std::max<int64_t>(ld_columns, 1),
+      gemm<scalar_t>(false, true, pixels, cog, depth, 1, columns, std::max<int64_t>(ld_columns, 1),
                 weight + g * cog * depth, std::max<int64_t>(depth, 1), 0, out + g * cog, std::max<int64_t>(cout, 1));
     }
     if (bias != nullptr) add_bias_pixels(out, bias, cout, pixels);
@@ -920,7 +920,7 @@ void conv_transpose2d_nhwc_kernel(const ConvShape& s, const GridOperand<scalar_t
     for (int64_t g = 0; g < s.groups; ++g) {
       acc* columns = pointwise ? sample_image + first * cout + g * cog : buffer;
       const int64_t ld_columns = pointwise ? cout : depth;
-      gemm<acc>(false, false, pixels, depth, cig, 1, x + g * cig, std::max<int64_t>(cin, 1),
+      gemm<scalar_t>(false, false, pixels, depth, cig, 1, x + g * cig, std::max<int64_t>(cin, 1),
                 weight + g * cig * depth, std::max<int64_t>(depth, 1), 0, columns, std::max<int64_t>(ld_columns, 1));
       if (!pointwise) {
         for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
@@ -985,7 +985,7 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const 
                       buffer + before * gw * depth);
         });
       }
-      gemm<acc>(true, false, cog, depth, pixels, 1, dy + g * cog, std::max<int64_t>(cout, 1), columns,
+      gemm<scalar_t>(true, false, cog, depth, pixels, 1, dy + g * cog, std::max<int64_t>(cout, 1), columns,
                 std::max<int64_t>(ld_columns, 1), 1, sum + g * cog * depth, std::max<int64_t>(depth, 1));
     }
   });

@@ -1,13 +1,16 @@
-// The GEMM entry of the CPU kernels (contract in gemm.h): this project's
-// AVX-512 GEMM where the CPU has AVX-512 (gemm_avx512.h), else the BLAS that
-// torch's CPU build carries (MKL's sgemm_/dgemm_, exported by libtorch_cpu;
-// ATen's own cpublas wrappers are not exported to extensions).
+// The GEMM entry of the CPU kernels (contract in gemm.h): the GEMM of the
+// capability level in use (capability.h): this project's AVX-512 GEMMs
+// (gemm_avx512.h), or the BLAS that torch's CPU build carries (MKL's
+// sgemm_/dgemm_, exported by libtorch_cpu; ATen's own cpublas wrappers are
+// not exported to extensions).
 #include "gemm.h"
 
 #include <c10/util/Exception.h>
 
 #include <climits>
+#include <type_traits>
 
+#include "capability.h"
 #include "gemm_avx512.h"
 
 extern "C" {
@@ -61,20 +64,33 @@ void row_major_blas_gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t 
 }  // namespace
 
 template <typename scalar_t>
-void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, scalar_t alpha, const scalar_t* a,
-          int64_t lda, const scalar_t* b, int64_t ldb, scalar_t beta, scalar_t* c, int64_t ldc) {
+void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, acc_t<scalar_t> alpha,
+          const acc_t<scalar_t>* a, int64_t lda, const acc_t<scalar_t>* b, int64_t ldb, acc_t<scalar_t> beta,
+          acc_t<scalar_t>* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  if (avx512::available()) {
+  const Capability level = capability();
+  if constexpr (std::is_same<scalar_t, at::BFloat16>::value) {
+    if (level >= Capability::AVX512_BF16) {
+      avx512::gemm_bf16(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      return;
+    }
+  }
+  if (level >= Capability::AVX512) {
     avx512::gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   } else {
     row_major_blas_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
 }
 
-template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
-                          float, float*, int64_t);
-template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
-                           int64_t, double, double*, int64_t);
+#define TORCHCONV_GEMM_INSTANCE(scalar_t)                                                                   \
+  template void gemm<scalar_t>(bool, bool, int64_t, int64_t, int64_t, acc_t<scalar_t>, const acc_t<scalar_t>*, \
+                               int64_t, const acc_t<scalar_t>*, int64_t, acc_t<scalar_t>, acc_t<scalar_t>*,    \
+                               int64_t);
+TORCHCONV_GEMM_INSTANCE(float)
+TORCHCONV_GEMM_INSTANCE(double)
+TORCHCONV_GEMM_INSTANCE(at::Half)
+TORCHCONV_GEMM_INSTANCE(at::BFloat16)
+#undef TORCHCONV_GEMM_INSTANCE
 
 }  // namespace cpu
 }  // namespace torchconv

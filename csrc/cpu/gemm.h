@@ -12,24 +12,30 @@
 // BLAS's conventions: beta == 0 never reads C (it may hold NaN); alpha == 0
 // or k == 0 never reads A or B; m == 0 or n == 0 does nothing.
 //
-// On CPUs with AVX-512 it is this project's own GEMM (gemm_avx512.cpp: 1.1-
-// 1.4x MKL's sgemm on the convolutions' shapes, benchmarks/gemm_bench);
-// elsewhere the BLAS that torch's CPU build carries. Called inside a
-// parallel region (the kernels' own tasks) it runs on the calling thread;
-// otherwise it may use torch's threads. float32 and float64; the half
-// dtypes run the float32 one (precision.h). Tested through the
-// torchconv_cpp::gemm op (gemm_op.cpp, tests/test_gemm.py).
+// scalar_t is the dtype the operands' values come from; they are stored,
+// and C computed, in acc_t<scalar_t> (precision.h): float32 for the half
+// dtypes, whose values the kernels widen exactly. Which GEMM runs is the
+// capability level's choice (capability.h): torch's BLAS at default and
+// avx2; this project's AVX-512 GEMM at avx512 (gemm_avx512.cpp); at
+// avx512_bf16 bfloat16 operands are multiplied as bfloat16 with float32
+// sums (gemm_avx512_bf16.cpp), which is exact for them, as they are
+// bfloat16 values. Called inside a parallel region (the kernels' own tasks)
+// it runs on the calling thread; otherwise it may use torch's threads.
+// Tested through the torchconv_cpp::gemm op (gemm_op.cpp, tests/test_gemm.py).
 #pragma once
 
 #include <cstdint>
 
+#include "precision.h"
+
 namespace torchconv {
 namespace cpu {
 
-// Defined for float and double (gemm.cpp).
+// Defined for float, double, at::Half and at::BFloat16 (gemm.cpp).
 template <typename scalar_t>
-void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, scalar_t alpha, const scalar_t* a,
-          int64_t lda, const scalar_t* b, int64_t ldb, scalar_t beta, scalar_t* c, int64_t ldc);
+void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, acc_t<scalar_t> alpha,
+          const acc_t<scalar_t>* a, int64_t lda, const acc_t<scalar_t>* b, int64_t ldb, acc_t<scalar_t> beta,
+          acc_t<scalar_t>* c, int64_t ldc);
 
 }  // namespace cpu
 }  // namespace torchconv

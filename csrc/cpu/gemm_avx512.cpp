@@ -23,9 +23,11 @@
 //
 // Everything AVX-512 is compiled under a target pragma, so this file builds
 // with plain -O2/-O3 and gemm.cpp chooses this GEMM at run time
-// (avx512::available()).
+// (capability.h).
 
 #include "gemm_avx512.h"
+#include "gemm_threads.h"
+#include "transpose8x8.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -372,28 +374,7 @@ struct Tile<float> {
   static reg loadu(const float* p) { return _mm256_loadu_ps(p); }
   static reg maskz_loadu(__mmask8 m, const float* p) { return _mm256_maskz_loadu_ps(m, p); }
   static void storeu(float* p, reg v) { _mm256_storeu_ps(p, v); }
-  static void transpose(reg r[8]) {
-    reg t[8];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    reg u[8];
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-      const int o = 4 * h;
-      u[o + 0] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(1, 0, 1, 0));
-      u[o + 1] = _mm256_shuffle_ps(t[o + 0], t[o + 2], _MM_SHUFFLE(3, 2, 3, 2));
-      u[o + 2] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(1, 0, 1, 0));
-      u[o + 3] = _mm256_shuffle_ps(t[o + 1], t[o + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-      r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-    }
-  }
+  static void transpose(reg r[8]) { transpose8x8(r); }
 };
 
 template <>
@@ -595,13 +576,6 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T a
 #pragma GCC pop_options
 #endif
 
-bool detect_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("fma");
-}
-
 // Single-threaded GEMM of any shape (the contract's edge cases, then
 // blocked_gemm).
 template <typename T>
@@ -617,110 +591,20 @@ void serial_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T al
   }
 }
 
-// Below this many multiply-adds (~20 us on one core) the fork/join of
-// at::parallel_for costs more than a second thread saves (measured: the
-// crossover is near 1M; a 32x784x9 product ran 4x slower split in three).
-constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
-// Up to this many chunks per thread: threads claim chunks dynamically, so
-// when the machine is shared and one thread is descheduled the others take
-// over its share instead of leaving it on the critical path.
-constexpr int64_t kMaxChunksPerThread = 4;
-// Candidate grids within this factor of the best estimated makespan are
-// considered equal, and the one with the most chunks wins.
-constexpr double kMakespanSlack = 1.03;
-// Packing cost per element relative to one FMA-vector cycle (16 lanes):
-// a copy plus, for transposing packs, in-register shuffles.
-constexpr double kPackCyclesPerElement = 0.5;
-
-// Splits C into a tm x tn grid of chunks, M in units of 8 rows (MR) and N
-// in units of 16 columns (the kernels cover any multiple of 16 columns
-// without padding, so chunks need not be NR-aligned). Each chunk is an
-// independent serial GEMM that packs its own A rows and B columns. The grid
-// minimises an estimate of the makespan in quiet conditions: rounds of
-// chunks times the chunk cost (padded FMA work + its packing), preferring
-// more chunks (up to kMaxChunksPerThread per thread) when that costs less
-// than kMakespanSlack.
-template <typename T>
-void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  const int64_t nthreads = at::get_num_threads();
-  if (nthreads <= 1 || at::in_parallel_region() || M <= 0 || N <= 0 || K <= 0 ||
-      M * N * K < kMinParallelMacs) {
-    serial_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
-  constexpr int64_t kRowUnit = 8;
-  constexpr int64_t kColUnit = 16;
-  const int64_t mu = div_up(M, kRowUnit);
-  const int64_t nu = div_up(N, kColUnit);
-  const int64_t max_chunks =
-      std::min(nthreads * kMaxChunksPerThread, std::max<int64_t>(1, M * N * K / kMinParallelMacs));
-
-  struct Grid {
-    int64_t mstep, nstep, chunks;
-    double makespan;
-  };
-  std::vector<Grid> grids;
-  for (int64_t tm = 1; tm <= std::min(mu, max_chunks); ++tm) {
-    for (int64_t tn = 1; tm * tn <= max_chunks && tn <= nu; ++tn) {
-      const int64_t mstep = div_up(mu, tm) * kRowUnit;
-      const int64_t nstep = div_up(nu, tn) * kColUnit;
-      const int64_t chunks = div_up(M, mstep) * div_up(N, nstep);
-      const double work = static_cast<double>(mstep) * nstep * K / kColUnit;
-      const double pack = kPackCyclesPerElement * K * (mstep + nstep);
-      const double makespan = static_cast<double>(div_up(chunks, nthreads)) * (work + pack);
-      grids.push_back({mstep, nstep, chunks, makespan});
-    }
-  }
-  double best_makespan = grids.front().makespan;
-  for (const Grid& g : grids) {
-    best_makespan = std::min(best_makespan, g.makespan);
-  }
-  Grid grid = grids.front();
-  grid.chunks = 0;
-  for (const Grid& g : grids) {
-    if (g.makespan <= best_makespan * kMakespanSlack && g.chunks > grid.chunks) {
-      grid = g;
-    }
-  }
-
-  const int64_t tn = div_up(N, grid.nstep);
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min(nthreads, grid.chunks), 1, [&](int64_t, int64_t) {
-    for (int64_t t = next++; t < grid.chunks; t = next++) {
-      const int64_t m0 = (t / tn) * grid.mstep;
-      const int64_t n0 = (t % tn) * grid.nstep;
-      const int64_t mb = std::min(grid.mstep, M - m0);
-      const int64_t nb = std::min(grid.nstep, N - n0);
-      const T* a = transA ? A + m0 : A + m0 * lda;
-      const T* b = transB ? B + n0 * ldb : B + n0;
-      serial_gemm(transA, transB, mb, nb, K, alpha, a, lda, b, ldb, beta, C + m0 * ldc + n0, ldc);
-    }
-  });
-}
-
 #endif  // TORCHCONV_GEMM_X86
 
 }  // namespace
 
 namespace avx512 {
 
-bool available() {
-#if TORCHCONV_GEMM_X86
-  static const bool supported = detect_avx512();
-  return supported;
-#else
-  return false;
-#endif
-}
-
 template <typename T>
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
           const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
 #if TORCHCONV_GEMM_X86
-  parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm_threads::parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                              serial_gemm<T>);
 #else
-  TORCH_CHECK(false, "torchconv: the AVX-512 GEMM is not built for this CPU (avx512::available() is false)");
+  TORCH_CHECK(false, "torchconv: the AVX-512 GEMM is not built for this CPU");
 #endif
 }
 

@@ -1,7 +1,9 @@
-// This project's AVX-512 GEMM (gemm_avx512.cpp), behind the entry in gemm.h:
-// for gemm.cpp, which calls it where available() holds, and the GEMM
-// benchmark (benchmarks/gemm_bench). The kernels call gemm.h's gemm, never
-// this. Same arguments and contract as gemm.h's.
+// This project's AVX-512 GEMMs, behind the entry in gemm.h, which calls
+// them at the capability levels that have them (capability.h); the kernels
+// call gemm.h's gemm, never these. Same arguments and contract as gemm.h's.
+// Each threads over blocks of C with at::parallel_for (gemm_threads.h), and
+// runs on the calling thread for small products, one thread, or inside a
+// parallel region.
 #pragma once
 
 #include <cstdint>
@@ -10,15 +12,15 @@ namespace torchconv {
 namespace cpu {
 namespace avx512 {
 
-// Whether this CPU has what the kernel uses: AVX-512 F, BW, DQ, VL and FMA.
-bool available();
-
-// Threads over blocks of C with at::parallel_for; runs on the calling thread
-// for small products, one thread, or inside a parallel region. Only where
-// available(); defined for float and double.
+// float32 and float64 (gemm_avx512.cpp), at capability avx512 and above.
 template <typename T>
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
           const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+
+// float32 matrices holding bfloat16 values, multiplied in bfloat16 with
+// float32 sums (gemm_avx512_bf16.cpp), at capability avx512_bf16.
+void gemm_bf16(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 }  // namespace avx512
 }  // namespace cpu

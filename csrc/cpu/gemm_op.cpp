@@ -4,7 +4,10 @@
 // API: the Python layer never calls it.
 //
 // gemm(a, b, c, transpose_a, transpose_b, alpha, beta) writes
-// c = alpha * op(a) @ op(b) + beta * c in place, a and b being the stored
+// c = alpha * op(a) @ op(b) + beta * c in place, at the capability level in
+// use (torchconv_cpp::set_capability). c is float32 or float64; a and b
+// are of c's dtype, or both bfloat16 or both float16 with a float32 c: the
+// GEMM of that dtype's convolutions (its values widened to float32), a and b being the stored
 // operands (a is k x m when transpose_a, b is n x k when transpose_b). Each
 // matrix has unit column stride and any row stride at least its width: the
 // row stride is the leading dimension, so a view of the first columns of a
@@ -25,8 +28,6 @@ void check_matrix(const char* name, const at::Tensor& t, const at::Tensor& c) {
   TORCH_CHECK(t.dim() == 2, "torchconv_cpp::gemm: expected a 2-d ", name, ", but got size ", t.sizes());
   TORCH_CHECK(t.device().is_cpu() && t.layout() == at::kStrided, "torchconv_cpp::gemm: expected a strided CPU ",
               name);
-  TORCH_CHECK(t.scalar_type() == c.scalar_type(), "torchconv_cpp::gemm: expected ", name, " of dtype ",
-              c.scalar_type(), " (c's), but got ", t.scalar_type());
   TORCH_CHECK((t.size(1) <= 1 || t.stride(1) == 1) && (t.size(0) <= 1 || t.stride(0) >= t.size(1)),
               "torchconv_cpp::gemm: expected ", name, " with unit column stride and rows at least its width apart, ",
               "but got strides ", t.strides(), " for size ", t.sizes());
@@ -40,6 +41,11 @@ void gemm_op(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool
              double alpha, double beta) {
   TORCH_CHECK(c.scalar_type() == at::kFloat || c.scalar_type() == at::kDouble,
               "torchconv_cpp::gemm: expected float32 or float64, but got ", c.scalar_type());
+  const bool half_operands = a.scalar_type() == at::kBFloat16 || a.scalar_type() == at::kHalf;
+  TORCH_CHECK(a.scalar_type() == b.scalar_type() && (a.scalar_type() == c.scalar_type() ||
+                                                     (half_operands && c.scalar_type() == at::kFloat)),
+              "torchconv_cpp::gemm: expected a and b of c's dtype, or both half with a float32 c, but got ",
+              a.scalar_type(), ", ", b.scalar_type(), " and ", c.scalar_type());
   check_matrix("a", a, c);
   check_matrix("b", b, c);
   check_matrix("c", c, c);
@@ -48,10 +54,17 @@ void gemm_op(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool
                   (transpose_b ? b.size(0) : b.size(1)) == n,
               "torchconv_cpp::gemm: op(a) ", a.sizes(), " (transpose_a=", transpose_a, ") times op(b) ", b.sizes(),
               " (transpose_b=", transpose_b, ") does not give c's size ", c.sizes());
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "torchconv_cpp::gemm", [&] {
-    gemm<scalar_t>(transpose_a, transpose_b, m, n, k, static_cast<scalar_t>(alpha), a.const_data_ptr<scalar_t>(),
-                   leading_dimension(a), b.const_data_ptr<scalar_t>(), leading_dimension(b),
-                   static_cast<scalar_t>(beta), c.data_ptr<scalar_t>(), leading_dimension(c));
+  // Half operands widened exactly, with their strides (so their leading dimensions).
+  const auto widened = [&](const at::Tensor& t) {
+    if (!half_operands) return t;
+    return at::empty_strided(t.sizes(), t.strides(), t.options().dtype(at::kFloat)).copy_(t);
+  };
+  const at::Tensor a_values = widened(a), b_values = widened(b);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "torchconv_cpp::gemm", [&] {
+    using acc = acc_t<scalar_t>;
+    gemm<scalar_t>(transpose_a, transpose_b, m, n, k, static_cast<acc>(alpha), a_values.const_data_ptr<acc>(),
+                   leading_dimension(a), b_values.const_data_ptr<acc>(), leading_dimension(b),
+                   static_cast<acc>(beta), c.data_ptr<acc>(), leading_dimension(c));
   });
 }
 

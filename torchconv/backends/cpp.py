@@ -9,12 +9,22 @@ it.
 
 The compiled kernels take float32, float64, float16 and bfloat16. The half
 dtypes compute in float32 (as torch's CPU kernels do): convolutions widen
-their operands into float32 GEMMs and round each result once; average
-pooling sums and divides in float32; max pooling compares in the dtype
-itself (exact); backward passes accumulate in float32.
+their operands into float32 GEMMs (on CPUs with AVX512-BF16, bfloat16
+operands are multiplied as bfloat16 with float32 sums) and round each
+result once; average pooling sums and divides in float32; max pooling
+compares in the dtype itself (exact); backward passes accumulate in float32.
+
+Each kernel family has variants per CPU capability level, chosen from the
+CPU's flags (csrc/cpu/capability.h): :func:`capability` reports the level in
+use, the environment variable ``TORCHCONV_CPU_CAPABILITY`` lowers it for a
+process (the names of :func:`supported_capabilities`, as
+``ATEN_CPU_CAPABILITY`` for torch), and :func:`use_capability` for a block.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -40,6 +50,52 @@ MEMORY_FORMAT_DTYPES = frozenset(COMPILED_DTYPES)
 
 def is_available() -> bool:
     return LOAD_ERROR is None
+
+
+def _require_extension(what: str) -> None:
+    if LOAD_ERROR is not None:
+        raise RuntimeError(f"torchconv.backends.cpp.{what}: the C++ extension is not loaded ({LOAD_ERROR}). "
+                           + HOW_TO_ENABLE)
+
+
+def capability() -> str:
+    """The CPU capability level the compiled kernels use: ``"default"``,
+    ``"avx2"``, ``"avx512"`` or ``"avx512_bf16"`` (the highest the CPU has,
+    unless lowered; compare ``torch.backends.cpu.get_cpu_capability()``).
+
+    Example::
+
+        >>> torchconv.backends.cpp.capability()  # doctest: +SKIP
+        'avx512_bf16'
+    """
+    _require_extension("capability")
+    return torch.ops.torchconv_cpp.capability()
+
+
+def supported_capabilities() -> list[str]:
+    """The capability levels this CPU can run, lowest first."""
+    _require_extension("supported_capabilities")
+    return list(torch.ops.torchconv_cpp.supported_capabilities())
+
+
+@contextlib.contextmanager
+def use_capability(level: str) -> Iterator[str]:
+    """Runs the block with the compiled kernels at capability ``level``
+    (one of :func:`supported_capabilities`), for the whole process, and
+    restores the previous level after it. For tests and benchmarks that
+    compare the kernel variants on one machine; not thread-local.
+
+    Example::
+
+        >>> with torchconv.backends.cpp.use_capability("avx2"):  # doctest: +SKIP
+        ...     y = torchconv.conv2d(x, w)
+    """
+    _require_extension("use_capability")
+    previous = torch.ops.torchconv_cpp.set_capability(level)
+    try:
+        yield level
+    finally:
+        torch.ops.torchconv_cpp.set_capability(previous)
 
 
 def _op_entry(namespace: str, name: str):

@@ -1,0 +1,266 @@
+// The GEMM of bfloat16 convolutions on CPUs with AVX512-BF16 (gemm.h's
+// entry at capability avx512_bf16): C (float32) = alpha * op(A) op(B) +
+// beta * C, with A and B float32 matrices whose values are bfloat16 ones
+// (the kernels widen bfloat16 tensors exactly), multiplied with the CPU's
+// bfloat16 dot products (vdpbf16ps: two products per float32 lane, summed
+// in float32).
+//
+// The same nest as gemm_avx512.cpp's float32 GEMM (an L1-resident A
+// micro-panel, B blocks packed into L2, an 8 x 48 tile of 24 zmm
+// accumulators), with the packing changed: each packing step rounds the
+// float32 values to bfloat16 (exact, as they are bfloat16 values) and
+// interleaves pairs of k, the operand layout vdpbf16ps reads: a 32-bit lane
+// holds (x[k], x[k + 1]) of one row of A or one column of B. An odd K is
+// padded with a zero.
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <utility>
+
+#include "gemm_avx512.h"
+#include "gemm_threads.h"
+#include "transpose8x8.h"
+
+namespace torchconv {
+namespace cpu {
+namespace {
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TORCHCONV_GEMM_BF16_X86 1
+
+using gemm_threads::div_up;
+
+constexpr int MR = 8;           // rows of a micro-tile
+constexpr int L = 16;           // float32 lanes of a zmm
+constexpr int NV = 3;           // zmm vectors across a micro-tile
+constexpr int NR = NV * L;      // columns of a micro-tile
+// The A micro-panel (MR rows x KC bfloat16) in half of a 32 KiB L1D, and
+// the packed B block in half of a 1 MiB+ L2, as gemm_avx512.cpp's.
+constexpr int64_t kAPanelBytes = 16 * 1024;
+constexpr int64_t kBBlockBytes = 1024 * 1024;
+constexpr int64_t kMaxPairs = kAPanelBytes / (MR * 4);  // k pairs per A panel
+
+// Per-thread buffer for the packed B block; grows, lives as long as the thread.
+struct PackedB {
+  uint32_t* data = nullptr;
+  size_t bytes = 0;
+  ~PackedB() { std::free(data); }
+  uint32_t* get(size_t wanted) {
+    if (wanted > bytes) {
+      std::free(data);
+      bytes = (wanted + 63) / 64 * 64;
+      data = static_cast<uint32_t*>(std::aligned_alloc(64, bytes));
+      if (data == nullptr) {
+        bytes = 0;
+        throw std::bad_alloc();
+      }
+    }
+    return data;
+  }
+};
+thread_local PackedB tls_packed_b;
+
+// Splits `total` into the fewest blocks of at most `max_block`, equalised,
+// each a multiple of `align`.
+int64_t balanced_block(int64_t total, int64_t max_block, int64_t align) {
+  const int64_t blocks = div_up(total, max_block);
+  return div_up(div_up(total, blocks), align) * align;
+}
+
+// No header is included between push and pop (see gemm_avx512.cpp).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")
+#endif
+
+inline __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+
+// 16 lanes of pairs (low half from `low`, high half from `high`), each
+// float32 rounded to bfloat16.
+inline __m512i pairs_of(__m512 low, __m512 high) {
+  const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(low));
+  const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(high));
+  return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+// dst[kk * W + c] = (x(2kk, c), x(2kk + 1, c)) for a source stored k-major,
+// x(k, c) = src[k * ld + c]: zero for c >= w or k >= kc. W: MR or NR.
+void pack_k_major(const float* src, int64_t ld, int64_t kc, int w, int W, uint32_t* dst) {
+  for (int64_t k = 0; k < kc; k += 2, dst += W) {
+    const float* row = src + k * ld;
+    const bool second = k + 1 < kc;
+    for (int c0 = 0; c0 < W; c0 += L) {
+      const __mmask16 valid = first_lanes(std::max(0, std::min(L, w - c0)));
+      const __m512 low = _mm512_maskz_loadu_ps(valid, row + c0);
+      const __m512 high = second ? _mm512_maskz_loadu_ps(valid, row + ld + c0) : _mm512_setzero_ps();
+      _mm512_mask_storeu_epi32(dst + c0, first_lanes(std::min(L, W - c0)), pairs_of(low, high));
+    }
+  }
+}
+
+// The same for a source stored k-minor, x(k, c) = src[c * ld + k]: each
+// row's run of k rounds to bfloat16 pairs in order, and 8 x 8 blocks of
+// pairs are transposed in registers.
+void pack_k_minor(const float* src, int64_t ld, int64_t kc, int w, int W, uint32_t* dst) {
+  const int64_t pairs = div_up(kc, 2);
+  for (int c0 = 0; c0 < W; c0 += 8) {
+    const int rows = std::max(0, std::min(8, w - c0));
+    for (int64_t kk0 = 0; kk0 < pairs; kk0 += 8) {
+      const int64_t k0 = 2 * kk0;
+      const __mmask16 valid = first_lanes(static_cast<int>(std::min<int64_t>(16, kc - k0)));
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) {
+        r[i] = i < rows ? (__m256)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, src + (c0 + i) * ld + k0))
+                        : _mm256_setzero_ps();
+      }
+      transpose8x8(r);
+      const int64_t count = std::min<int64_t>(8, pairs - kk0);
+      for (int64_t i = 0; i < count; ++i) _mm256_storeu_ps(reinterpret_cast<float*>(dst + (kk0 + i) * W + c0), r[i]);
+    }
+  }
+}
+
+// C[0:mr, 0:(nv-1)*L + popcount(last)] = alpha * A B + beta * C from a
+// packed A panel (pairs x MR lanes) and B panel (pairs x NR lanes).
+template <int mr, int nv>
+void micro_kernel(int64_t pairs, const uint32_t* __restrict a, const uint32_t* __restrict b, float* __restrict c,
+                  int64_t ldc, float alpha, float beta, __mmask16 last) {
+  __m512 acc[mr][nv];
+#pragma GCC unroll 8
+  for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < nv; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t kk = 0; kk < pairs; ++kk) {
+    __m512bh bv[nv];
+#pragma GCC unroll 3
+    for (int j = 0; j < nv; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + j * L);
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; ++i) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i]));
+#pragma GCC unroll 3
+      for (int j = 0; j < nv; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, bv[j]);
+    }
+    a += MR;
+    b += NR;
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+  for (int i = 0; i < mr; ++i) {
+    float* ci = c + i * ldc;
+#pragma GCC unroll 3
+    for (int j = 0; j < nv; ++j) {
+      const __mmask16 lanes = j == nv - 1 ? last : __mmask16(0xFFFF);
+      __m512 r = alpha == 1.0f ? acc[i][j] : _mm512_mul_ps(acc[i][j], va);
+      if (beta != 0.0f) {  // beta == 0 never reads C
+        const __m512 old = _mm512_maskz_loadu_ps(lanes, ci + j * L);
+        r = beta == 1.0f ? _mm512_add_ps(r, old) : _mm512_fmadd_ps(old, vb, r);
+      }
+      _mm512_mask_storeu_ps(ci + j * L, lanes, r);
+    }
+  }
+}
+
+using KernelFn = void (*)(int64_t, const uint32_t*, const uint32_t*, float*, int64_t, float, float, __mmask16);
+
+template <int mr, int... nv>
+constexpr std::array<KernelFn, NV> kernel_row(std::integer_sequence<int, nv...>) {
+  return {&micro_kernel<mr, nv + 1>...};
+}
+
+template <int... mr>
+constexpr std::array<std::array<KernelFn, NV>, MR> kernel_table(std::integer_sequence<int, mr...>) {
+  return {kernel_row<mr + 1>(std::make_integer_sequence<int, NV>{})...};
+}
+
+// kKernels[mr - 1][nv - 1]: the micro-kernel of an mr x nv-vector tile.
+constexpr std::array<std::array<KernelFn, NV>, MR> kKernels = kernel_table(std::make_integer_sequence<int, MR>{});
+
+// Single-threaded blocked GEMM; M, N, K > 0 and alpha != 0.
+void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int64_t KC = balanced_block(K, 2 * kMaxPairs, 2);
+  const int64_t nc_max = std::max<int64_t>(NR, kBBlockBytes / (KC * 2) / NR * NR);
+  const int64_t NC = balanced_block(N, nc_max, NR);
+  uint32_t* packed_b = tls_packed_b.get(static_cast<size_t>(KC / 2 * NC) * sizeof(uint32_t));
+  alignas(64) uint32_t packed_a[kMaxPairs * MR];
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc), pairs = div_up(kc, 2);
+      for (int64_t p = 0; p * NR < nc; ++p) {
+        const int64_t col = jc + p * NR;
+        const int w = static_cast<int>(std::min<int64_t>(NR, N - col));
+        uint32_t* panel = packed_b + p * pairs * NR;
+        if (transB) {
+          pack_k_minor(B + col * ldb + pc, ldb, kc, w, NR, panel);
+        } else {
+          pack_k_major(B + pc * ldb + col, ldb, kc, w, NR, panel);
+        }
+      }
+      // Later K blocks add onto the earlier ones' partial result.
+      const float beta_k = pc == 0 ? beta : 1.0f;
+      for (int64_t ir = 0; ir < M; ir += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, M - ir));
+        if (transA) {
+          pack_k_major(A + pc * lda + ir, lda, kc, mr, MR, packed_a);
+        } else {
+          pack_k_minor(A + ir * lda + pc, lda, kc, mr, MR, packed_a);
+        }
+        for (int64_t p = 0; p * NR < nc; ++p) {
+          const int64_t col = jc + p * NR;
+          const int w = static_cast<int>(std::min<int64_t>(NR, N - col));
+          const int nv = static_cast<int>(div_up(w, L));
+          kKernels[mr - 1][nv - 1](pairs, packed_a, packed_b + p * pairs * NR, C + ir * ldc + col, ldc, alpha,
+                                   beta_k, first_lanes(w - (nv - 1) * L));
+        }
+      }
+    }
+  }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+// Single-threaded GEMM of any shape: with no product to compute (alpha ==
+// 0 or K == 0) only C's scaling is left, which the float32 GEMM does.
+void serial_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (alpha == 0.0f || K <= 0) {
+    avx512::gemm<float>(transA, transB, M, N, 0, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    blocked_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+}
+
+#else
+#define TORCHCONV_GEMM_BF16_X86 0
+#endif
+
+}  // namespace
+
+namespace avx512 {
+
+void gemm_bf16(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+#if TORCHCONV_GEMM_BF16_X86
+  gemm_threads::parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, serial_gemm);
+#else
+  TORCH_CHECK(false, "torchconv: the AVX512-BF16 GEMM is not built for this CPU");
+#endif
+}
+
+}  // namespace avx512
+}  // namespace cpu
+}  // namespace torchconv

@@ -1,0 +1,105 @@
+// The thread split of this project's GEMMs (gemm_avx512.cpp,
+// gemm_avx512_bf16.cpp): C cut into chunks, each an independent
+// single-threaded GEMM, claimed by torch's threads. Generic over the
+// single-threaded GEMM, called as
+//   serial_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc).
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+namespace torchconv {
+namespace cpu {
+namespace gemm_threads {
+
+inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Below this many multiply-adds (~20 us on one core) the fork/join of
+// at::parallel_for costs more than a second thread saves (measured: the
+// crossover is near 1M; a 32x784x9 product ran 4x slower split in three).
+constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
+// Up to this many chunks per thread: threads claim chunks dynamically, so
+// when the machine is shared and one thread is descheduled the others take
+// over its share instead of leaving it on the critical path.
+constexpr int64_t kMaxChunksPerThread = 4;
+// Candidate grids within this factor of the best estimated makespan are
+// considered equal, and the one with the most chunks wins.
+constexpr double kMakespanSlack = 1.03;
+// Packing cost per element relative to one FMA-vector cycle (16 lanes):
+// a copy plus, for transposing packs, in-register shuffles.
+constexpr double kPackCyclesPerElement = 0.5;
+
+// Splits C into a tm x tn grid of chunks, M in units of 8 rows (MR) and N
+// in units of 16 columns (the kernels cover any multiple of 16 columns
+// without padding, so chunks need not be NR-aligned). Each chunk is an
+// independent serial GEMM that packs its own A rows and B columns. The grid
+// minimises an estimate of the makespan in quiet conditions: rounds of
+// chunks times the chunk cost (padded FMA work + its packing), preferring
+// more chunks (up to kMaxChunksPerThread per thread) when that costs less
+// than kMakespanSlack.
+template <typename T, typename Serial>
+void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const Serial& serial_gemm) {
+  const int64_t nthreads = at::get_num_threads();
+  if (nthreads <= 1 || at::in_parallel_region() || M <= 0 || N <= 0 || K <= 0 ||
+      M * N * K < kMinParallelMacs) {
+    serial_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  constexpr int64_t kRowUnit = 8;
+  constexpr int64_t kColUnit = 16;
+  const int64_t mu = div_up(M, kRowUnit);
+  const int64_t nu = div_up(N, kColUnit);
+  const int64_t max_chunks =
+      std::min(nthreads * kMaxChunksPerThread, std::max<int64_t>(1, M * N * K / kMinParallelMacs));
+
+  struct Grid {
+    int64_t mstep, nstep, chunks;
+    double makespan;
+  };
+  std::vector<Grid> grids;
+  for (int64_t tm = 1; tm <= std::min(mu, max_chunks); ++tm) {
+    for (int64_t tn = 1; tm * tn <= max_chunks && tn <= nu; ++tn) {
+      const int64_t mstep = div_up(mu, tm) * kRowUnit;
+      const int64_t nstep = div_up(nu, tn) * kColUnit;
+      const int64_t chunks = div_up(M, mstep) * div_up(N, nstep);
+      const double work = static_cast<double>(mstep) * nstep * K / kColUnit;
+      const double pack = kPackCyclesPerElement * K * (mstep + nstep);
+      const double makespan = static_cast<double>(div_up(chunks, nthreads)) * (work + pack);
+      grids.push_back({mstep, nstep, chunks, makespan});
+    }
+  }
+  double best_makespan = grids.front().makespan;
+  for (const Grid& g : grids) {
+    best_makespan = std::min(best_makespan, g.makespan);
+  }
+  Grid grid = grids.front();
+  grid.chunks = 0;
+  for (const Grid& g : grids) {
+    if (g.makespan <= best_makespan * kMakespanSlack && g.chunks > grid.chunks) {
+      grid = g;
+    }
+  }
+
+  const int64_t tn = div_up(N, grid.nstep);
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min(nthreads, grid.chunks), 1, [&](int64_t, int64_t) {
+    for (int64_t t = next++; t < grid.chunks; t = next++) {
+      const int64_t m0 = (t / tn) * grid.mstep;
+      const int64_t n0 = (t % tn) * grid.nstep;
+      const int64_t mb = std::min(grid.mstep, M - m0);
+      const int64_t nb = std::min(grid.nstep, N - n0);
+      const T* a = transA ? A + m0 : A + m0 * lda;
+      const T* b = transB ? B + n0 * ldb : B + n0;
+      serial_gemm(transA, transB, mb, nb, K, alpha, a, lda, b, ldb, beta, C + m0 * ldc + n0, ldc);
+    }
+  });
+}
+
+}  // namespace gemm_threads
+}  // namespace cpu
+}  // namespace torchconv
