@@ -74,6 +74,7 @@ import torchconv
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import capability  # noqa: E402
 from bench_ops import PerfCounterTimer, check_backend, geomean, header, median_ratio, parse_dtypes  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "mnist_train.py"
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"cut a row's pairs (to no fewer than {MIN_PAIRS}) to fit about this many seconds "
                              f"(default {DEFAULT_ROW_SECONDS:g}, --quick {QUICK_ROW_SECONDS:g}; 0: always --pairs)")
     parser.add_argument("--backend", default=None, help="torchconv backend (default: the fastest available on the CPU)")
+    capability.add_argument(parser)
     parser.add_argument("--quick", action="store_true",
                         help=f"at most {QUICK_PAIRS} pairs, --row-seconds {QUICK_ROW_SECONDS:g}, a {QUICK_EXAMPLE_RUN[0]}-epoch example run on {QUICK_EXAMPLE_RUN[1]} digits")
     parser.add_argument("--no-example", action="store_true", help="skip the examples/mnist_train.py --compare-torch run")
@@ -338,12 +340,14 @@ def main(argv=None) -> int:
     row_seconds = args.row_seconds if args.row_seconds is not None else (QUICK_ROW_SECONDS if args.quick else DEFAULT_ROW_SECONDS)
     if pairs < 1 or warmup < 0 or row_seconds < 0:
         parser.error("--pairs must be at least 1, --warmup and --row-seconds at least 0")
+    capability.apply(args.capability)
     device = torch.device("cpu")
     backend = check_backend(parser, args.backend, device)
 
     _print("run as: python benchmarks/bench_models.py " + shlex.join(sys.argv[1:] if argv is None else argv))
     _print(header(device, backend, args.dtype, pairs, warmup)[0])
-    _print(f"CPU: {cpu_model()} ({os.cpu_count()} cores, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}), "
+    _print(capability.describe())
+    _print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), "
            f"{torch.get_num_threads()} torch threads; 1-minute load average {os.getloadavg()[0]:.2f}")
     cap = f", fewer (>= {MIN_PAIRS}) where they would take over {row_seconds:g} s" if row_seconds else ""
     _print(f"training step: forward + loss + backward + SGD(lr={LR:g}, momentum={MOMENTUM:g}), train mode; "

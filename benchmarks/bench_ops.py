@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import platform
 import shlex
 import statistics
@@ -50,6 +51,9 @@ import torch.nn.functional as F
 
 import torchconv
 from torchconv._precision import full_float32
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import capability  # noqa: E402  (benchmarks/capability.py)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 ALL_DTYPES = ("float32", "bfloat16")  # what `--dtype all` means
@@ -362,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backend", default=None, help="torchconv backend (default: the fastest available for the device)")
     parser.add_argument("--cases", default="", help="only cases whose name contains this text")
+    capability.add_argument(parser)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory comparison")
     parser.add_argument("--memory-child", choices=["torch", "torchconv"], help=argparse.SUPPRESS)
     parser.add_argument("--memory-index", type=int, default=-1, help=argparse.SUPPRESS)
@@ -424,6 +429,7 @@ def header(device: torch.device, backend: str, dtypes: list[str], pairs: int, wa
     return [
         f"torchconv backend {backend!r} vs torch {torch.__version__} (oneDNN/MKL), {names}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}",
+        capability.describe(),
         f"median of {pairs} interleaved pairs; ratio = torchconv time / torch time",
         "(on a GPU: --device cuda --dtype float32,bfloat16 --pairs 30 runs the cases at batch x8 against cuDNN, "
         "timed with CUDA events, TF32 off)",
@@ -547,6 +553,7 @@ def main(argv=None) -> int:
         return 0
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
+    capability.apply(args.capability)
 
     device = check_device(parser, args.device)
     backend = check_backend(parser, args.backend, device)

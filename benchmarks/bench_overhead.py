@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -52,6 +53,9 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import capability  # noqa: E402  (benchmarks/capability.py)
 
 TARGETS = {"fwd": 2.0, "fwd (rg)": 2.0, "fwd+bwd": 1.5}
 OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d")
@@ -156,7 +160,9 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default=None, help="torchconv backend to run (default: the fastest available)")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    capability.add_argument(parser)
     args = parser.parse_args(argv)
+    capability.apply(args.capability)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     ops = [o for o in args.ops.split(",") if o]
@@ -168,6 +174,7 @@ def main(argv=None) -> None:
         f"torch {torch.__version__}, backend {backend}, {torch.get_num_threads()} threads, "
         f"{args.pairs} pairs x {args.inner} calls; ratio = torchconv / torch (median of pairs)"
     )
+    print(capability.describe())
     try:
         with torchconv.backends.use(args.backend) if args.backend else contextlib.nullcontext():
             run(ops, args.pairs, args.inner)

@@ -32,7 +32,8 @@ def build(march):
     return load(
         name="torchconv_gemm_bench" + ("" if march else "_generic"),
         sources=[os.path.join(HERE, "gemm_ext.cpp"), os.path.join(CSRC, "gemm.cpp"),
-                 os.path.join(CSRC, "gemm_avx512.cpp")],
+                 os.path.join(CSRC, "gemm_avx512.cpp"), os.path.join(CSRC, "gemm_avx512_bf16.cpp"),
+                 os.path.join(CSRC, "capability.cpp")],
         extra_include_paths=[CSRC],
         extra_cflags=flags,
         extra_ldflags=["-fopenmp"],
@@ -89,8 +90,11 @@ def main():
                    help="build without -march=native (runtime-dispatch build)")
     args = p.parse_args()
     ext = build(march=not args.no_march)
-    if not ext.uses_avx512_gemm():
-        print("note: no AVX-512 here: the GEMM is torch's BLAS, the same as torch.mm's")
+    level = ext.capability()
+    print(f"torchconv capability {level} (TORCHCONV_CPU_CAPABILITY lowers it), "
+          f"ATen {torch.backends.cpu.get_cpu_capability()}")
+    if level in ("default", "avx2"):
+        print("note: at this level the GEMM is torch's BLAS, the same as torch.mm's")
     bench(ext, args.pairs)
     if args.double:
         bench(ext, args.pairs, torch.float64)

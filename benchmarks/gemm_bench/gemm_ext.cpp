@@ -5,8 +5,8 @@
 
 #include <chrono>
 
+#include "capability.h"
 #include "gemm.h"
-#include "gemm_avx512.h"
 
 namespace {
 
@@ -37,7 +37,7 @@ double time_gemm(const std::string& impl, const at::Tensor& a, const at::Tensor&
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("uses_avx512_gemm", &torchconv::cpu::avx512::available,
-        "whether the entry runs this project's AVX-512 GEMM here (else torch's BLAS)");
+  m.def("capability", [] { return std::string(torchconv::cpu::capability_name(torchconv::cpu::capability())); },
+        "the capability level whose GEMM the entry runs (avx512 and up: this project's; else torch's BLAS)");
   m.def("time_gemm", &time_gemm, "seconds for `reps` products");
 }
