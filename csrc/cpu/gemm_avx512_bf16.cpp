@@ -106,6 +106,24 @@ void pack_k_major(const float* src, int64_t ld, int64_t kc, int w, int W, uint32
   }
 }
 
+// A whole block of B stored k-major (kc rows of nc columns), packed as
+// pack_k_major's NR-wide panels one after the other (panel p at dst + p *
+// pairs * NR): two source rows at a time, each read across the whole block,
+// so that the reads stream instead of walking down the rows panel by panel.
+void pack_block_k_major(const float* src, int64_t ld, int64_t kc, int64_t nc, int64_t pairs, uint32_t* dst) {
+  const int64_t padded = div_up(nc, NR) * NR;
+  for (int64_t k = 0; k < kc; k += 2) {
+    const float* row = src + k * ld;
+    const bool second = k + 1 < kc;
+    for (int64_t col = 0; col < padded; col += L) {
+      const __mmask16 valid = first_lanes(static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(L, nc - col))));
+      const __m512 low = _mm512_maskz_loadu_ps(valid, row + col);
+      const __m512 high = second ? _mm512_maskz_loadu_ps(valid, row + ld + col) : _mm512_setzero_ps();
+      _mm512_storeu_si512(dst + (col / NR) * pairs * NR + (k / 2) * NR + col % NR, pairs_of(low, high));
+    }
+  }
+}
+
 // The same for a source stored k-minor, x(k, c) = src[c * ld + k]: each
 // row's run of k rounds to bfloat16 pairs in order, and 8 x 8 blocks of
 // pairs are transposed in registers.
@@ -195,15 +213,14 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, flo
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc), pairs = div_up(kc, 2);
-      for (int64_t p = 0; p * NR < nc; ++p) {
-        const int64_t col = jc + p * NR;
-        const int w = static_cast<int>(std::min<int64_t>(NR, N - col));
-        uint32_t* panel = packed_b + p * pairs * NR;
-        if (transB) {
-          pack_k_minor(B + col * ldb + pc, ldb, kc, w, NR, panel);
-        } else {
-          pack_k_major(B + pc * ldb + col, ldb, kc, w, NR, panel);
+      if (transB) {
+        for (int64_t p = 0; p * NR < nc; ++p) {
+          const int64_t col = jc + p * NR;
+          const int w = static_cast<int>(std::min<int64_t>(NR, N - col));
+          pack_k_minor(B + col * ldb + pc, ldb, kc, w, NR, packed_b + p * pairs * NR);
         }
+      } else {
+        pack_block_k_major(B + pc * ldb + jc, ldb, kc, nc, pairs, packed_b);
       }
       // Later K blocks add onto the earlier ones' partial result.
       const float beta_k = pc == 0 ? beta : 1.0f;
