@@ -1,5 +1,5 @@
 """The C++ CPU convolution kernels' blocked, threaded and channels_last paths
-(csrc/cpu/conv.cpp), against torch in float64.
+(csrc/cpu/conv/), against torch in float64.
 
 The kernels cut each sample's grid (output) rows into blocks of about 2 MiB
 of column scratch, hand (sample, block) tasks to the threads, and, when a

@@ -1,5 +1,5 @@
-"""The C++ CPU convolution kernels on small grids (csrc/cpu/conv.cpp,
-``kFoldPixels``), against torch in float64.
+"""The C++ CPU convolution kernels on small grids (csrc/cpu/conv/gemm_nhwc.h,
+``kFoldPixels`` in csrc/cpu/conv/blocks.h), against torch in float64.
 
 When one sample's grid (output of a convolution, input of a transposed one)
 has few pixels, the kernels fold several whole samples into one GEMM, on

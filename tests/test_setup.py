@@ -37,7 +37,7 @@ def test_cuda_sources_are_told_apart(setup_py):
     assert cuda == {s for s in sources if s.startswith(os.path.join("csrc", "cuda"))}
     assert os.path.join("csrc", "cuda", "conv.cu") in cuda
     assert os.path.join("csrc", "cuda", "register.cpp") in cuda  # host code that needs the CUDA build
-    assert os.path.join("csrc", "cpu", "conv.cpp") not in cuda
+    assert os.path.join("csrc", "cpu", "conv", "conv2d.cpp") not in cuda
 
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="this torch has CUDA")
@@ -46,7 +46,7 @@ def test_cpu_torch_builds_no_cuda(setup_py, capsys):
     assert "was built without CUDA" in capsys.readouterr().err
     (extension,), _ = setup_py.extensions()
     assert not any(setup_py._is_cuda_source(s) for s in extension.sources)
-    assert os.path.join("csrc", "cpu", "conv.cpp") in extension.sources
+    assert os.path.join("csrc", "cpu", "conv", "conv2d.cpp") in extension.sources
 
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="this torch has CUDA")

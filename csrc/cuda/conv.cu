@@ -1,6 +1,6 @@
 // CUDA kernels of conv2d, conv_transpose2d and the weight gradient of both.
 //
-// The same three computations as the CPU kernels (cpu/conv.cpp), written
+// The same three computations as the CPU kernels (cpu/conv/), written
 // pixel-major so that one GEMM covers a whole chunk of samples:
 //
 //   conv2d            Y  [rows, O]    = im2col(x) [rows, K] . W_cl^T   (per group)

@@ -43,7 +43,7 @@ HOW_TO_ENABLE = (
 )
 COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Inputs of these dtypes get their outputs in the memory format torch gives
-# them (csrc/cpu/conv.cpp's channels_last), strides included: the ops skip
+# them (csrc/cpu/conv/layout.h's channels_last), strides included: the ops skip
 # their own memory-format pass for them (torchconv._library._formatted_by).
 MEMORY_FORMAT_DTYPES = frozenset(COMPILED_DTYPES)
 

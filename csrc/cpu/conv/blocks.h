@@ -1,0 +1,221 @@
+// Blocks of grid rows: the unit of scratch and of threading of the GEMM
+// kernels (gemm_nchw.h, gemm_nhwc.h), and the scratch each thread keeps.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "shape.h"
+
+namespace torchconv {
+namespace cpu {
+namespace conv {
+
+// ------------------------------------------------------ blocks of grid rows
+//
+// The GEMM kernels below work on blocks of grid (output) rows: each block's
+// columns are built, multiplied and dropped before the next, so the scratch
+// per thread is about kColumnBlockBytes whatever the image size (a whole
+// sample's columns for a 3x3 64-channel 1024 x 1024 image would be 2.25 GiB).
+// Blocks are also the unit of threading: (sample, block) tasks go to the
+// threads, so one sample or a batch smaller than the thread count keeps
+// every thread busy with a single-threaded GEMM each.
+
+// Column bytes one block aims at: about the L2 of one core, so that im2col's
+// writes can still be cached when the GEMM packs them, while a 56-wide
+// 64-channel 3x3 block still has 16 rows (a GEMM N of 896). Other sizes
+// were not compared (the machine was too loaded to tell them apart).
+// Peak memory of one fwd+bwd of 1x64x512x512 3x3 (RSS growth): 64 MiB,
+// torch 256 MiB.
+constexpr int64_t kColumnBlockBytes = int64_t(2) << 20;
+
+inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct Blocks {
+  int64_t rows;   // grid rows per block; the last block may have fewer
+  int64_t count;  // blocks per sample
+  int64_t samples = 1;  // > 1: a block is this many whole samples (fold_samples)
+};
+
+// Blocks of at least min_rows grid rows whose scratch is about
+// kColumnBlockBytes (row_bytes per grid row). With fewer samples than
+// threads, a sample is cut into a multiple of the threads-per-sample so
+// that every thread gets the same number of blocks.
+// GEMM width (grid pixels) below which the channels_last kernels fold
+// several whole samples into one block: a GEMM over the 16 pixels of one
+// 4x4 sample ran at half the speed of one over 128 (ResNet-18's last
+// stage at 112x112 input, 512 channels: 2.2x torch's time per sample).
+// Not more: a 14x14 grid (196 pixels) gained little from folding, and its
+// larger scratch raised a small transposed convolution's peak memory
+// above torch's.
+constexpr int64_t kFoldPixels = 128;
+
+// Whether a sample's grid is small enough to fold samples (see kFoldPixels).
+inline bool folds_samples(const ConvShape& s) { return s.batch > 1 && s.grid_size() < kFoldPixels; }
+
+inline Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_rows, bool fold_samples = false) {
+  const int64_t grid_h = std::max<int64_t>(s.grid_h, 1);
+  min_rows = std::min(std::max<int64_t>(min_rows, 1), grid_h);
+  int64_t rows = row_bytes > 0 ? kColumnBlockBytes / row_bytes : grid_h;
+  rows = std::min(std::max(rows, min_rows), grid_h);
+  const int64_t threads = at::get_num_threads();
+  if (fold_samples && folds_samples(s) && rows == grid_h) {
+    // Whole samples per block: enough for kFoldPixels, within the scratch
+    // budget, and split evenly (one block runs its GEMM on every thread).
+    const int64_t sample_bytes = std::max<int64_t>(row_bytes * grid_h, 1);
+    int64_t samples = std::min(div_up(kFoldPixels, std::max<int64_t>(s.grid_size(), 1)), s.batch);
+    samples = std::max<int64_t>(1, std::min(samples, kColumnBlockBytes / sample_bytes));
+    samples = div_up(s.batch, div_up(s.batch, samples));
+    return {grid_h, div_up(s.batch, samples), samples};
+  }
+  if (s.batch < threads) {
+    const int64_t per_sample = div_up(threads, std::max<int64_t>(s.batch, 1));
+    const int64_t wanted = div_up(div_up(grid_h, rows), per_sample) * per_sample;
+    rows = std::max(min_rows, div_up(grid_h, wanted));
+  }
+  return {rows, div_up(grid_h, rows)};
+}
+
+// Column scratch kept by each thread from one call to the next, up to
+// kKeptScratchBytes (a block's scratch is about kColumnBlockBytes): a fresh
+// allocation of that size is a fresh mmap whose pages fault in on every
+// call, which also shows as resident-set growth. Larger requests (a minimum block of a huge row)
+// are allocated for the call and freed.
+constexpr int64_t kKeptScratchBytes = int64_t(8) << 20;
+
+struct KeptScratch {
+  std::unique_ptr<char[]> data;
+  int64_t bytes = 0;
+  bool leased = false;
+};
+
+inline KeptScratch& kept_scratch() {
+  static thread_local KeptScratch kept;
+  return kept;
+}
+
+template <typename T>
+class ScratchLease {
+ public:
+  explicit ScratchLease(int64_t n) {
+    const int64_t bytes = n * int64_t(sizeof(T));
+    if (n <= 0) return;
+    KeptScratch& kept = kept_scratch();
+    if (bytes <= kKeptScratchBytes && !kept.leased) {
+      if (kept.bytes < bytes) {
+        kept.data.reset(new char[bytes]);
+        kept.bytes = bytes;
+      }
+      kept.leased = true;
+      lease_ = &kept;
+      ptr_ = reinterpret_cast<T*>(kept.data.get());
+    } else {
+      own_.reset(new T[n]);
+      ptr_ = own_.get();
+    }
+  }
+  ~ScratchLease() {
+    if (lease_ != nullptr) lease_->leased = false;
+  }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+  T* get() const { return ptr_; }
+
+ private:
+  KeptScratch* lease_ = nullptr;
+  std::unique_ptr<T[]> own_;
+  T* ptr_ = nullptr;
+};
+
+// Runs fn(n, y_begin, y_end, buffer) for every sample n and block of grid
+// rows [y_begin, y_end), buffer being `buffer_size` scratch elements owned by
+// the running thread (never initialised: each user writes what it reads).
+// Blocks of folded samples (Blocks::samples > 1, channels_last kernels
+// only) pass rows past grid_h: rows of the samples after n, which
+// for_each_sample splits.
+// With fewer tasks than threads the tasks run in turn and each GEMM uses the
+// threads. `overlapping`: blocks of one sample write overlapping memory
+// (col2im), so they never run at the same time, except blocks two apart,
+// which the caller guarantees to be disjoint (min_rows): with fewer samples
+// than threads, even blocks run in parallel, then odd ones.
+template <typename T, typename Fn>
+void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, int64_t buffer_size,
+                    const Fn& fn) {
+  const int64_t threads = at::get_num_threads(), count = blocks.count;
+  auto buffer = [&]() { return ScratchLease<T>(buffer_size); };
+  if (blocks.samples > 1) {
+    // Block b is samples [b * samples, ...) whole: the grid rows of one run
+    // on from sample to sample (see for_each_sample), and no two blocks
+    // touch one sample.
+    auto folded = [&](int64_t b, T* scratch) {
+      const int64_t first = b * blocks.samples, last = std::min(s.batch, first + blocks.samples);
+      fn(first, 0, (last - first) * s.grid_h, scratch);
+    };
+    if (count < threads || threads == 1) {
+      auto scratch_buffer = buffer();
+      for (int64_t b = 0; b < count; ++b) folded(b, scratch_buffer.get());
+    } else {
+      at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+        auto scratch_buffer = buffer();
+        for (int64_t b = begin; b < end; ++b) folded(b, scratch_buffer.get());
+      });
+    }
+    return;
+  }
+  auto block = [&](int64_t n, int64_t b, T* buffer) {
+    const int64_t y_begin = b * blocks.rows;
+    fn(n, y_begin, std::min(s.grid_h, y_begin + blocks.rows), buffer);
+  };
+  const int64_t tasks = s.batch * count;
+  if (tasks == 0) return;
+  if (tasks < threads || threads == 1) {
+    auto scratch_buffer = buffer();
+    for (int64_t t = 0; t < tasks; ++t) block(t / count, t % count, scratch_buffer.get());
+  } else if (!overlapping) {
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      auto scratch_buffer = buffer();
+      for (int64_t t = begin; t < end; ++t) block(t / count, t % count, scratch_buffer.get());
+    });
+  } else if (s.batch >= threads) {
+    at::parallel_for(0, s.batch, 1, [&](int64_t begin, int64_t end) {
+      auto scratch_buffer = buffer();
+      for (int64_t n = begin; n < end; ++n)
+        for (int64_t b = 0; b < count; ++b) block(n, b, scratch_buffer.get());
+    });
+  } else {
+    for (int64_t parity = 0; parity < 2; ++parity) {
+      const int64_t per_sample = (count - parity + 1) / 2;
+      at::parallel_for(0, s.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
+        auto scratch_buffer = buffer();
+        for (int64_t t = begin; t < end; ++t) block(t / per_sample, 2 * (t % per_sample) + parity, scratch_buffer.get());
+      });
+    }
+  }
+}
+
+// The fewest grid rows per block for which the image rows that blocks b and
+// b + 2 touch are disjoint (see for_each_block): a block's rows span
+// (rows - 1) * stride + (kernel - 1) * dilation + 1 image rows.
+inline int64_t disjoint_rows(const Window& w) {
+  return div_up((w.kernel_h - 1) * w.dilation_h + 1, w.stride_h);
+}
+
+// Splits grid rows [y0, y1) counted from sample n's first row, which may
+// run on into the samples after it (folded blocks), into one call
+// fn(sample, row_begin, row_end, rows_before) per sample, rows_before being
+// the block's rows that precede this piece.
+template <typename Fn>
+void for_each_sample(const ConvShape& s, int64_t n, int64_t y0, int64_t y1, const Fn& fn) {
+  const int64_t grid_h = std::max<int64_t>(s.grid_h, 1);
+  for (int64_t y = y0; y < y1;) {
+    const int64_t sample = n + y / grid_h, row = y % grid_h, end = std::min(grid_h, row + (y1 - y));
+    fn(sample, row, end, y - y0);
+    y += end - row;
+  }
+}
+
+}  // namespace conv
+}  // namespace cpu
+}  // namespace torchconv

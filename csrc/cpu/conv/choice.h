@@ -1,0 +1,53 @@
+// Which kernel runs a convolution: one rule for the three computations,
+// applied by their entry points (conv2d.cpp, conv_transpose2d.cpp,
+// conv2d_weight.cpp).
+//
+// The computations are im2col/col2im around one GEMM per block and group:
+//   conv2d            y[n,g]  = W[g] . im2col(x[n,g])
+//   conv_transpose2d  y[n,g]  = col2im(W[g]^T . x[n,g])   (conv2d's grad_input)
+//   conv2d_weight     dW[g]   = sum_n dy[n,g] . im2col(x[n,g])^T
+// A 1x1 kernel with stride 1 and no padding needs no im2col: the image is its
+// own column matrix. Columns are built a block of grid rows at a time
+// (blocks.h), and (sample, block) tasks run in parallel, so memory stays
+// bounded for any batch or image size and a single sample still uses every
+// thread. float16 and bfloat16 compute in float32 (precision.h): the weight
+// and bias are widened once, the image as im2col builds each block's
+// columns, and each result is rounded once into the output (a transposed
+// convolution accumulates its whole output in float32 first); the GEMM is
+// the capability level's (gemm.h).
+//
+//   shape class                                kernel          why
+//   channels_last, depthwise                   DepthwiseNHWC   one multiply-add per tap over a pixel's channels, no copies
+//   groups of one image channel (depthwise,    Direct          each group's GEMM would reduce over kH*kW only, and
+//     channel multipliers), either format                      im2col copy the image kH*kW times
+//   channels_last, or under kFoldPixels grid   GemmNHWC        NHWC read in place; small grids fold whole samples into
+//     pixels per sample (blocks.h)                             one GEMM (contiguous operands converted there and back)
+//   everything else                            GemmNCHW        one GEMM per block of grid rows, planes in place
+//
+// Where a kernel reads another layout than its operands', the entry point
+// converts them, and returns the result in torch's memory format (layout.h).
+#pragma once
+
+#include "blocks.h"
+#include "depthwise_nhwc.h"
+#include "direct.h"
+#include "shape.h"
+
+namespace torchconv {
+namespace cpu {
+namespace conv {
+
+enum class ConvKernel { DepthwiseNHWC, Direct, GemmNHWC, GemmNCHW };
+
+// The kernel of a convolution of shape `s` whose result is channels_last
+// when `to_channels_last` (the table above).
+inline ConvKernel choose_kernel(const ConvShape& s, bool to_channels_last) {
+  if (to_channels_last && is_depthwise(s)) return ConvKernel::DepthwiseNHWC;
+  if (uses_direct_loops(s)) return ConvKernel::Direct;
+  if (to_channels_last || folds_samples(s)) return ConvKernel::GemmNHWC;
+  return ConvKernel::GemmNCHW;
+}
+
+}  // namespace conv
+}  // namespace cpu
+}  // namespace torchconv

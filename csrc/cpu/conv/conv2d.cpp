@@ -1,0 +1,79 @@
+// torchconv_cpp::conv2d on the CPU: checks, then the kernel choose_kernel
+// picks (choice.h), its result in torch's memory format.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../../checks.h"
+#include "choice.h"
+#include "depthwise_nhwc.h"
+#include "direct.h"
+#include "gemm_nchw.h"
+#include "gemm_nhwc.h"
+#include "layout.h"
+#include "shape.h"
+
+namespace torchconv {
+namespace cpu {
+namespace conv {
+namespace {
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_kernel_device("conv2d", input, at::kCPU);
+  const std::pair<int64_t, int64_t> out_size = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
+  const int64_t out_h = out_size.first, out_w = out_size.second;
+  const Window window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
+  const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
+                    weight.size(0), out_h, out_w, window};
+  const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
+  const bool to_channels_last = channels_last(input, weight);
+  const std::vector<int64_t> out_sizes{s.batch, s.grid_channels, out_h, out_w};
+  const ConvKernel kernel = choose_kernel(s, to_channels_last);
+  switch (kernel) {
+    case ConvKernel::DepthwiseNHWC: {
+      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = tap_major_weight(weight);
+      at::Tensor out = empty_channels_last(out_sizes, input);
+      TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
+        using acc = acc_t<scalar_t>;
+        conv2d_depthwise_nhwc<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
+                                        out.data_ptr<scalar_t>());
+      });
+      return out;
+    }
+    case ConvKernel::GemmNHWC: {
+      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = weight_channels_last(weight);
+      at::Tensor out = empty_channels_last(out_sizes, input);
+      TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
+        using acc = acc_t<scalar_t>;
+        conv2d_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
+                                     out.data_ptr<scalar_t>());
+      });
+      return in_layout(out, to_channels_last);
+    }
+    case ConvKernel::Direct:
+    case ConvKernel::GemmNCHW:
+      break;
+  }
+  // Direct and GemmNCHW read and write contiguous tensors.
+  const bool direct = kernel == ConvKernel::Direct;
+  const at::Tensor x = input.contiguous(), w = computed_in_opmath(weight);
+  at::Tensor out = at::empty(out_sizes, input.options());
+  TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
+    using acc = acc_t<scalar_t>;
+    if (direct) {
+      conv2d_direct(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b), out.data_ptr<scalar_t>());
+    } else {
+      conv2d_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
+                              out.data_ptr<scalar_t>());
+    }
+  });
+  return in_layout(out, to_channels_last);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torchconv_cpp, CPU, m) { m.impl("conv2d", &conv2d); }
+
+}  // namespace conv
+}  // namespace cpu
+}  // namespace torchconv

@@ -1,0 +1,143 @@
+// Depthwise convolutions on channels_last tensors: the three computations
+// vectorised over channels, without layout copies.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "direct.h"
+#include "operands.h"
+#include "shape.h"
+
+namespace torchconv {
+namespace cpu {
+namespace conv {
+
+// ------------------------------------------------- depthwise, channels_last
+//
+// A depthwise convolution (every group one image channel and one grid
+// channel) on channels_last tensors: every pixel's channels are contiguous
+// in the image and the grid, and so are they in a tap-major weight (kH * kW
+// rows of C), so each tap of each pixel is one multiply-add over a run of C
+// channels, which vectorises, with no layout copies. The input gradient
+// gathers, for each image pixel, the grid pixels whose windows hold it (no
+// two tasks write one pixel); the weight gradient sums tap-major in each
+// thread's partial sums, added in thread order.
+
+inline bool is_depthwise(const ConvShape& s) { return uses_direct_loops(s) && s.grid_group() == 1; }
+
+// A depthwise weight (C, 1, kH, kW) as (kH * kW, C), in the compute type.
+inline at::Tensor tap_major_weight(const at::Tensor& weight) {
+  return weight.reshape({weight.size(0), -1}).t().to(at::toOpMathType(weight.scalar_type())).contiguous();
+}
+
+// sum[c] += weight[c] * pixel[c] for c in [0, channels).
+template <typename scalar_t, typename acc>
+inline void add_tap(const acc* __restrict weight, const scalar_t* __restrict pixel, acc* __restrict sum,
+                    int64_t channels) {
+  for (int64_t c = 0; c < channels; ++c) sum[c] += weight[c] * static_cast<acc>(pixel[c]);
+}
+
+// For every pixel (n, y, x) of a channels_last output of batch x height x
+// width pixels: its channels' sums, started at the bias (or zero), added to
+// by fn(n, y, x, sums), then rounded into the output. Rows of pixels are the
+// threads' tasks: no two write one pixel.
+template <typename scalar_t, typename Fn>
+void for_each_output_pixel(int64_t batch, int64_t height, int64_t width, int64_t channels,
+                           const acc_t<scalar_t>* bias, scalar_t* output, const Fn& fn) {
+  using acc = acc_t<scalar_t>;
+  at::parallel_for(0, batch * height, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc> sums(channels);
+    for (int64_t row = begin; row < end; ++row) {
+      for (int64_t x = 0; x < width; ++x) {
+        if (bias != nullptr) {
+          std::copy(bias, bias + channels, sums.data());
+        } else {
+          std::fill(sums.begin(), sums.end(), acc(0));
+        }
+        fn(row / height, row % height, x, sums.data());
+        convert(sums.data(), output + (row * width + x) * channels, channels);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void conv2d_depthwise_nhwc(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+                           const acc_t<scalar_t>* bias, scalar_t* output) {
+  const Window& w = s.window;
+  const int64_t channels = s.grid_channels;
+  auto taps = [&](int64_t n, int64_t y, int64_t x, acc_t<scalar_t>* sums) {
+    for (int64_t i = 0; i < w.kernel_h; ++i) {
+      const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+      if (iy < 0 || iy >= s.image_h) continue;
+      for (int64_t j = 0; j < w.kernel_w; ++j) {
+        const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
+        if (ix < 0 || ix >= s.image_w) continue;
+        add_tap(weight + (i * w.kernel_w + j) * channels, input + ((n * s.image_h + iy) * s.image_w + ix) * channels,
+                sums, channels);
+      }
+    }
+  };
+  for_each_output_pixel(s.batch, s.grid_h, s.grid_w, channels, bias, output, taps);
+}
+
+template <typename scalar_t>
+void conv_transpose2d_depthwise_nhwc(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+                                     const acc_t<scalar_t>* bias, scalar_t* output) {
+  const Window& w = s.window;
+  const int64_t channels = s.image_channels;
+  auto taps = [&](int64_t n, int64_t iy, int64_t ix, acc_t<scalar_t>* sums) {
+    for (int64_t i = 0; i < w.kernel_h; ++i) {
+      const int64_t y = grid_position_reading<int64_t>(iy, i, s.grid_h, w.stride_h, w.pad_h, w.dilation_h);
+      if (y < 0) continue;
+      for (int64_t j = 0; j < w.kernel_w; ++j) {
+        const int64_t x = grid_position_reading<int64_t>(ix, j, s.grid_w, w.stride_w, w.pad_w, w.dilation_w);
+        if (x < 0) continue;
+        add_tap(weight + (i * w.kernel_w + j) * channels, input + ((n * s.grid_h + y) * s.grid_w + x) * channels,
+                sums, channels);
+      }
+    }
+  };
+  for_each_output_pixel(s.batch, s.image_h, s.image_w, channels, bias, output, taps);
+}
+
+template <typename scalar_t>
+void conv2d_weight_depthwise_nhwc(const ConvShape& s, const scalar_t* input, const scalar_t* grad_output,
+                                  scalar_t* grad_weight) {
+  using acc = acc_t<scalar_t>;
+  const Window& w = s.window;
+  const int64_t channels = s.grid_channels, taps = w.kernel_h * w.kernel_w;
+  WeightSums<acc> sums(taps * channels);  // tap-major
+  at::parallel_for(0, s.batch * s.grid_h, 1, [&](int64_t begin, int64_t end) {
+    acc* sum = sums.mine();
+    std::vector<acc> dy(channels);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / s.grid_h, y = row % s.grid_h;
+      for (int64_t x = 0; x < s.grid_w; ++x) {
+        convert(grad_output + (row * s.grid_w + x) * channels, dy.data(), channels);
+        for (int64_t i = 0; i < w.kernel_h; ++i) {
+          const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+          if (iy < 0 || iy >= s.image_h) continue;
+          for (int64_t j = 0; j < w.kernel_w; ++j) {
+            const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
+            if (ix < 0 || ix >= s.image_w) continue;
+            add_tap(dy.data(), input + ((n * s.image_h + iy) * s.image_w + ix) * channels,
+                    sum + (i * w.kernel_w + j) * channels, channels);
+          }
+        }
+      }
+    }
+  });
+  std::vector<acc> total(taps * channels);
+  sums.total_into(total.data());
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t t = 0; t < taps; ++t) grad_weight[c * taps + t] = static_cast<scalar_t>(total[t * channels + c]);
+  }
+}
+
+}  // namespace conv
+}  // namespace cpu
+}  // namespace torchconv
