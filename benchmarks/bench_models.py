@@ -12,6 +12,13 @@ Models (``--models``, comma-separated names or ``all``):
 * ``resnet18``, ``mobilenet_v2``: torchvision's, ``weights=None``,
   ``num_classes=1000`` (torchvision's default ImageNet head), batch 8 of
   3x112x112, cross-entropy against fixed random labels;
+* ``resnext50`` (grouped 3x3, 32 groups; batch 4), ``shufflenet_v2``
+  (``shufflenet_v2_x1_0``: depthwise and 1x1 layers, channel shuffles),
+  ``densenet121`` (dense blocks of concatenations; batch 4): torchvision's,
+  likewise at 3x112x112;
+* ``lraspp``: torchvision's ``lraspp_mobilenet_v3_large`` segmentation
+  model (an encoder-decoder; ``weights_backbone=None``, 21 classes), batch
+  4 of 3x128x128, per-pixel cross-entropy on its ``"out"``;
 * ``mnist_cnn``: the ``cnn`` model of ``examples/mnist_train.py`` (imported,
   built from ``torch.nn`` layers), batch 64 of 1x28x28, cross-entropy;
 * ``dcgan_generator``: the standard DCGAN generator (Radford et al., as in
@@ -48,6 +55,7 @@ Usage::
     python benchmarks/bench_models.py --quick               # fewer pairs and a shorter example run
     python benchmarks/bench_models.py --models resnet18 --dtype bfloat16 --memory-format channels_last
     python benchmarks/bench_models.py --pairs 20 --backend cpp --no-example
+    python benchmarks/bench_models.py --models resnet18 --dtype bfloat16 --layers   # where the time goes
 """
 
 from __future__ import annotations
@@ -75,6 +83,7 @@ import torchconv
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import capability  # noqa: E402
+import layer_profile  # noqa: E402
 from bench_ops import PerfCounterTimer, check_backend, geomean, header, median_ratio, parse_dtypes  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "mnist_train.py"
@@ -104,7 +113,10 @@ class TorchvisionMissing(Exception):
     """torchvision is not installed (its rows are skipped)."""
 
 
-def _torchvision(name: str) -> Callable[[], nn.Module]:
+def _torchvision(name: str, task: str = "", **kwargs) -> Callable[[], nn.Module]:
+    """torchvision.models[.task].name(weights=None, **kwargs) (default: 1000 classes)."""
+    kwargs = kwargs or {"num_classes": 1000}
+
     def build():
         if importlib.util.find_spec("torchvision") is None:
             raise TorchvisionMissing("torchvision is not installed")
@@ -115,7 +127,8 @@ def _torchvision(name: str) -> Callable[[], nn.Module]:
             from zoo_models import torchvision_models
         finally:
             sys.path.remove(str(ROOT / "tests"))
-        return getattr(torchvision_models(), name)(weights=None, num_classes=1000)
+        models = torchvision_models()
+        return getattr(getattr(models, task) if task else models, name)(weights=None, **kwargs)
 
     return build
 
@@ -167,6 +180,17 @@ def _cross_entropy(out, target):
     return F.cross_entropy(out, target)
 
 
+def _segmentation(n: int, shape: tuple, classes: int):
+    def make():
+        return torch.randn(n, *shape), torch.randint(classes, (n, *shape[1:]))
+
+    return make
+
+
+def _pixel_cross_entropy(out, target):
+    return F.cross_entropy(out["out"], target)  # torchvision's segmentation models return a dict
+
+
 def _mse(out, target):
     return F.mse_loss(out.float(), target)
 
@@ -185,6 +209,15 @@ MODELS = {
     for m in [
         Model("resnet18", "resnet18 8x3x112x112", _torchvision("resnet18"), _classification(8, (3, 112, 112), 1000), _cross_entropy),
         Model("mobilenet_v2", "mobilenet_v2 8x3x112x112", _torchvision("mobilenet_v2"), _classification(8, (3, 112, 112), 1000), _cross_entropy),
+        Model("resnext50", "resnext50_32x4d 4x3x112x112", _torchvision("resnext50_32x4d"),
+              _classification(4, (3, 112, 112), 1000), _cross_entropy),
+        Model("shufflenet_v2", "shufflenet_v2 8x3x112x112", _torchvision("shufflenet_v2_x1_0"),
+              _classification(8, (3, 112, 112), 1000), _cross_entropy),
+        Model("densenet121", "densenet121 4x3x112x112", _torchvision("densenet121"),
+              _classification(4, (3, 112, 112), 1000), _cross_entropy),
+        Model("lraspp", "lraspp_mnv3 4x3x128x128",
+              _torchvision("lraspp_mobilenet_v3_large", "segmentation", num_classes=21, weights_backbone=None),
+              _segmentation(4, (3, 128, 128), 21), _pixel_cross_entropy),
         Model("mnist_cnn", "mnist cnn 64x1x28x28", _mnist_cnn, _classification(64, (1, 28, 28), 10), _cross_entropy),
         Model("dcgan_generator", "dcgan G 16x100 -> 3x64x64", DCGANGenerator,
               lambda: (torch.randn(16, 100, 1, 1), torch.rand(16, 3, 64, 64) * 2 - 1), _mse),
@@ -238,6 +271,21 @@ def time_row(spec: Model, base: nn.Module, dtype_name: str, memory_format: str, 
         pairs = max(min(pairs, MIN_PAIRS), min(pairs, int(row_seconds / pair_s)))
     ratio, t_ours, t_theirs, _ = median_ratio(step_ours, step_theirs, pairs, 0, timer)
     return dict(ratio=ratio, ours_ms=t_ours * 1e3, torch_ms=t_theirs * 1e3, pairs=pairs, converted=count_converted(ours))
+
+
+def profile_row(spec: Model, base: nn.Module, dtype_name: str, memory_format: str, pairs: int) -> None:
+    """--layers: the row's layers timed alone, and each side's memory copies per step."""
+    fmt = MEMORY_FORMATS[memory_format]
+    torch.manual_seed(0)
+    x, target = spec.make_batch()
+    x = x.contiguous(memory_format=fmt)
+    theirs = copy.deepcopy(base).to(memory_format=fmt)
+    ours = torchconv.convert(copy.deepcopy(base), inplace=True).to(memory_format=fmt)
+    rows = layer_profile.time_layers(theirs, x, dtype_name, max(pairs, 3))
+    copies_ours = layer_profile.copy_times(make_step(ours, x, target, spec.loss, dtype_name))
+    copies_theirs = layer_profile.copy_times(make_step(theirs, x, target, spec.loss, dtype_name))
+    layer_profile.print_profile(_print, f"{spec.description}, {dtype_name}, {memory_format}", rows, copies_ours,
+                                copies_theirs)
 
 
 # --------------------------------------------------------------------------- the example's ratio
@@ -313,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help=f"at most {QUICK_PAIRS} pairs, --row-seconds {QUICK_ROW_SECONDS:g}, a {QUICK_EXAMPLE_RUN[0]}-epoch example run on {QUICK_EXAMPLE_RUN[1]} digits")
     parser.add_argument("--no-example", action="store_true", help="skip the examples/mnist_train.py --compare-torch run")
+    parser.add_argument("--layers", action="store_true",
+                        help="after each row, where its time goes: every distinct conv/pool layer timed alone "
+                             "(torch vs torchconv), and the memory copies of a step (benchmarks/layer_profile.py)")
     return parser
 
 
@@ -376,6 +427,8 @@ def main(argv=None) -> int:
                     rows.append((spec.description, dtype_name, memory_format, r["ratio"]))
                     _print(f"{spec.description:26s} {dtype_name:8s} {memory_format:13s} {r['torch_ms']:13.1f} "
                            f"{r['ours_ms']:12.1f} {r['ratio']:6.2f} {r['pairs']:5d}  {verdict}")
+                    if args.layers:
+                        profile_row(spec, base, dtype_name, memory_format, pairs)
             del base
     if rows:
         ratios = [r[3] for r in rows]

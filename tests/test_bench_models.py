@@ -103,3 +103,22 @@ def test_unknown_names_are_rejected(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--dtype", "float64"])
     assert "only float32, bfloat16" in capsys.readouterr().err
+
+
+def test_layers_profile(capsys):
+    """--layers: every distinct conv/pool layer of the row timed alone, with
+    the model's own inputs, and each side's memory copies per step."""
+    argv = ["--models", "mnist_cnn", "--dtype", "float32", "--memory-format", "contiguous",
+            "--pairs", "1", "--warmup", "0", "--no-example", "--layers"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "layers of mnist cnn 64x1x28x28, float32, contiguous" in out
+    layers = [line for line in out.splitlines() if " on 64x" in line]
+    assert len(layers) == 4  # two convolutions and two max pools, each its own input
+    assert any("Conv2d(1, 32" in line and "on 64x1x28x28 NCHW" in line for line in layers)
+    assert any("MaxPool2d" in line and "on 64x64x14x14 NCHW" in line for line in layers)
+    assert "all layers: torch" in out and "aten::copy_ per step" in out
+
+
+def test_added_architectures_are_listed():
+    assert {"resnext50", "shufflenet_v2", "densenet121", "lraspp"} <= set(bench.MODELS)
