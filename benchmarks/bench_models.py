@@ -249,18 +249,25 @@ def make_step(model: nn.Module, x, target, loss_fn, dtype_name: str) -> Callable
     return step
 
 
-def time_row(spec: Model, base: nn.Module, dtype_name: str, memory_format: str, pairs: int, warmup: int,
-             row_seconds: float = 0.0) -> dict:
-    """Times a training step of ``base`` and of its torchconv conversion,
-    interleaved: ``warmup`` steps of each side, then at most ``pairs`` timed
-    pairs, fewer (at least MIN_PAIRS) if the last warm-up pair says ``pairs``
-    would last longer than ``row_seconds`` (0: no cap)."""
+def prepare_row(spec: Model, base: nn.Module, memory_format: str):
+    """A row's (input, target, torch model, torchconv model): the seeded
+    batch and two copies of ``base``, one converted, in ``memory_format``."""
     fmt = MEMORY_FORMATS[memory_format]
     torch.manual_seed(0)
     x, target = spec.make_batch()
     x = x.contiguous(memory_format=fmt)
     theirs = copy.deepcopy(base).to(memory_format=fmt)
     ours = torchconv.convert(copy.deepcopy(base), inplace=True).to(memory_format=fmt)
+    return x, target, theirs, ours
+
+
+def time_row(spec: Model, base: nn.Module, dtype_name: str, memory_format: str, pairs: int, warmup: int,
+             row_seconds: float = 0.0) -> dict:
+    """Times a training step of ``base`` and of its torchconv conversion,
+    interleaved: ``warmup`` steps of each side, then at most ``pairs`` timed
+    pairs, fewer (at least MIN_PAIRS) if the last warm-up pair says ``pairs``
+    would last longer than ``row_seconds`` (0: no cap)."""
+    x, target, theirs, ours = prepare_row(spec, base, memory_format)
     step_ours = make_step(ours, x, target, spec.loss, dtype_name)
     step_theirs = make_step(theirs, x, target, spec.loss, dtype_name)
     timer = PerfCounterTimer()
@@ -275,12 +282,7 @@ def time_row(spec: Model, base: nn.Module, dtype_name: str, memory_format: str, 
 
 def profile_row(spec: Model, base: nn.Module, dtype_name: str, memory_format: str, pairs: int) -> None:
     """--layers: the row's layers timed alone, and each side's memory copies per step."""
-    fmt = MEMORY_FORMATS[memory_format]
-    torch.manual_seed(0)
-    x, target = spec.make_batch()
-    x = x.contiguous(memory_format=fmt)
-    theirs = copy.deepcopy(base).to(memory_format=fmt)
-    ours = torchconv.convert(copy.deepcopy(base), inplace=True).to(memory_format=fmt)
+    x, target, theirs, ours = prepare_row(spec, base, memory_format)
     rows = layer_profile.time_layers(theirs, x, dtype_name, max(pairs, 3))
     copies_ours = layer_profile.copy_times(make_step(ours, x, target, spec.loss, dtype_name))
     copies_theirs = layer_profile.copy_times(make_step(theirs, x, target, spec.loss, dtype_name))
