@@ -26,6 +26,7 @@ import torch.nn as nn
 
 import torchconv
 from bench_ops import median_ratio
+from torchconv._memory_format import memory_format_of
 
 LAYER_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)
 COPY_OPS = ("aten::copy_", "aten::contiguous", "aten::to", "aten::_to_copy", "aten::clone")
@@ -39,10 +40,10 @@ class Layer:
 
     def key(self):
         x = self.input
-        return (repr(self.module), tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last))
+        return (repr(self.module), tuple(x.shape), x.dtype, memory_format_of(x))
 
     def describe(self) -> str:
-        fmt = "NHWC" if self.key()[3] and self.input.dim() == 4 and not self.input.is_contiguous() else "NCHW"
+        fmt = "NHWC" if memory_format_of(self.input) == torch.channels_last else "NCHW"
         return f"{self.module!r} on {'x'.join(map(str, self.input.shape))} {fmt}"
 
 

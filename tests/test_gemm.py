@@ -106,7 +106,6 @@ def _failures(case, dtype, generator):
     a = _stored(k, m, dtype, pad, generator) if ta else _stored(m, k, dtype, pad, generator)
     b = _stored(n, k, dtype, pad, generator) if tb else _stored(k, n, dtype, pad, generator)
     c_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    dtype = c_dtype
     c = _stored(m, n, c_dtype, pad, generator)
     if alpha == 0:  # must not be read
         a.fill_(float("nan"))
@@ -123,7 +122,7 @@ def _failures(case, dtype, generator):
     if beta != 0:
         expected += beta * c.double()
         scale += abs(beta) * c.double().abs()
-    bound = tolerance(dtype) * scale + 1e-30
+    bound = tolerance(c_dtype) * scale + 1e-30  # the sums are in c's dtype
 
     failures = []
     threads_before = torch.get_num_threads()

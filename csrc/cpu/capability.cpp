@@ -3,7 +3,6 @@
 #include "capability.h"
 
 #include <c10/util/Exception.h>
-#include <c10/util/Logging.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -14,6 +13,14 @@ namespace {
 
 constexpr const char* kNames[] = {"default", "avx2", "avx512", "avx512_bf16"};
 constexpr int kLevels = sizeof(kNames) / sizeof(kNames[0]);
+constexpr const char* kExpected = "(expected one of default, avx2, avx512, avx512_bf16)";
+
+// The level called `name`, or -1 for a name that is none of kNames.
+int level_named(const std::string& name) {
+  for (int level = 0; level < kLevels; ++level)
+    if (name == kNames[level]) return level;
+  return -1;
+}
 
 Capability detect() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -37,15 +44,14 @@ Capability initial_capability() {
   const Capability cpu = cpu_capability();
   const char* requested = std::getenv("TORCHCONV_CPU_CAPABILITY");
   if (requested == nullptr || *requested == '\0') return cpu;
-  for (int level = 0; level < kLevels; ++level) {
-    if (std::string(requested) != kNames[level]) continue;
-    if (level <= static_cast<int>(cpu)) return static_cast<Capability>(level);
+  const int level = level_named(requested);
+  if (level > static_cast<int>(cpu)) {
     TORCH_WARN("torchconv: ignoring TORCHCONV_CPU_CAPABILITY=", requested, ": this CPU's highest level is ",
                capability_name(cpu));
     return cpu;
   }
-  TORCH_WARN("torchconv: ignoring invalid value for TORCHCONV_CPU_CAPABILITY: ", requested,
-             " (expected one of default, avx2, avx512, avx512_bf16)");
+  if (level >= 0) return static_cast<Capability>(level);
+  TORCH_WARN("torchconv: ignoring invalid value for TORCHCONV_CPU_CAPABILITY: ", requested, " ", kExpected);
   return cpu;
 }
 
@@ -72,10 +78,9 @@ void set_capability(Capability level) {
 const char* capability_name(Capability level) { return kNames[static_cast<int>(level)]; }
 
 Capability parse_capability(const std::string& name) {
-  for (int level = 0; level < kLevels; ++level)
-    if (name == kNames[level]) return static_cast<Capability>(level);
-  TORCH_CHECK(false, "torchconv: unknown capability level '", name,
-              "' (expected one of default, avx2, avx512, avx512_bf16)");
+  const int level = level_named(name);
+  TORCH_CHECK(level >= 0, "torchconv: unknown capability level '", name, "' ", kExpected);
+  return static_cast<Capability>(level);
 }
 
 std::vector<std::string> supported_capabilities() {

@@ -26,7 +26,7 @@
 // (capability.h).
 
 #include "gemm_avx512.h"
-#include "gemm_threads.h"
+#include "gemm_common.h"
 #include "transpose8x8.h"
 
 #include <ATen/Parallel.h>
@@ -53,9 +53,8 @@ namespace {
 
 #if TORCHCONV_GEMM_X86
 
-int64_t div_up(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
+using gemm_common::balanced_block;
+using gemm_common::div_up;
 
 // C = beta * C without reading C when beta == 0 (BLAS semantics).
 template <typename T>
@@ -97,45 +96,7 @@ constexpr int64_t kAPanelBytes = 16 * 1024;
 // passing through.
 constexpr int64_t kBBlockBytes = 1024 * 1024;
 
-// Splits `total` into the fewest blocks of at most `max_block` (a multiple
-// of `align`), equalised so that no block is a sliver; returns the block
-// size rounded up to `align`.
-int64_t balanced_block(int64_t total, int64_t max_block, int64_t align) {
-  const int64_t nblocks = div_up(total, max_block);
-  return div_up(div_up(total, nblocks), align) * align;
-}
-
-// Per-thread packing buffer for the B block. Grows monotonically; lives as
-// long as the thread (pool threads are long-lived, so it is reused).
-class Scratch {
- public:
-  Scratch() = default;
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() {
-    std::free(ptr_);
-  }
-  void* get(size_t bytes) {
-    if (bytes > size_) {
-      std::free(ptr_);
-      ptr_ = nullptr;
-      size_ = 0;
-      const size_t rounded = (bytes + 63) / 64 * 64;
-      ptr_ = std::aligned_alloc(64, rounded);
-      if (ptr_ == nullptr) {
-        throw std::bad_alloc();
-      }
-      size_ = rounded;
-    }
-    return ptr_;
-  }
-
- private:
-  void* ptr_ = nullptr;
-  size_t size_ = 0;
-};
-
-thread_local Scratch tls_bblock;
+thread_local gemm_common::Scratch tls_bblock;
 
 // Everything between push and pop is compiled for AVX-512; no headers are
 // included inside, so no inline function from a header gets an AVX-512
@@ -601,7 +562,7 @@ template <typename T>
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
           const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
 #if TORCHCONV_GEMM_X86
-  gemm_threads::parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+  gemm_common::parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
                               serial_gemm<T>);
 #else
   TORCH_CHECK(false, "torchconv: the AVX-512 GEMM is not built for this CPU");

@@ -1,7 +1,7 @@
 // This project's AVX-512 GEMMs, behind the entry in gemm.h, which calls
 // them at the capability levels that have them (capability.h); the kernels
 // call gemm.h's gemm, never these. Same arguments and contract as gemm.h's.
-// Each threads over blocks of C with at::parallel_for (gemm_threads.h), and
+// Each threads over blocks of C with at::parallel_for (gemm_common.h), and
 // runs on the calling thread for small products, one thread, or inside a
 // parallel region.
 #pragma once

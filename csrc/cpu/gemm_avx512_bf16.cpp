@@ -18,12 +18,10 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 #include <utility>
 
 #include "gemm_avx512.h"
-#include "gemm_threads.h"
+#include "gemm_common.h"
 #include "transpose8x8.h"
 
 namespace torchconv {
@@ -33,7 +31,8 @@ namespace {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TORCHCONV_GEMM_BF16_X86 1
 
-using gemm_threads::div_up;
+using gemm_common::balanced_block;
+using gemm_common::div_up;
 
 constexpr int MR = 8;           // rows of a micro-tile
 constexpr int L = 16;           // float32 lanes of a zmm
@@ -45,32 +44,7 @@ constexpr int64_t kAPanelBytes = 16 * 1024;
 constexpr int64_t kBBlockBytes = 1024 * 1024;
 constexpr int64_t kMaxPairs = kAPanelBytes / (MR * 4);  // k pairs per A panel
 
-// Per-thread buffer for the packed B block; grows, lives as long as the thread.
-struct PackedB {
-  uint32_t* data = nullptr;
-  size_t bytes = 0;
-  ~PackedB() { std::free(data); }
-  uint32_t* get(size_t wanted) {
-    if (wanted > bytes) {
-      std::free(data);
-      bytes = (wanted + 63) / 64 * 64;
-      data = static_cast<uint32_t*>(std::aligned_alloc(64, bytes));
-      if (data == nullptr) {
-        bytes = 0;
-        throw std::bad_alloc();
-      }
-    }
-    return data;
-  }
-};
-thread_local PackedB tls_packed_b;
-
-// Splits `total` into the fewest blocks of at most `max_block`, equalised,
-// each a multiple of `align`.
-int64_t balanced_block(int64_t total, int64_t max_block, int64_t align) {
-  const int64_t blocks = div_up(total, max_block);
-  return div_up(div_up(total, blocks), align) * align;
-}
+thread_local gemm_common::Scratch tls_packed_b;
 
 // No header is included between push and pop (see gemm_avx512.cpp).
 #if defined(__clang__)
@@ -207,7 +181,7 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, flo
   const int64_t KC = balanced_block(K, 2 * kMaxPairs, 2);
   const int64_t nc_max = std::max<int64_t>(NR, kBBlockBytes / (KC * 2) / NR * NR);
   const int64_t NC = balanced_block(N, nc_max, NR);
-  uint32_t* packed_b = tls_packed_b.get(static_cast<size_t>(KC / 2 * NC) * sizeof(uint32_t));
+  auto* packed_b = static_cast<uint32_t*>(tls_packed_b.get(static_cast<size_t>(KC / 2 * NC) * sizeof(uint32_t)));
   alignas(64) uint32_t packed_a[kMaxPairs * MR];
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
@@ -272,7 +246,7 @@ namespace avx512 {
 void gemm_bf16(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
 #if TORCHCONV_GEMM_BF16_X86
-  gemm_threads::parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, serial_gemm);
+  gemm_common::parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, serial_gemm);
 #else
   TORCH_CHECK(false, "torchconv: the AVX512-BF16 GEMM is not built for this CPU");
 #endif

@@ -7,11 +7,12 @@
 // c = alpha * op(a) @ op(b) + beta * c in place, at the capability level in
 // use (torchconv_cpp::set_capability). c is float32 or float64; a and b
 // are of c's dtype, or both bfloat16 or both float16 with a float32 c: the
-// GEMM of that dtype's convolutions (its values widened to float32), a and b being the stored
-// operands (a is k x m when transpose_a, b is n x k when transpose_b). Each
-// matrix has unit column stride and any row stride at least its width: the
-// row stride is the leading dimension, so a view of the first columns of a
-// wider matrix tests lda, ldb and ldc larger than the width.
+// GEMM of that dtype's convolutions (its values widened to float32). a and
+// b are the stored operands (a is k x m when transpose_a, b is n x k when
+// transpose_b). Each matrix has unit column stride and any row stride at
+// least its width: the row stride is the leading dimension, so a view of
+// the first columns of a wider matrix tests lda, ldb and ldc larger than
+// the width.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>

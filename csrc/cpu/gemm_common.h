@@ -1,6 +1,7 @@
-// The thread split of this project's GEMMs (gemm_avx512.cpp,
-// gemm_avx512_bf16.cpp): C cut into chunks, each an independent
-// single-threaded GEMM, claimed by torch's threads. Generic over the
+// What this project's AVX-512 GEMMs (gemm_avx512.cpp, gemm_avx512_bf16.cpp)
+// share: the balanced block sizes, the per-thread buffer of a packed block,
+// and the thread split (C cut into chunks, each an independent
+// single-threaded GEMM, claimed by torch's threads), generic over the
 // single-threaded GEMM, called as
 //   serial_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc).
 #pragma once
@@ -10,13 +11,52 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <vector>
 
 namespace torchconv {
 namespace cpu {
-namespace gemm_threads {
+namespace gemm_common {
 
 inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Splits `total` into the fewest blocks of at most `max_block` (a multiple
+// of `align`), equalised so that no block is a sliver; returns the block
+// size rounded up to `align`.
+inline int64_t balanced_block(int64_t total, int64_t max_block, int64_t align) {
+  const int64_t nblocks = div_up(total, max_block);
+  return div_up(div_up(total, nblocks), align) * align;
+}
+
+// Per-thread packing buffer for a packed block, 64-byte aligned. Grows
+// monotonically; held by a thread_local, it lives as long as the thread
+// (pool threads are long-lived, so it is reused).
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { std::free(ptr_); }
+  void* get(size_t bytes) {
+    if (bytes > size_) {
+      std::free(ptr_);
+      ptr_ = nullptr;
+      size_ = 0;
+      const size_t rounded = (bytes + 63) / 64 * 64;
+      ptr_ = std::aligned_alloc(64, rounded);
+      if (ptr_ == nullptr) {
+        throw std::bad_alloc();
+      }
+      size_ = rounded;
+    }
+    return ptr_;
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
 
 // Below this many multiply-adds (~20 us on one core) the fork/join of
 // at::parallel_for costs more than a second thread saves (measured: the
@@ -100,6 +140,6 @@ void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T 
   });
 }
 
-}  // namespace gemm_threads
+}  // namespace gemm_common
 }  // namespace cpu
 }  // namespace torchconv
