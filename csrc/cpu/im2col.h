@@ -37,19 +37,21 @@ inline void inside_range(int64_t grid, int64_t stride, int64_t offset, int64_t w
 }
 
 // Grid rows [y_begin, y_end) of the column matrix: a (channels * kernel_h *
-// kernel_w) x ((y_end - y_begin) * grid_w) matrix, row-major with no gaps.
+// kernel_w) x ((y_end - y_begin) * grid_w) matrix, row-major, its rows
+// ld_columns apart (>= the width: a block of several samples puts each
+// sample's columns side by side in one matrix).
 // The convolution kernels build the columns a block of output rows at a
 // time, so the scratch stays a few MiB however large the image (a whole
 // 64-channel 1024 x 1024 image's 3 x 3 columns are 2.25 GiB).
 template <typename image_t, typename column_t>
 void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t image_w,
-            int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, column_t* columns) {
-  const int64_t width = (y_end - y_begin) * grid_w;
+            int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, column_t* columns,
+            int64_t ld_columns) {
   for (int64_t c = 0; c < channels; ++c) {
     const image_t* plane = image + c * image_h * image_w;
     for (int64_t i = 0; i < w.kernel_h; ++i) {
       for (int64_t j = 0; j < w.kernel_w; ++j) {
-        column_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * width;
+        column_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * ld_columns;
         const int64_t offset_w = j * w.dilation_w - w.pad_w;
         int64_t x_begin, x_end;
         inside_range(grid_w, w.stride_w, offset_w, image_w, &x_begin, &x_end);
@@ -63,7 +65,9 @@ void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t ima
           const image_t* in = plane + iy * image_w + offset_w;
           std::fill(out, out + x_begin, column_t(0));
           if (w.stride_w == 1) {
-            convert(in + x_begin, out + x_begin, x_end - x_begin);
+            // A loop rather than convert's memcpy: rows of small planes are
+            // a few pixels, where a call costs more than the copy.
+            for (int64_t x = x_begin; x < x_end; ++x) out[x] = static_cast<column_t>(in[x]);
           } else {
             for (int64_t x = x_begin; x < x_end; ++x) out[x] = static_cast<column_t>(in[x * w.stride_w]);
           }
@@ -74,18 +78,17 @@ void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t ima
   }
 }
 
-// The adjoint of im2col over the same grid rows: adds every column entry
-// onto the pixel it was read from. `image` must be zeroed (or hold values to
-// accumulate onto).
+// The adjoint of im2col over the same grid rows (column rows ld_columns
+// apart): adds every column entry onto the pixel it was read from. `image`
+// must be zeroed (or hold values to accumulate onto).
 template <typename scalar_t>
-void col2im(const scalar_t* columns, int64_t channels, int64_t image_h, int64_t image_w,
+void col2im(const scalar_t* columns, int64_t ld_columns, int64_t channels, int64_t image_h, int64_t image_w,
             int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, scalar_t* image) {
-  const int64_t width = (y_end - y_begin) * grid_w;
   for (int64_t c = 0; c < channels; ++c) {
     scalar_t* plane = image + c * image_h * image_w;
     for (int64_t i = 0; i < w.kernel_h; ++i) {
       for (int64_t j = 0; j < w.kernel_w; ++j) {
-        const scalar_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * width;
+        const scalar_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * ld_columns;
         const int64_t offset_w = j * w.dilation_w - w.pad_w;
         int64_t x_begin, x_end;
         inside_range(grid_w, w.stride_w, offset_w, image_w, &x_begin, &x_end);

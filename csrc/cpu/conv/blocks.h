@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <vector>
 
 #include "shape.h"
 
@@ -36,38 +37,45 @@ inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 struct Blocks {
   int64_t rows;   // grid rows per block; the last block may have fewer
   int64_t count;  // blocks per sample
-  int64_t samples = 1;  // > 1: a block is this many whole samples (fold_samples)
+  int64_t samples = 1;  // > 1: a block is this many whole samples (folds_samples)
 };
 
-// Blocks of at least min_rows grid rows whose scratch is about
-// kColumnBlockBytes (row_bytes per grid row). With fewer samples than
-// threads, a sample is cut into a multiple of the threads-per-sample so
-// that every thread gets the same number of blocks.
-// GEMM width (grid pixels) below which the channels_last kernels fold
-// several whole samples into one block: a GEMM over the 16 pixels of one
-// 4x4 sample ran at half the speed of one over 128 (ResNet-18's last
-// stage at 112x112 input, 512 channels: 2.2x torch's time per sample).
-// Not more: a 14x14 grid (196 pixels) gained little from folding, and its
-// larger scratch raised a small transposed convolution's peak memory
-// above torch's.
+// GEMM width (grid pixels) below which the GEMM kernels fold several whole
+// samples into one block: a GEMM over the few pixels of one small sample
+// runs far below the speed of a wider one. Not more: larger grids gain
+// little from folding, while the larger scratch raises a small transposed
+// convolution's peak memory above torch's (benchmarks/README.md, layer
+// profiles of bench_models.py --layers).
 constexpr int64_t kFoldPixels = 128;
 
 // Whether a sample's grid is small enough to fold samples (see kFoldPixels).
 inline bool folds_samples(const ConvShape& s) { return s.batch > 1 && s.grid_size() < kFoldPixels; }
 
-inline Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_rows, bool fold_samples = false) {
+// Blocks of at least min_rows grid rows whose scratch is about
+// kColumnBlockBytes (row_bytes per grid row), or of whole samples
+// (folds_samples). With fewer samples than threads, a sample is cut into a
+// multiple of the threads-per-sample so that every thread gets the same
+// number of blocks.
+inline Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_rows) {
   const int64_t grid_h = std::max<int64_t>(s.grid_h, 1);
   min_rows = std::min(std::max<int64_t>(min_rows, 1), grid_h);
   int64_t rows = row_bytes > 0 ? kColumnBlockBytes / row_bytes : grid_h;
   rows = std::min(std::max(rows, min_rows), grid_h);
   const int64_t threads = at::get_num_threads();
-  if (fold_samples && folds_samples(s) && rows == grid_h) {
+  if (folds_samples(s) && rows == grid_h) {
     // Whole samples per block: enough for kFoldPixels, within the scratch
-    // budget, and split evenly (one block runs its GEMM on every thread).
+    // budget. With more blocks than threads, a multiple of the threads
+    // (fewer, wider blocks where the budget allows), so that no thread runs
+    // a round more than the others; with fewer, one block runs its GEMM on
+    // every thread.
     const int64_t sample_bytes = std::max<int64_t>(row_bytes * grid_h, 1);
-    int64_t samples = std::min(div_up(kFoldPixels, std::max<int64_t>(s.grid_size(), 1)), s.batch);
-    samples = std::max<int64_t>(1, std::min(samples, kColumnBlockBytes / sample_bytes));
-    samples = div_up(s.batch, div_up(s.batch, samples));
+    const int64_t most = std::max<int64_t>(1, std::min(s.batch, kColumnBlockBytes / sample_bytes));
+    int64_t count = div_up(s.batch, std::min(div_up(kFoldPixels, std::max<int64_t>(s.grid_size(), 1)), most));
+    if (count > threads) {
+      const int64_t fewer = count / threads * threads;
+      count = div_up(s.batch, fewer) <= most ? fewer : div_up(count, threads) * threads;
+    }
+    const int64_t samples = div_up(s.batch, count);
     return {grid_h, div_up(s.batch, samples), samples};
   }
   if (s.batch < threads) {
@@ -129,11 +137,25 @@ class ScratchLease {
   T* ptr_ = nullptr;
 };
 
+// Whether for_each_block runs the blocks one after the other on the calling
+// thread (fewer than there are threads, or one thread), each GEMM then using
+// the threads itself.
+inline bool runs_in_turn(const ConvShape& s, const Blocks& blocks) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t tasks = blocks.samples > 1 ? blocks.count : s.batch * blocks.count;
+  return tasks < threads || threads == 1;
+}
+
+// The number of threads that may run blocks, each with its partial weight
+// gradient (WeightSums).
+inline int64_t partial_sums(const ConvShape& s, const Blocks& blocks) {
+  return runs_in_turn(s, blocks) ? 1 : at::get_num_threads();
+}
+
 // Runs fn(n, y_begin, y_end, buffer) for every sample n and block of grid
 // rows [y_begin, y_end), buffer being `buffer_size` scratch elements owned by
 // the running thread (never initialised: each user writes what it reads).
-// Blocks of folded samples (Blocks::samples > 1, channels_last kernels
-// only) pass rows past grid_h: rows of the samples after n, which
+// Blocks of folded samples (Blocks::samples > 1) pass rows past grid_h: rows of the samples after n, which
 // for_each_sample splits.
 // With fewer tasks than threads the tasks run in turn and each GEMM uses the
 // threads. `overlapping`: blocks of one sample write overlapping memory
@@ -153,7 +175,7 @@ void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, 
       const int64_t first = b * blocks.samples, last = std::min(s.batch, first + blocks.samples);
       fn(first, 0, (last - first) * s.grid_h, scratch);
     };
-    if (count < threads || threads == 1) {
+    if (runs_in_turn(s, blocks)) {
       auto scratch_buffer = buffer();
       for (int64_t b = 0; b < count; ++b) folded(b, scratch_buffer.get());
     } else {
@@ -170,7 +192,7 @@ void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, 
   };
   const int64_t tasks = s.batch * count;
   if (tasks == 0) return;
-  if (tasks < threads || threads == 1) {
+  if (runs_in_turn(s, blocks)) {
     auto scratch_buffer = buffer();
     for (int64_t t = 0; t < tasks; ++t) block(t / count, t % count, scratch_buffer.get());
   } else if (!overlapping) {
@@ -214,6 +236,29 @@ void for_each_sample(const ConvShape& s, int64_t n, int64_t y0, int64_t y1, cons
     fn(sample, row, end, y - y0);
     y += end - row;
   }
+}
+
+// for_each_sample's pieces times `channels`: fn(sample, row_begin, row_end,
+// rows_before, channel) for each. When the blocks run in turn (outside a
+// parallel region) they are shared among the threads, so that the copies
+// around a folded block's GEMM do not run on one thread while the others
+// wait; inside a block task they run on the calling thread.
+template <typename Fn>
+void for_each_sample_channel(const ConvShape& s, int64_t n, int64_t y0, int64_t y1, int64_t channels, const Fn& fn) {
+  struct Piece {
+    int64_t sample, row_begin, row_end, rows_before;
+  };
+  std::vector<Piece> pieces;
+  for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
+    pieces.push_back({m, ya, yb, before});
+  });
+  const int64_t tasks = static_cast<int64_t>(pieces.size()) * channels;
+  at::parallel_for(0, tasks, div_up(tasks, at::get_num_threads()), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const Piece& p = pieces[t / channels];
+      fn(p.sample, p.row_begin, p.row_end, p.rows_before, t % channels);
+    }
+  });
 }
 
 }  // namespace conv

@@ -20,9 +20,11 @@
 //   channels_last, depthwise                   DepthwiseNHWC   one multiply-add per tap over a pixel's channels, no copies
 //   groups of one image channel (depthwise,    Direct          each group's GEMM would reduce over kH*kW only, and
 //     channel multipliers), either format                      im2col copy the image kH*kW times
-//   channels_last, or under kFoldPixels grid   GemmNHWC        NHWC read in place; small grids fold whole samples into
-//     pixels per sample (blocks.h)                             one GEMM (contiguous operands converted there and back)
+//   channels_last                              GemmNHWC        NHWC read in place, one GEMM per block of grid rows
 //   everything else                            GemmNCHW        one GEMM per block of grid rows, planes in place
+//
+// Both GEMM kernels fold whole samples into one block when a sample's grid
+// is under kFoldPixels pixels (blocks.h), so that the GEMM is wide enough.
 //
 // Where a kernel reads another layout than its operands', the entry point
 // converts them, and returns the result in torch's memory format (layout.h).
@@ -44,7 +46,7 @@ enum class ConvKernel { DepthwiseNHWC, Direct, GemmNHWC, GemmNCHW };
 inline ConvKernel choose_kernel(const ConvShape& s, bool to_channels_last) {
   if (to_channels_last && is_depthwise(s)) return ConvKernel::DepthwiseNHWC;
   if (uses_direct_loops(s)) return ConvKernel::Direct;
-  if (to_channels_last || folds_samples(s)) return ConvKernel::GemmNHWC;
+  if (to_channels_last) return ConvKernel::GemmNHWC;
   return ConvKernel::GemmNCHW;
 }
 

@@ -139,7 +139,7 @@ void conv2d_weight_depthwise_nhwc(const ConvShape& s, const scalar_t* input, con
   using acc = acc_t<scalar_t>;
   const Window& w = s.window;
   const int64_t channels = s.grid_channels, taps = w.kernel_h * w.kernel_w;
-  WeightSums<acc> sums(taps * channels);  // tap-major
+  WeightSums<acc> sums(taps * channels, at::get_num_threads());  // tap-major
   at::parallel_for(0, s.batch * s.grid_h, 1, [&](int64_t begin, int64_t end) {
     acc* sum = sums.mine();
     std::vector<acc> dy(channels);

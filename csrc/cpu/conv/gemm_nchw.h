@@ -16,6 +16,32 @@ namespace torchconv {
 namespace cpu {
 namespace conv {
 
+// Small grids fold whole samples into one block (folds_samples, blocks.h):
+// the block's samples then sit side by side in one column matrix (rows x
+// samples * grid), and the grid-side operand of the block (the output, or
+// the gradient read) is gathered into, or scattered from, scratch of the same
+// width, as no single matrix of the tensor spans them.
+
+// Group g's column matrix of the block of grid rows [y0, y1) from sample n
+// (rows ld_columns apart; several samples side by side when folded) into
+// columns: im2col, or for a pointwise convolution the image planes copied
+// (widened for half dtypes).
+template <typename scalar_t>
+void build_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0, int64_t y1,
+                   acc_t<scalar_t>* columns, int64_t ld_columns) {
+  const int64_t gw = s.grid_w, taps = s.window.kernel_h * s.window.kernel_w;
+  for_each_sample_channel(s, n, y0, y1, s.image_group(), [&](int64_t m, int64_t ya, int64_t yb, int64_t before,
+                                                              int64_t c) {
+    const scalar_t* plane = input + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
+    acc_t<scalar_t>* rows = columns + c * taps * ld_columns + before * gw;
+    if (s.is_pointwise()) {
+      convert(plane + ya * gw, rows, (yb - ya) * gw);
+    } else {
+      im2col(plane, 1, s.image_h, s.image_w, gw, s.window, ya, yb, rows, ld_columns);
+    }
+  });
+}
+
 // ---------------------------------------------------------------- conv2d (NCHW)
 //
 // Per block of grid rows: out[g][:, block] (Cout/G x L) = W[g] (Cout/G x rows)
@@ -26,43 +52,46 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar
                    const acc_t<scalar_t>* bias, scalar_t* output) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
-  const bool pointwise = s.is_pointwise();
-  const bool columns_needed = !pointwise || is_widened<scalar_t>;
+  const bool pointwise = s.is_pointwise(), folding = folds_samples(s);
+  const bool columns_needed = !pointwise || is_widened<scalar_t> || folding;
+  const bool out_in_scratch = is_widened<scalar_t> || folding;
   const int64_t row_bytes =
-      ((columns_needed ? rows : 0) + widening_size<scalar_t>(s.grid_channels)) * gw * int64_t(sizeof(acc));
+      ((columns_needed ? rows : 0) + (out_in_scratch ? s.grid_channels : 0)) * gw * int64_t(sizeof(acc));
   const Blocks blocks = make_blocks(s, row_bytes, 1);
-  const int64_t width = blocks.rows * gw;
-  // Per thread: the block's columns, then (half dtypes) its float32 output.
+  const int64_t width = blocks.rows * blocks.samples * gw;
+  // Per thread: the block's columns, then (half dtypes, folded samples) its float32 output.
   const int64_t column_size = columns_needed ? rows * width : 0;
-  const int64_t out_size = widening_size<scalar_t>(s.grid_channels * width);
+  const int64_t out_size = out_in_scratch ? s.grid_channels * width : 0;
   for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
-    const int64_t cols = (y1 - y0) * gw, first = y0 * gw;
-    const scalar_t* image = input + n * s.image_sample();
-    scalar_t* result = output + n * s.grid_sample() + first;
-    acc* out = accumulator(result, buffer + column_size);
-    const int64_t ld_out = is_widened<scalar_t> ? cols : grid;
+    const int64_t cols = (y1 - y0) * gw;
+    acc* out = buffer + column_size;
+    int64_t ld_out = cols;
+    if constexpr (!is_widened<scalar_t>) {
+      if (!out_in_scratch) {
+        out = output + n * s.grid_sample() + y0 * gw;
+        ld_out = grid;
+      }
+    }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const scalar_t* group_image = image + g * s.image_group() * s.image_size();
       const acc* columns = buffer;
       int64_t ld_columns = cols;
-      if (pointwise) {
-        if constexpr (is_widened<scalar_t>) {
-          for (int64_t c = 0; c < s.image_group(); ++c)
-            convert(group_image + c * s.image_size() + first, buffer + c * cols, cols);
-        } else {
-          columns = group_image + first;
-          ld_columns = grid;
-        }
-      } else {
-        im2col(group_image, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, buffer);
+      if (columns_needed) {
+        build_columns(s, input, g, n, y0, y1, buffer, cols);
+      } else if constexpr (!is_widened<scalar_t>) {
+        // A pointwise block of one sample is its own column matrix.
+        columns = input + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
+        ld_columns = grid;
       }
       gemm<scalar_t>(false, false, s.grid_group(), cols, rows, 1, weight + g * s.grid_group() * rows,
-                std::max<int64_t>(rows, 1), columns, std::max<int64_t>(ld_columns, 1), 0,
-                out + g * s.grid_group() * ld_out, std::max<int64_t>(ld_out, 1));
+                     std::max<int64_t>(rows, 1), columns, std::max<int64_t>(ld_columns, 1), 0,
+                     out + g * s.grid_group() * ld_out, std::max<int64_t>(ld_out, 1));
     }
     if (bias != nullptr) add_bias_planes(out, bias, s.grid_channels, cols, ld_out);
-    if constexpr (is_widened<scalar_t>) {
-      for (int64_t c = 0; c < s.grid_channels; ++c) convert(out + c * cols, result + c * grid, cols);
+    if (out_in_scratch) {
+      for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
+        for (int64_t c = 0; c < s.grid_channels; ++c)
+          convert(out + c * cols + before * gw, output + m * s.grid_sample() + c * grid + ya * gw, (yb - ya) * gw);
+      });
     }
   });
 }
@@ -70,7 +99,8 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar
 // ------------------------------------------------------- conv_transpose2d (NCHW)
 //
 // Per block of grid rows: columns (rows x L) = W[g]^T (rows x Cin/G) .
-// x[g][:, block] (Cin/G x L), then col2im adds them into the image.
+// x[g][:, block] (Cin/G x L), then col2im adds them into the image. A
+// pointwise block of one sample writes its product into the image in place.
 
 template <typename scalar_t>
 void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t>& input, const acc_t<scalar_t>* weight,
@@ -78,34 +108,46 @@ void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t>& in
   using acc = acc_t<scalar_t>;
   // Here the input lives on the grid and the output is the image.
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
-  const bool pointwise = s.is_pointwise();
-  const int64_t copied = input.dense ? 0 : s.grid_channels;
-  const int64_t row_bytes = ((pointwise ? 0 : rows) + copied) * gw * int64_t(sizeof(acc));
-  const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window));
-  const int64_t width = blocks.rows * gw;
-  ImageAccumulator<scalar_t> image(output, !pointwise);
-  // Per thread: the block's columns, then (half dtypes) its widened input.
-  const int64_t column_size = pointwise ? 0 : rows * width;
-  const int64_t x_size = copied * width;
-  for_each_block<acc>(s, blocks, !pointwise, column_size + x_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
-    const int64_t cols = (y1 - y0) * gw, first = y0 * gw;
-    const acc* x = nullptr;
-    int64_t ld_x = grid;
-    if (input.dense) {
-      x = reinterpret_cast<const acc*>(input.data) + n * s.grid_sample() + first;
+  const bool folding = folds_samples(s);
+  const bool via_columns = !s.is_pointwise() || folding;
+  const bool x_copied = !input.dense || folding;
+  const int64_t row_bytes = ((via_columns ? rows : 0) + (x_copied ? s.grid_channels : 0)) * gw * int64_t(sizeof(acc));
+  const Blocks blocks = make_blocks(s, row_bytes, via_columns ? disjoint_rows(s.window) : 1);
+  const int64_t width = blocks.rows * blocks.samples * gw;
+  ImageAccumulator<scalar_t> image(output, via_columns);
+  // Per thread: the block's columns, then its copy of the input (widened for half dtypes).
+  const int64_t column_size = via_columns ? rows * width : 0;
+  const int64_t x_size = x_copied ? s.grid_channels * width : 0;
+  for_each_block<acc>(s, blocks, via_columns, column_size + x_size,
+                      [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+    const int64_t cols = (y1 - y0) * gw;
+    const acc* x = buffer + column_size;
+    int64_t ld_x = cols;
+    if (x_copied) {
+      for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
+        input.planes(m, ya, yb, gw, s.grid_channels, buffer + column_size + before * gw, cols);
+      });
     } else {
-      input.planes(n, y0, y1, gw, s.grid_channels, buffer + column_size);
-      x = buffer + column_size;
-      ld_x = cols;
+      x = reinterpret_cast<const acc*>(input.data) + n * s.grid_sample() + y0 * gw;
+      ld_x = grid;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
-      acc* group_image = image.data + n * s.image_sample() + g * s.image_group() * s.image_size();
-      acc* columns = pointwise ? group_image + first : buffer;
-      const int64_t ld_columns = pointwise ? s.image_size() : cols;
-      gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, weight + g * s.grid_group() * rows,
-                std::max<int64_t>(rows, 1), x + g * s.grid_group() * ld_x, std::max<int64_t>(ld_x, 1), 0, columns,
-                std::max<int64_t>(ld_columns, 1));
-      if (!pointwise) col2im(columns, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, group_image);
+      const acc* group_x = x + g * s.grid_group() * ld_x;
+      const acc* group_weight = weight + g * s.grid_group() * rows;
+      if (!via_columns) {
+        acc* group_image = image.data + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
+        gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, group_weight, std::max<int64_t>(rows, 1),
+                       group_x, std::max<int64_t>(ld_x, 1), 0, group_image, std::max<int64_t>(s.image_size(), 1));
+        continue;
+      }
+      gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, group_weight, std::max<int64_t>(rows, 1), group_x,
+                     std::max<int64_t>(ld_x, 1), 0, buffer, std::max<int64_t>(cols, 1));
+      const int64_t taps = s.window.kernel_h * s.window.kernel_w;
+      for_each_sample_channel(s, n, y0, y1, s.image_group(), [&](int64_t m, int64_t ya, int64_t yb, int64_t before,
+                                                                  int64_t c) {
+        acc* plane = image.data + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
+        col2im(buffer + c * taps * cols + before * gw, cols, 1, s.image_h, s.image_w, gw, s.window, ya, yb, plane);
+      });
     }
   });
   if (bias != nullptr) {
@@ -118,55 +160,51 @@ void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t>& in
 }
 
 // ---------------------------------------------------------- conv2d_weight (NCHW)
-
+//
+// Per block of grid rows: dW[g] (Cout/G x rows) += dy[g][:, block] (Cout/G x
+// L) . columns^T (L x rows), into the running thread's partial sum.
 
 template <typename scalar_t>
 void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const GridOperand<scalar_t>& grad_output,
                           scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
-  const bool pointwise = s.is_pointwise();
-  const bool columns_needed = !pointwise || is_widened<scalar_t>;
-  const int64_t copied = grad_output.dense ? 0 : s.grid_channels;
-  const int64_t row_bytes = ((columns_needed ? rows : 0) + copied) * gw * int64_t(sizeof(acc));
+  const bool pointwise = s.is_pointwise(), folding = folds_samples(s);
+  const bool columns_needed = !pointwise || is_widened<scalar_t> || folding;
+  const bool dy_copied = !grad_output.dense || folding;
+  const int64_t row_bytes =
+      ((columns_needed ? rows : 0) + (dy_copied ? s.grid_channels : 0)) * gw * int64_t(sizeof(acc));
   const Blocks blocks = make_blocks(s, row_bytes, 1);
-  const int64_t width = blocks.rows * gw;
-  WeightSums<acc> sums(s.grid_channels * rows);
-  // Per thread: the block's columns, then (half dtypes) its widened grad_output.
+  const int64_t width = blocks.rows * blocks.samples * gw;
+  WeightSums<acc> sums(s.grid_channels * rows, partial_sums(s, blocks));
+  // Per thread: the block's columns, then its copy of grad_output (widened for half dtypes).
   const int64_t column_size = columns_needed ? rows * width : 0;
-  const int64_t dy_size = copied * width;
+  const int64_t dy_size = dy_copied ? s.grid_channels * width : 0;
   for_each_block<acc>(s, blocks, false, column_size + dy_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
-    const int64_t cols = (y1 - y0) * gw, first = y0 * gw;
+    const int64_t cols = (y1 - y0) * gw;
     acc* sum = sums.mine();
-    const scalar_t* image = input + n * s.image_sample();
-    const acc* dy = nullptr;
-    int64_t ld_dy = grid;
-    if (grad_output.dense) {
-      dy = reinterpret_cast<const acc*>(grad_output.data) + n * s.grid_sample() + first;
+    const acc* dy = buffer + column_size;
+    int64_t ld_dy = cols;
+    if (dy_copied) {
+      for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
+        grad_output.planes(m, ya, yb, gw, s.grid_channels, buffer + column_size + before * gw, cols);
+      });
     } else {
-      grad_output.planes(n, y0, y1, gw, s.grid_channels, buffer + column_size);
-      dy = buffer + column_size;
-      ld_dy = cols;
+      dy = reinterpret_cast<const acc*>(grad_output.data) + n * s.grid_sample() + y0 * gw;
+      ld_dy = grid;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const scalar_t* group_image = image + g * s.image_group() * s.image_size();
       const acc* columns = buffer;
       int64_t ld_columns = cols;
-      if (pointwise) {
-        if constexpr (is_widened<scalar_t>) {
-          for (int64_t c = 0; c < s.image_group(); ++c)
-            convert(group_image + c * s.image_size() + first, buffer + c * cols, cols);
-        } else {
-          columns = group_image + first;
-          ld_columns = grid;
-        }
-      } else {
-        im2col(group_image, s.image_group(), s.image_h, s.image_w, gw, s.window, y0, y1, buffer);
+      if (columns_needed) {
+        build_columns(s, input, g, n, y0, y1, buffer, cols);
+      } else if constexpr (!is_widened<scalar_t>) {
+        columns = input + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
+        ld_columns = grid;
       }
-      // sum[g] (Cout/G x rows) += dy[g] (Cout/G x L) . columns^T (L x rows)
       gemm<scalar_t>(false, true, s.grid_group(), rows, cols, 1, dy + g * s.grid_group() * ld_dy,
-                std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
-                sum + g * s.grid_group() * rows, std::max<int64_t>(rows, 1));
+                     std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
+                     sum + g * s.grid_group() * rows, std::max<int64_t>(rows, 1));
     }
   });
   sums.total_into(grad_weight);

@@ -39,7 +39,7 @@ void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const acc_t<s
   const int64_t column_row = pointwise ? cin : depth;  // a pointwise block is widened whole
   const int64_t row_bytes =
       ((columns_needed ? column_row : 0) + widening_size<scalar_t>(cout)) * gw * int64_t(sizeof(acc));
-  const Blocks blocks = make_blocks(s, row_bytes, 1, true);
+  const Blocks blocks = make_blocks(s, row_bytes, 1);
   const int64_t width = blocks.rows * blocks.samples * gw;
   const int64_t column_size = columns_needed ? column_row * width : 0;
   const int64_t out_size = widening_size<scalar_t>(cout * width);
@@ -84,7 +84,7 @@ void conv_transpose2d_nhwc_kernel(const ConvShape& s, const GridOperand<scalar_t
   const bool pointwise = s.is_pointwise();
   const int64_t copied = input.dense ? 0 : cin;
   const int64_t row_bytes = ((pointwise ? 0 : depth) + copied) * gw * int64_t(sizeof(acc));
-  const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window), true);
+  const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window));
   const int64_t width = blocks.rows * blocks.samples * gw;
   ImageAccumulator<scalar_t> image(output, !pointwise);
   const int64_t column_size = pointwise ? 0 : depth * width;
@@ -132,9 +132,9 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const 
   const int64_t column_row = pointwise ? cin : depth;
   const int64_t copied = grad_output.dense ? 0 : cout;
   const int64_t row_bytes = ((columns_needed ? column_row : 0) + copied) * gw * int64_t(sizeof(acc));
-  const Blocks blocks = make_blocks(s, row_bytes, 1, true);
+  const Blocks blocks = make_blocks(s, row_bytes, 1);
   const int64_t width = blocks.rows * blocks.samples * gw;
-  WeightSums<acc> sums(cout * depth);
+  WeightSums<acc> sums(cout * depth, partial_sums(s, blocks));
   const int64_t column_size = columns_needed ? column_row * width : 0;
   const int64_t dy_size = copied * width;
   for_each_block<acc>(s, blocks, false, column_size + dy_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {

@@ -81,13 +81,13 @@ struct GridOperand {
     dense = !is_widened<scalar_t> && t.is_contiguous(format);
   }
   // Channels [0, channels) of grid rows [y0, y1) of sample n as planes
-  // (channel-major, ld = (y1 - y0) * grid_w) into dst.
-  void planes(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, acc_t<scalar_t>* dst) const {
-    const int64_t cols = (y1 - y0) * grid_w;
+  // (channel-major, rows ld_dst apart) into dst.
+  void planes(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, acc_t<scalar_t>* dst,
+              int64_t ld_dst) const {
     for (int64_t c = 0; c < channels; ++c) {
       for (int64_t y = y0; y < y1; ++y) {
         const scalar_t* src = data + n * sn + c * sc + y * sh;
-        acc_t<scalar_t>* out = dst + c * cols + (y - y0) * grid_w;
+        acc_t<scalar_t>* out = dst + c * ld_dst + (y - y0) * grid_w;
         if (sw == 1) {
           convert(src, out, grid_w);
         } else {
@@ -113,19 +113,20 @@ struct GridOperand {
 };
 
 
-// One partial sum of the weight gradient per thread, added up at the end:
-// no two threads write the same memory, and with the blocks handed out in a
-// fixed way (at::parallel_for's static split) the result does not depend on
-// scheduling. Half dtypes sum the batch in float32 and round once.
+// One partial sum of the weight gradient per thread that runs blocks
+// (partial_sums, blocks.h), added up at the end: no two threads write the
+// same memory, and with the blocks handed out in a fixed way
+// (at::parallel_for's static split) the result does not depend on
+// scheduling. Blocks run in turn share one sum. Half dtypes sum the batch
+// in float32 and round once.
 template <typename acc>
 struct WeightSums {
-  int64_t numel;
+  int64_t numel, partials;
   std::vector<acc> sums;
-  explicit WeightSums(int64_t numel) : numel(numel), sums(at::get_num_threads() * numel, acc(0)) {}
-  acc* mine() { return sums.data() + at::get_thread_num() * numel; }
+  WeightSums(int64_t numel, int64_t partials) : numel(numel), partials(partials), sums(partials * numel, acc(0)) {}
+  acc* mine() { return partials == 1 ? sums.data() : sums.data() + at::get_thread_num() * numel; }
   template <typename scalar_t>
   void total_into(scalar_t* out) {
-    const int64_t partials = static_cast<int64_t>(sums.size()) / std::max<int64_t>(numel, 1);
     for (int64_t t = 1; t < partials; ++t) {
       const acc* part = sums.data() + t * numel;
       for (int64_t i = 0; i < numel; ++i) sums[i] += part[i];
