@@ -82,6 +82,16 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, a
   }
 }
 
+bool gemm_reads_bfloat16() { return capability() >= Capability::AVX512_BF16; }
+
+void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const at::BFloat16* a,
+          int64_t lda, const at::BFloat16* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  TORCH_CHECK(gemm_reads_bfloat16(), "torchconv: bfloat16 GEMM operands need capability avx512_bf16, but the level is ",
+              capability_name(capability()));
+  if (m == 0 || n == 0) return;
+  avx512::gemm_bf16(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 #define TORCHCONV_GEMM_INSTANCE(scalar_t)                                                                   \
   template void gemm<scalar_t>(bool, bool, int64_t, int64_t, int64_t, acc_t<scalar_t>, const acc_t<scalar_t>*, \
                                int64_t, const acc_t<scalar_t>*, int64_t, acc_t<scalar_t>, acc_t<scalar_t>*,    \

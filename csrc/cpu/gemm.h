@@ -24,6 +24,8 @@
 // Tested through the torchconv_cpp::gemm op (gemm_op.cpp, tests/test_gemm.py).
 #pragma once
 
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
 
 #include "precision.h"
@@ -36,6 +38,17 @@ template <typename scalar_t>
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, acc_t<scalar_t> alpha,
           const acc_t<scalar_t>* a, int64_t lda, const acc_t<scalar_t>* b, int64_t ldb, acc_t<scalar_t> beta,
           acc_t<scalar_t>* c, int64_t ldc);
+
+// Whether the GEMM of the capability level in use multiplies bfloat16
+// operands as they are (avx512_bf16): bfloat16 convolutions then keep
+// their GEMM operands (columns, weights, copies of the input) in bfloat16,
+// half the bytes of float32 ones, and call the overload below.
+bool gemm_reads_bfloat16();
+
+// The same with bfloat16 operands and a float32 C, at the levels where
+// gemm_reads_bfloat16() (elsewhere it raises).
+void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const at::BFloat16* a,
+          int64_t lda, const at::BFloat16* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 }  // namespace cpu
 }  // namespace torchconv

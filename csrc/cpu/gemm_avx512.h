@@ -17,10 +17,12 @@ template <typename T>
 void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
           const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
-// float32 matrices holding bfloat16 values, multiplied in bfloat16 with
-// float32 sums (gemm_avx512_bf16.cpp), at capability avx512_bf16.
-void gemm_bf16(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+// bfloat16 matrices, or float32 ones holding bfloat16 values, multiplied
+// in bfloat16 with float32 sums into a float32 C (gemm_avx512_bf16.cpp), at
+// capability avx512_bf16. T: float or at::BFloat16.
+template <typename T>
+void gemm_bf16(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const T* a,
+               int64_t lda, const T* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 }  // namespace avx512
 }  // namespace cpu

@@ -1,18 +1,19 @@
 // The GEMM of bfloat16 convolutions on CPUs with AVX512-BF16 (gemm.h's
 // entry at capability avx512_bf16): C (float32) = alpha * op(A) op(B) +
-// beta * C, with A and B float32 matrices whose values are bfloat16 ones
-// (the kernels widen bfloat16 tensors exactly), multiplied with the CPU's
-// bfloat16 dot products (vdpbf16ps: two products per float32 lane, summed
-// in float32).
+// beta * C, with A and B bfloat16 matrices, or float32 ones whose values
+// are bfloat16 ones (widened exactly), multiplied with the CPU's bfloat16
+// dot products (vdpbf16ps: two products per float32 lane, summed in
+// float32).
 //
 // The same nest as gemm_avx512.cpp's float32 GEMM (an L1-resident A
 // micro-panel, B blocks packed into L2, an 8 x 48 tile of 24 zmm
-// accumulators), with the packing changed: each packing step rounds the
-// float32 values to bfloat16 (exact, as they are bfloat16 values) and
-// interleaves pairs of k, the operand layout vdpbf16ps reads: a 32-bit lane
+// accumulators), with the packing changed: each packing step rounds
+// float32 values to bfloat16 (exact, as they are bfloat16 values; bfloat16
+// ones are read as they are) and interleaves pairs of k, the operand layout vdpbf16ps reads: a 32-bit lane
 // holds (x[k], x[k + 1]) of one row of A or one column of B. An odd K is
 // padded with a zero.
 
+#include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -57,6 +58,20 @@ thread_local gemm_common::Scratch tls_packed_b;
 
 inline __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
 
+// The first `valid` of 16 float32 values at p (zeros after), from float32
+// or (exactly widened) bfloat16 storage.
+inline __m512 load16(__mmask16 valid, const float* p) { return _mm512_maskz_loadu_ps(valid, p); }
+inline __m512 load16(__mmask16 valid, const at::BFloat16* p) {
+  const __m512i bits = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(valid, p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+}
+
+// The same 16 values as bfloat16.
+inline __m256i load16_bf16(__mmask16 valid, const float* p) {
+  return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, p));
+}
+inline __m256i load16_bf16(__mmask16 valid, const at::BFloat16* p) { return _mm256_maskz_loadu_epi16(valid, p); }
+
 // 16 lanes of pairs (low half from `low`, high half from `high`), each
 // float32 rounded to bfloat16.
 inline __m512i pairs_of(__m512 low, __m512 high) {
@@ -67,14 +82,15 @@ inline __m512i pairs_of(__m512 low, __m512 high) {
 
 // dst[kk * W + c] = (x(2kk, c), x(2kk + 1, c)) for a source stored k-major,
 // x(k, c) = src[k * ld + c]: zero for c >= w or k >= kc. W: MR or NR.
-void pack_k_major(const float* src, int64_t ld, int64_t kc, int w, int W, uint32_t* dst) {
+template <typename T>
+void pack_k_major(const T* src, int64_t ld, int64_t kc, int w, int W, uint32_t* dst) {
   for (int64_t k = 0; k < kc; k += 2, dst += W) {
-    const float* row = src + k * ld;
+    const T* row = src + k * ld;
     const bool second = k + 1 < kc;
     for (int c0 = 0; c0 < W; c0 += L) {
       const __mmask16 valid = first_lanes(std::max(0, std::min(L, w - c0)));
-      const __m512 low = _mm512_maskz_loadu_ps(valid, row + c0);
-      const __m512 high = second ? _mm512_maskz_loadu_ps(valid, row + ld + c0) : _mm512_setzero_ps();
+      const __m512 low = load16(valid, row + c0);
+      const __m512 high = second ? load16(valid, row + ld + c0) : _mm512_setzero_ps();
       _mm512_mask_storeu_epi32(dst + c0, first_lanes(std::min(L, W - c0)), pairs_of(low, high));
     }
   }
@@ -84,15 +100,16 @@ void pack_k_major(const float* src, int64_t ld, int64_t kc, int w, int W, uint32
 // pack_k_major's NR-wide panels one after the other (panel p at dst + p *
 // pairs * NR): two source rows at a time, each read across the whole block,
 // so that the reads stream instead of walking down the rows panel by panel.
-void pack_block_k_major(const float* src, int64_t ld, int64_t kc, int64_t nc, int64_t pairs, uint32_t* dst) {
+template <typename T>
+void pack_block_k_major(const T* src, int64_t ld, int64_t kc, int64_t nc, int64_t pairs, uint32_t* dst) {
   const int64_t padded = div_up(nc, NR) * NR;
   for (int64_t k = 0; k < kc; k += 2) {
-    const float* row = src + k * ld;
+    const T* row = src + k * ld;
     const bool second = k + 1 < kc;
     for (int64_t col = 0; col < padded; col += L) {
       const __mmask16 valid = first_lanes(static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(L, nc - col))));
-      const __m512 low = _mm512_maskz_loadu_ps(valid, row + col);
-      const __m512 high = second ? _mm512_maskz_loadu_ps(valid, row + ld + col) : _mm512_setzero_ps();
+      const __m512 low = load16(valid, row + col);
+      const __m512 high = second ? load16(valid, row + ld + col) : _mm512_setzero_ps();
       _mm512_storeu_si512(dst + (col / NR) * pairs * NR + (k / 2) * NR + col % NR, pairs_of(low, high));
     }
   }
@@ -101,7 +118,8 @@ void pack_block_k_major(const float* src, int64_t ld, int64_t kc, int64_t nc, in
 // The same for a source stored k-minor, x(k, c) = src[c * ld + k]: each
 // row's run of k rounds to bfloat16 pairs in order, and 8 x 8 blocks of
 // pairs are transposed in registers.
-void pack_k_minor(const float* src, int64_t ld, int64_t kc, int w, int W, uint32_t* dst) {
+template <typename T>
+void pack_k_minor(const T* src, int64_t ld, int64_t kc, int w, int W, uint32_t* dst) {
   const int64_t pairs = div_up(kc, 2);
   for (int c0 = 0; c0 < W; c0 += 8) {
     const int rows = std::max(0, std::min(8, w - c0));
@@ -110,8 +128,7 @@ void pack_k_minor(const float* src, int64_t ld, int64_t kc, int w, int W, uint32
       const __mmask16 valid = first_lanes(static_cast<int>(std::min<int64_t>(16, kc - k0)));
       __m256 r[8];
       for (int i = 0; i < 8; ++i) {
-        r[i] = i < rows ? (__m256)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, src + (c0 + i) * ld + k0))
-                        : _mm256_setzero_ps();
+        r[i] = i < rows ? (__m256)load16_bf16(valid, src + (c0 + i) * ld + k0) : _mm256_setzero_ps();
       }
       transpose8x8(r);
       const int64_t count = std::min<int64_t>(8, pairs - kk0);
@@ -176,8 +193,9 @@ constexpr std::array<std::array<KernelFn, NV>, MR> kernel_table(std::integer_seq
 constexpr std::array<std::array<KernelFn, NV>, MR> kKernels = kernel_table(std::make_integer_sequence<int, MR>{});
 
 // Single-threaded blocked GEMM; M, N, K > 0 and alpha != 0.
-void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+template <typename T>
+void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const T* A, int64_t lda,
+                  const T* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   const int64_t KC = balanced_block(K, 2 * kMaxPairs, 2);
   const int64_t nc_max = std::max<int64_t>(NR, kBBlockBytes / (KC * 2) / NR * NR);
   const int64_t NC = balanced_block(N, nc_max, NR);
@@ -225,11 +243,12 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, flo
 
 // Single-threaded GEMM of any shape: with no product to compute (alpha ==
 // 0 or K == 0) only C's scaling is left, which the float32 GEMM does.
-void serial_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+template <typename T>
+void serial_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const T* A, int64_t lda,
+                 const T* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (alpha == 0.0f || K <= 0) {
-    avx512::gemm<float>(transA, transB, M, N, 0, alpha, A, lda, B, ldb, beta, C, ldc);
+    avx512::gemm<float>(transA, transB, M, N, 0, alpha, nullptr, 1, nullptr, 1, beta, C, ldc);
   } else {
     blocked_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
@@ -243,14 +262,21 @@ void serial_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, floa
 
 namespace avx512 {
 
-void gemm_bf16(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+template <typename T>
+void gemm_bf16(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha, const T* a,
+               int64_t lda, const T* b, int64_t ldb, float beta, float* c, int64_t ldc) {
 #if TORCHCONV_GEMM_BF16_X86
-  gemm_common::parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, serial_gemm);
+  gemm_common::parallel_gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                             serial_gemm<T>);
 #else
   TORCH_CHECK(false, "torchconv: the AVX512-BF16 GEMM is not built for this CPU");
 #endif
 }
+
+template void gemm_bf16<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                               int64_t, float, float*, int64_t);
+template void gemm_bf16<at::BFloat16>(bool, bool, int64_t, int64_t, int64_t, float, const at::BFloat16*, int64_t,
+                                      const at::BFloat16*, int64_t, float, float*, int64_t);
 
 }  // namespace avx512
 }  // namespace cpu

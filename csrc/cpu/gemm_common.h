@@ -73,6 +73,7 @@ constexpr double kMakespanSlack = 1.03;
 // a copy plus, for transposing packs, in-register shuffles.
 constexpr double kPackCyclesPerElement = 0.5;
 
+// A and B hold `Operand`s: T, or bfloat16 for a float32 C.
 // Splits C into a tm x tn grid of chunks, M in units of 8 rows (MR) and N
 // in units of 16 columns (the kernels cover any multiple of 16 columns
 // without padding, so chunks need not be NR-aligned). Each chunk is an
@@ -81,9 +82,9 @@ constexpr double kPackCyclesPerElement = 0.5;
 // chunks times the chunk cost (padded FMA work + its packing), preferring
 // more chunks (up to kMaxChunksPerThread per thread) when that costs less
 // than kMakespanSlack.
-template <typename T, typename Serial>
-void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const Serial& serial_gemm) {
+template <typename T, typename Operand, typename Serial>
+void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const Operand* A, int64_t lda,
+                   const Operand* B, int64_t ldb, T beta, T* C, int64_t ldc, const Serial& serial_gemm) {
   const int64_t nthreads = at::get_num_threads();
   if (nthreads <= 1 || at::in_parallel_region() || M <= 0 || N <= 0 || K <= 0 ||
       M * N * K < kMinParallelMacs) {
@@ -133,8 +134,8 @@ void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T 
       const int64_t n0 = (t % tn) * grid.nstep;
       const int64_t mb = std::min(grid.mstep, M - m0);
       const int64_t nb = std::min(grid.nstep, N - n0);
-      const T* a = transA ? A + m0 : A + m0 * lda;
-      const T* b = transB ? B + n0 * ldb : B + n0;
+      const Operand* a = transA ? A + m0 : A + m0 * lda;
+      const Operand* b = transB ? B + n0 * ldb : B + n0;
       serial_gemm(transA, transB, mb, nb, K, alpha, a, lda, b, ldb, beta, C + m0 * ldc + n0, ldc);
     }
   });

@@ -7,7 +7,9 @@
 // c = alpha * op(a) @ op(b) + beta * c in place, at the capability level in
 // use (torchconv_cpp::set_capability). c is float32 or float64; a and b
 // are of c's dtype, or both bfloat16 or both float16 with a float32 c: the
-// GEMM of that dtype's convolutions (its values widened to float32). a and
+// GEMM of that dtype's convolutions (bfloat16 operands read as they are
+// where the level multiplies bfloat16, gemm_reads_bfloat16; otherwise the
+// values widened to float32). a and
 // b are the stored operands (a is k x m when transpose_a, b is n x k when
 // transpose_b). Each matrix has unit column stride and any row stride at
 // least its width: the row stride is the leading dimension, so a view of
@@ -55,6 +57,12 @@ void gemm_op(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool
                   (transpose_b ? b.size(0) : b.size(1)) == n,
               "torchconv_cpp::gemm: op(a) ", a.sizes(), " (transpose_a=", transpose_a, ") times op(b) ", b.sizes(),
               " (transpose_b=", transpose_b, ") does not give c's size ", c.sizes());
+  if (a.scalar_type() == at::kBFloat16 && gemm_reads_bfloat16()) {
+    gemm(transpose_a, transpose_b, m, n, k, static_cast<float>(alpha), a.const_data_ptr<at::BFloat16>(),
+         leading_dimension(a), b.const_data_ptr<at::BFloat16>(), leading_dimension(b), static_cast<float>(beta),
+         c.data_ptr<float>(), leading_dimension(c));
+    return;
+  }
   // Half operands widened exactly, with their strides (so their leading dimensions).
   const auto widened = [&](const at::Tensor& t) {
     if (!half_operands) return t;

@@ -65,9 +65,7 @@ void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t ima
           const image_t* in = plane + iy * image_w + offset_w;
           std::fill(out, out + x_begin, column_t(0));
           if (w.stride_w == 1) {
-            // A loop rather than convert's memcpy: rows of small planes are
-            // a few pixels, where a call costs more than the copy.
-            for (int64_t x = x_begin; x < x_end; ++x) out[x] = static_cast<column_t>(in[x]);
+            convert(in + x_begin, out + x_begin, x_end - x_begin);
           } else {
             for (int64_t x = x_begin; x < x_end; ++x) out[x] = static_cast<column_t>(in[x * w.stride_w]);
           }
@@ -78,12 +76,16 @@ void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t ima
   }
 }
 
-// The adjoint of im2col over the same grid rows (column rows ld_columns
-// apart): adds every column entry onto the pixel it was read from. `image`
-// must be zeroed (or hold values to accumulate onto).
+// The adjoint of im2col over the same grid rows: adds every column entry
+// onto the pixel it was read from. Entry (r, p) of the column matrix (row r,
+// grid position p of the block) is columns[r * ld_columns + p *
+// pixel_stride]: pixel_stride 1 for im2col's layout, or ld_columns 1 and
+// pixel_stride the row count for its transpose (a row per grid position).
+// `image` must be zeroed (or hold values to accumulate onto).
 template <typename scalar_t>
-void col2im(const scalar_t* columns, int64_t ld_columns, int64_t channels, int64_t image_h, int64_t image_w,
-            int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, scalar_t* image) {
+void col2im(const scalar_t* columns, int64_t ld_columns, int64_t pixel_stride, int64_t channels, int64_t image_h,
+            int64_t image_w, int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, scalar_t* image) {
+  const int64_t ps = pixel_stride;
   for (int64_t c = 0; c < channels; ++c) {
     scalar_t* plane = image + c * image_h * image_w;
     for (int64_t i = 0; i < w.kernel_h; ++i) {
@@ -95,12 +97,12 @@ void col2im(const scalar_t* columns, int64_t ld_columns, int64_t channels, int64
         for (int64_t y = y_begin; y < y_end; ++y) {
           const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
           if (iy < 0 || iy >= image_h) continue;
-          const scalar_t* in = row + (y - y_begin) * grid_w;
+          const scalar_t* in = row + (y - y_begin) * grid_w * ps;
           scalar_t* out = plane + iy * image_w + offset_w;
-          if (w.stride_w == 1) {
+          if (ps == 1 && w.stride_w == 1) {
             for (int64_t x = x_begin; x < x_end; ++x) out[x] += in[x];
           } else {
-            for (int64_t x = x_begin; x < x_end; ++x) out[x * w.stride_w] += in[x];
+            for (int64_t x = x_begin; x < x_end; ++x) out[x * w.stride_w] += in[x * ps];
           }
         }
       }

@@ -35,7 +35,13 @@ constexpr bool is_widened = !std::is_same<scalar_t, acc_t<scalar_t>>::value;
 template <typename from_t, typename to_t>
 inline void convert(const from_t* src, to_t* dst, int64_t n) {
   if constexpr (std::is_same<from_t, to_t>::value) {
-    if (src != dst && n > 0) std::memcpy(dst, src, n * sizeof(to_t));
+    // A call of memcpy costs more than a copy of a few elements (the rows
+    // of small planes).
+    if (n >= 16) {
+      if (src != dst) std::memcpy(dst, src, n * sizeof(to_t));
+    } else {
+      for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    }
   } else {
     for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<to_t>(src[i]);
   }

@@ -41,31 +41,38 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
       return out;
     }
     case ConvKernel::GemmNHWC: {
-      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = weight_channels_last(weight);
+      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
       at::Tensor out = empty_channels_last(out_sizes, input);
       TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
-        using acc = acc_t<scalar_t>;
-        conv2d_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
-                                     out.data_ptr<scalar_t>());
+        with_gemm_operand<scalar_t>([&](auto operand) {
+          using operand_t = decltype(operand);
+          const at::Tensor w = gemm_weight<operand_t>(weight, true);
+          conv2d_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<operand_t>(),
+                                       data_or_null<acc_t<scalar_t>>(b), out.data_ptr<scalar_t>());
+        });
       });
-      return in_layout(out, to_channels_last);
+      return out;
     }
     case ConvKernel::Direct:
     case ConvKernel::GemmNCHW:
       break;
   }
   // Direct and GemmNCHW read and write contiguous tensors.
-  const bool direct = kernel == ConvKernel::Direct;
-  const at::Tensor x = input.contiguous(), w = computed_in_opmath(weight);
+  const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty(out_sizes, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
     using acc = acc_t<scalar_t>;
-    if (direct) {
+    if (kernel == ConvKernel::Direct) {
+      const at::Tensor w = computed_in_opmath(weight);
       conv2d_direct(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b), out.data_ptr<scalar_t>());
-    } else {
-      conv2d_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
-                              out.data_ptr<scalar_t>());
+      return;
     }
+    with_gemm_operand<scalar_t>([&](auto operand) {
+      using operand_t = decltype(operand);
+      const at::Tensor w = gemm_weight<operand_t>(weight, false);
+      conv2d_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<operand_t>(), data_or_null<acc>(b),
+                              out.data_ptr<scalar_t>());
+    });
   });
   return in_layout(out, to_channels_last);
 }

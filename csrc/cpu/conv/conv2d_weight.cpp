@@ -42,10 +42,14 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
       const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
       at::Tensor grad_weight = empty_channels_last(weight_size, input);
       TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
-        conv2d_weight_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), GridOperand<scalar_t>(grad_output, true),
-                                            grad_weight.data_ptr<scalar_t>());
+        with_gemm_operand<scalar_t>([&](auto operand) {
+          using operand_t = decltype(operand);
+          conv2d_weight_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(),
+                                              GridOperand<scalar_t, operand_t>(grad_output, true),
+                                              grad_weight.data_ptr<scalar_t>());
+        });
       });
-      return in_layout(grad_weight, to_channels_last);
+      return grad_weight;
     }
     case ConvKernel::Direct:
     case ConvKernel::GemmNCHW:
@@ -60,8 +64,11 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
       const at::Tensor dy = grad_output.contiguous();
       conv2d_weight_direct(s, x.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(), grad_weight.data_ptr<scalar_t>());
     } else {
-      conv2d_weight_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), GridOperand<scalar_t>(grad_output, false),
-                                     grad_weight.data_ptr<scalar_t>());
+      with_gemm_operand<scalar_t>([&](auto operand) {
+        using operand_t = decltype(operand);
+        conv2d_weight_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), GridOperand<scalar_t, operand_t>(grad_output, false),
+                                       grad_weight.data_ptr<scalar_t>());
+      });
     }
   });
   return in_layout(grad_weight, to_channels_last);

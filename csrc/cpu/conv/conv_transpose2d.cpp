@@ -44,33 +44,37 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
       return out;
     }
     case ConvKernel::GemmNHWC: {
-      const at::Tensor w = weight_channels_last(weight);
       at::Tensor out = empty_channels_last(out_sizes, input);
       TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
-        using acc = acc_t<scalar_t>;
-        conv_transpose2d_nhwc_kernel<scalar_t>(s, GridOperand<scalar_t>(input, true), w.data_ptr<acc>(),
-                                               data_or_null<acc>(b), out);
+        with_gemm_operand<scalar_t>([&](auto operand) {
+          using operand_t = decltype(operand);
+          const at::Tensor w = gemm_weight<operand_t>(weight, true);
+          conv_transpose2d_nhwc_kernel<scalar_t>(s, GridOperand<scalar_t, operand_t>(input, true),
+                                                 w.data_ptr<operand_t>(), data_or_null<acc_t<scalar_t>>(b), out);
+        });
       });
-      return in_layout(out, to_channels_last);
+      return out;
     }
     case ConvKernel::Direct:
     case ConvKernel::GemmNCHW:
       break;
   }
   // Direct and GemmNCHW read and write contiguous tensors.
-  const bool direct = kernel == ConvKernel::Direct;
-  const at::Tensor w = computed_in_opmath(weight);
   at::Tensor out = at::empty(out_sizes, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
     using acc = acc_t<scalar_t>;
-    if (direct) {
-      const at::Tensor x = input.contiguous();
+    if (kernel == ConvKernel::Direct) {
+      const at::Tensor x = input.contiguous(), w = computed_in_opmath(weight);
       conv_transpose2d_direct(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
                               out.data_ptr<scalar_t>());
-    } else {
-      conv_transpose2d_kernel<scalar_t>(s, GridOperand<scalar_t>(input, false), w.data_ptr<acc>(),
-                                        data_or_null<acc>(b), out);
+      return;
     }
+    with_gemm_operand<scalar_t>([&](auto operand) {
+      using operand_t = decltype(operand);
+      const at::Tensor w = gemm_weight<operand_t>(weight, false);
+      conv_transpose2d_kernel<scalar_t>(s, GridOperand<scalar_t, operand_t>(input, false), w.data_ptr<operand_t>(),
+                                        data_or_null<acc>(b), out);
+    });
   });
   return in_layout(out, to_channels_last);
 }

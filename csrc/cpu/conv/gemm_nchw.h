@@ -20,20 +20,24 @@ namespace conv {
 // the block's samples then sit side by side in one column matrix (rows x
 // samples * grid), and the grid-side operand of the block (the output, or
 // the gradient read) is gathered into, or scattered from, scratch of the same
-// width, as no single matrix of the tensor spans them.
+// width, as no single matrix of the tensor spans them. A folded block is
+// still narrow (a few hundred grid positions against hundreds of channels
+// and thousands of column rows), so its conv2d and conv_transpose2d GEMMs
+// are the transposed products, with the grid positions as the rows of C:
+// the GEMM's tiles run along C's rows, where a narrow C wastes them.
 
 // Group g's column matrix of the block of grid rows [y0, y1) from sample n
 // (rows ld_columns apart; several samples side by side when folded) into
 // columns: im2col, or for a pointwise convolution the image planes copied
-// (widened for half dtypes).
-template <typename scalar_t>
+// (converted to the operand type).
+template <typename scalar_t, typename operand_t>
 void build_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0, int64_t y1,
-                   acc_t<scalar_t>* columns, int64_t ld_columns) {
+                   operand_t* columns, int64_t ld_columns) {
   const int64_t gw = s.grid_w, taps = s.window.kernel_h * s.window.kernel_w;
   for_each_sample_channel(s, n, y0, y1, s.image_group(), [&](int64_t m, int64_t ya, int64_t yb, int64_t before,
                                                               int64_t c) {
     const scalar_t* plane = input + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
-    acc_t<scalar_t>* rows = columns + c * taps * ld_columns + before * gw;
+    operand_t* rows = columns + c * taps * ld_columns + before * gw;
     if (s.is_pointwise()) {
       convert(plane + ya * gw, rows, (yb - ya) * gw);
     } else {
@@ -47,25 +51,27 @@ void build_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t
 // Per block of grid rows: out[g][:, block] (Cout/G x L) = W[g] (Cout/G x rows)
 // . columns (rows x L), written in place (ldc = the plane) for float32.
 
-template <typename scalar_t>
-void conv2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
-                   const acc_t<scalar_t>* bias, scalar_t* output) {
+template <typename scalar_t, typename operand_t>
+void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* weight, const acc_t<scalar_t>* bias,
+                   scalar_t* output) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool pointwise = s.is_pointwise(), folding = folds_samples(s);
-  const bool columns_needed = !pointwise || is_widened<scalar_t> || folding;
+  const bool columns_needed = !pointwise || converts<scalar_t, operand_t> || folding;
   const bool out_in_scratch = is_widened<scalar_t> || folding;
-  const int64_t row_bytes =
-      ((columns_needed ? rows : 0) + (out_in_scratch ? s.grid_channels : 0)) * gw * int64_t(sizeof(acc));
+  const int64_t row_bytes = ((columns_needed ? rows * int64_t(sizeof(operand_t)) : 0) +
+                             (out_in_scratch ? s.grid_channels * int64_t(sizeof(acc)) : 0)) * gw;
   const Blocks blocks = make_blocks(s, row_bytes, 1);
   const int64_t width = blocks.rows * blocks.samples * gw;
   // Per thread: the block's columns, then (half dtypes, folded samples) its float32 output.
-  const int64_t column_size = columns_needed ? rows * width : 0;
+  const int64_t column_size = scratch_elements<acc, operand_t>(columns_needed ? rows * width : 0);
   const int64_t out_size = out_in_scratch ? s.grid_channels * width : 0;
   for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * gw;
+    operand_t* column_buffer = reinterpret_cast<operand_t*>(buffer);
+    // Folded: out^T (L x Cout), a row per grid position.
     acc* out = buffer + column_size;
-    int64_t ld_out = cols;
+    int64_t ld_out = folding ? s.grid_channels : cols;
     if constexpr (!is_widened<scalar_t>) {
       if (!out_in_scratch) {
         out = output + n * s.grid_sample() + y0 * gw;
@@ -73,25 +79,41 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar
       }
     }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const acc* columns = buffer;
+      const operand_t* columns = column_buffer;
       int64_t ld_columns = cols;
       if (columns_needed) {
-        build_columns(s, input, g, n, y0, y1, buffer, cols);
-      } else if constexpr (!is_widened<scalar_t>) {
+        build_columns(s, input, g, n, y0, y1, column_buffer, cols);
+      } else if constexpr (!converts<scalar_t, operand_t>) {
         // A pointwise block of one sample is its own column matrix.
         columns = input + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
         ld_columns = grid;
       }
-      gemm<scalar_t>(false, false, s.grid_group(), cols, rows, 1, weight + g * s.grid_group() * rows,
-                     std::max<int64_t>(rows, 1), columns, std::max<int64_t>(ld_columns, 1), 0,
-                     out + g * s.grid_group() * ld_out, std::max<int64_t>(ld_out, 1));
+      const operand_t* group_weight = weight + g * s.grid_group() * rows;
+      if (folding) {
+        operand_gemm<scalar_t>(true, true, cols, s.grid_group(), rows, 1, columns, std::max<int64_t>(ld_columns, 1),
+                               group_weight, std::max<int64_t>(rows, 1), 0, out + g * s.grid_group(),
+                               std::max<int64_t>(ld_out, 1));
+      } else {
+        operand_gemm<scalar_t>(false, false, s.grid_group(), cols, rows, 1, group_weight, std::max<int64_t>(rows, 1),
+                               columns, std::max<int64_t>(ld_columns, 1), 0, out + g * s.grid_group() * ld_out,
+                               std::max<int64_t>(ld_out, 1));
+      }
+    }
+    if (folding) {
+      if (bias != nullptr) add_bias_pixels(out, bias, s.grid_channels, cols);
+      for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
+        for (int64_t c = 0; c < s.grid_channels; ++c) {
+          scalar_t* plane = output + m * s.grid_sample() + c * grid + ya * gw;
+          const acc* pixels = out + before * gw * ld_out + c;
+          for (int64_t p = 0; p < (yb - ya) * gw; ++p) plane[p] = static_cast<scalar_t>(pixels[p * ld_out]);
+        }
+      });
+      return;
     }
     if (bias != nullptr) add_bias_planes(out, bias, s.grid_channels, cols, ld_out);
     if (out_in_scratch) {
-      for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-        for (int64_t c = 0; c < s.grid_channels; ++c)
-          convert(out + c * cols + before * gw, output + m * s.grid_sample() + c * grid + ya * gw, (yb - ya) * gw);
-      });
+      for (int64_t c = 0; c < s.grid_channels; ++c)
+        convert(out + c * cols, output + n * s.grid_sample() + c * grid + y0 * gw, cols);
     }
   });
 }
@@ -102,51 +124,63 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar
 // x[g][:, block] (Cin/G x L), then col2im adds them into the image. A
 // pointwise block of one sample writes its product into the image in place.
 
-template <typename scalar_t>
-void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t>& input, const acc_t<scalar_t>* weight,
-                             const acc_t<scalar_t>* bias, at::Tensor& output) {
+template <typename scalar_t, typename operand_t>
+void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t, operand_t>& input,
+                             const operand_t* weight, const acc_t<scalar_t>* bias, at::Tensor& output) {
   using acc = acc_t<scalar_t>;
   // Here the input lives on the grid and the output is the image.
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool folding = folds_samples(s);
   const bool via_columns = !s.is_pointwise() || folding;
   const bool x_copied = !input.dense || folding;
-  const int64_t row_bytes = ((via_columns ? rows : 0) + (x_copied ? s.grid_channels : 0)) * gw * int64_t(sizeof(acc));
+  const int64_t row_bytes = ((via_columns ? rows * int64_t(sizeof(acc)) : 0) +
+                             (x_copied ? s.grid_channels * int64_t(sizeof(operand_t)) : 0)) * gw;
   const Blocks blocks = make_blocks(s, row_bytes, via_columns ? disjoint_rows(s.window) : 1);
   const int64_t width = blocks.rows * blocks.samples * gw;
   ImageAccumulator<scalar_t> image(output, via_columns);
-  // Per thread: the block's columns, then its copy of the input (widened for half dtypes).
+  // Per thread: the block's columns, then its copy of the input (in the operand type).
   const int64_t column_size = via_columns ? rows * width : 0;
-  const int64_t x_size = x_copied ? s.grid_channels * width : 0;
+  const int64_t x_size = scratch_elements<acc, operand_t>(x_copied ? s.grid_channels * width : 0);
   for_each_block<acc>(s, blocks, via_columns, column_size + x_size,
                       [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * gw;
-    const acc* x = buffer + column_size;
+    operand_t* x_buffer = reinterpret_cast<operand_t*>(buffer + column_size);
+    const operand_t* x = x_buffer;
     int64_t ld_x = cols;
     if (x_copied) {
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-        input.planes(m, ya, yb, gw, s.grid_channels, buffer + column_size + before * gw, cols);
+        input.planes(m, ya, yb, gw, s.grid_channels, x_buffer + before * gw, cols);
       });
     } else {
-      x = reinterpret_cast<const acc*>(input.data) + n * s.grid_sample() + y0 * gw;
+      x = reinterpret_cast<const operand_t*>(input.data) + n * s.grid_sample() + y0 * gw;
       ld_x = grid;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const acc* group_x = x + g * s.grid_group() * ld_x;
-      const acc* group_weight = weight + g * s.grid_group() * rows;
+      const operand_t* group_x = x + g * s.grid_group() * ld_x;
+      const operand_t* group_weight = weight + g * s.grid_group() * rows;
       if (!via_columns) {
         acc* group_image = image.data + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
-        gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, group_weight, std::max<int64_t>(rows, 1),
-                       group_x, std::max<int64_t>(ld_x, 1), 0, group_image, std::max<int64_t>(s.image_size(), 1));
+        operand_gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, group_weight, std::max<int64_t>(rows, 1),
+                               group_x, std::max<int64_t>(ld_x, 1), 0, group_image,
+                               std::max<int64_t>(s.image_size(), 1));
         continue;
       }
-      gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, group_weight, std::max<int64_t>(rows, 1), group_x,
-                     std::max<int64_t>(ld_x, 1), 0, buffer, std::max<int64_t>(cols, 1));
+      // Entry (r, p) of the columns at buffer[r * ld_rows + p * ld_pixels]:
+      // folded, their transpose (L x rows).
+      const int64_t ld_rows = folding ? 1 : cols, ld_pixels = folding ? rows : 1;
+      if (folding) {
+        operand_gemm<scalar_t>(true, false, cols, rows, s.grid_group(), 1, group_x, std::max<int64_t>(ld_x, 1),
+                               group_weight, std::max<int64_t>(rows, 1), 0, buffer, std::max<int64_t>(rows, 1));
+      } else {
+        operand_gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, group_weight, std::max<int64_t>(rows, 1),
+                               group_x, std::max<int64_t>(ld_x, 1), 0, buffer, std::max<int64_t>(cols, 1));
+      }
       const int64_t taps = s.window.kernel_h * s.window.kernel_w;
       for_each_sample_channel(s, n, y0, y1, s.image_group(), [&](int64_t m, int64_t ya, int64_t yb, int64_t before,
                                                                   int64_t c) {
         acc* plane = image.data + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
-        col2im(buffer + c * taps * cols + before * gw, cols, 1, s.image_h, s.image_w, gw, s.window, ya, yb, plane);
+        col2im(buffer + c * taps * ld_rows + before * gw * ld_pixels, ld_rows, ld_pixels, 1, s.image_h, s.image_w,
+               gw, s.window, ya, yb, plane);
       });
     }
   });
@@ -164,47 +198,48 @@ void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t>& in
 // Per block of grid rows: dW[g] (Cout/G x rows) += dy[g][:, block] (Cout/G x
 // L) . columns^T (L x rows), into the running thread's partial sum.
 
-template <typename scalar_t>
-void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const GridOperand<scalar_t>& grad_output,
+template <typename scalar_t, typename operand_t>
+void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const GridOperand<scalar_t, operand_t>& grad_output,
                           scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool pointwise = s.is_pointwise(), folding = folds_samples(s);
-  const bool columns_needed = !pointwise || is_widened<scalar_t> || folding;
+  const bool columns_needed = !pointwise || converts<scalar_t, operand_t> || folding;
   const bool dy_copied = !grad_output.dense || folding;
   const int64_t row_bytes =
-      ((columns_needed ? rows : 0) + (dy_copied ? s.grid_channels : 0)) * gw * int64_t(sizeof(acc));
+      ((columns_needed ? rows : 0) + (dy_copied ? s.grid_channels : 0)) * gw * int64_t(sizeof(operand_t));
   const Blocks blocks = make_blocks(s, row_bytes, 1);
   const int64_t width = blocks.rows * blocks.samples * gw;
   WeightSums<acc> sums(s.grid_channels * rows, partial_sums(s, blocks));
-  // Per thread: the block's columns, then its copy of grad_output (widened for half dtypes).
+  // Per thread: the block's columns, then its copy of grad_output (both in the operand type).
   const int64_t column_size = columns_needed ? rows * width : 0;
   const int64_t dy_size = dy_copied ? s.grid_channels * width : 0;
-  for_each_block<acc>(s, blocks, false, column_size + dy_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+  for_each_block<operand_t>(s, blocks, false, column_size + dy_size,
+                            [&](int64_t n, int64_t y0, int64_t y1, operand_t* buffer) {
     const int64_t cols = (y1 - y0) * gw;
     acc* sum = sums.mine();
-    const acc* dy = buffer + column_size;
+    const operand_t* dy = buffer + column_size;
     int64_t ld_dy = cols;
     if (dy_copied) {
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
         grad_output.planes(m, ya, yb, gw, s.grid_channels, buffer + column_size + before * gw, cols);
       });
     } else {
-      dy = reinterpret_cast<const acc*>(grad_output.data) + n * s.grid_sample() + y0 * gw;
+      dy = reinterpret_cast<const operand_t*>(grad_output.data) + n * s.grid_sample() + y0 * gw;
       ld_dy = grid;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const acc* columns = buffer;
+      const operand_t* columns = buffer;
       int64_t ld_columns = cols;
       if (columns_needed) {
         build_columns(s, input, g, n, y0, y1, buffer, cols);
-      } else if constexpr (!is_widened<scalar_t>) {
+      } else if constexpr (!converts<scalar_t, operand_t>) {
         columns = input + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
         ld_columns = grid;
       }
-      gemm<scalar_t>(false, true, s.grid_group(), rows, cols, 1, dy + g * s.grid_group() * ld_dy,
-                     std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
-                     sum + g * s.grid_group() * rows, std::max<int64_t>(rows, 1));
+      operand_gemm<scalar_t>(false, true, s.grid_group(), rows, cols, 1, dy + g * s.grid_group() * ld_dy,
+                             std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
+                             sum + g * s.grid_group() * rows, std::max<int64_t>(rows, 1));
     }
   });
   sums.total_into(grad_weight);

@@ -28,35 +28,34 @@ namespace conv {
 //   conv2d_weight     dW[g] (Cout/G x K) += dy[block, g]^T (Cout/G x L) . columns (L x K)
 // A block of grid rows of one sample is one contiguous run of pixels.
 
-template <typename scalar_t>
-void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
+template <typename scalar_t, typename operand_t>
+void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const operand_t* weight,
                         const acc_t<scalar_t>* bias, scalar_t* output) {
   using acc = acc_t<scalar_t>;
   const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.image_channels, cout = s.grid_channels;
   const int64_t cig = s.image_group(), cog = s.grid_group();
   const bool pointwise = s.is_pointwise();
-  const bool columns_needed = !pointwise || is_widened<scalar_t>;
-  const int64_t column_row = pointwise ? cin : depth;  // a pointwise block is widened whole
-  const int64_t row_bytes =
-      ((columns_needed ? column_row : 0) + widening_size<scalar_t>(cout)) * gw * int64_t(sizeof(acc));
+  const bool columns_needed = !pointwise || converts<scalar_t, operand_t>;
+  const int64_t column_row = pointwise ? cin : depth;  // a pointwise block is converted whole
+  const int64_t row_bytes = ((columns_needed ? column_row * int64_t(sizeof(operand_t)) : 0) +
+                             widening_size<scalar_t>(cout) * int64_t(sizeof(acc))) * gw;
   const Blocks blocks = make_blocks(s, row_bytes, 1);
   const int64_t width = blocks.rows * blocks.samples * gw;
-  const int64_t column_size = columns_needed ? column_row * width : 0;
+  const int64_t column_size = scratch_elements<acc, operand_t>(columns_needed ? column_row * width : 0);
   const int64_t out_size = widening_size<scalar_t>(cout * width);
   for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t pixels = (y1 - y0) * gw, first = y0 * gw;
+    operand_t* column_buffer = reinterpret_cast<operand_t*>(buffer);
     const scalar_t* image = input + n * s.image_sample();
     scalar_t* result = output + (n * s.grid_size() + first) * cout;
     acc* out = accumulator(result, buffer + column_size);
-    if (pointwise) {
-      if constexpr (is_widened<scalar_t>) convert(image + first * cin, buffer, pixels * cin);
-    }
+    if (pointwise && columns_needed) convert(image + first * cin, column_buffer, pixels * cin);
     for (int64_t g = 0; g < s.groups; ++g) {
-      const acc* columns = buffer;
+      const operand_t* columns = column_buffer;
       int64_t ld_columns = depth;
       if (pointwise) {
-        if constexpr (is_widened<scalar_t>) {
-          columns = buffer + g * cig;
+        if constexpr (converts<scalar_t, operand_t>) {
+          columns = column_buffer + g * cig;
         } else {
           columns = image + first * cin + g * cig;
         }
@@ -64,47 +63,51 @@ void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const acc_t<s
       } else {
         for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
           im2col_nhwc(input + m * s.image_sample(), cin, g * cig, cig, s.image_h, s.image_w, gw, s.window, ya, yb,
-                      buffer + before * gw * depth);
+                      column_buffer + before * gw * depth);
         });
       }
-      gemm<scalar_t>(false, true, pixels, cog, depth, 1, columns, std::max<int64_t>(ld_columns, 1),
-                weight + g * cog * depth, std::max<int64_t>(depth, 1), 0, out + g * cog, std::max<int64_t>(cout, 1));
+      operand_gemm<scalar_t>(false, true, pixels, cog, depth, 1, columns, std::max<int64_t>(ld_columns, 1),
+                             weight + g * cog * depth, std::max<int64_t>(depth, 1), 0, out + g * cog,
+                             std::max<int64_t>(cout, 1));
     }
     if (bias != nullptr) add_bias_pixels(out, bias, cout, pixels);
     store(out, pixels * cout, result);
   });
 }
 
-template <typename scalar_t>
-void conv_transpose2d_nhwc_kernel(const ConvShape& s, const GridOperand<scalar_t>& input, const acc_t<scalar_t>* weight,
-                                  const acc_t<scalar_t>* bias, at::Tensor& output) {
+template <typename scalar_t, typename operand_t>
+void conv_transpose2d_nhwc_kernel(const ConvShape& s, const GridOperand<scalar_t, operand_t>& input,
+                                  const operand_t* weight, const acc_t<scalar_t>* bias, at::Tensor& output) {
   using acc = acc_t<scalar_t>;
   const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.grid_channels, cout = s.image_channels;
   const int64_t cig = s.grid_group(), cog = s.image_group();
   const bool pointwise = s.is_pointwise();
   const int64_t copied = input.dense ? 0 : cin;
-  const int64_t row_bytes = ((pointwise ? 0 : depth) + copied) * gw * int64_t(sizeof(acc));
+  const int64_t row_bytes =
+      ((pointwise ? 0 : depth) * int64_t(sizeof(acc)) + copied * int64_t(sizeof(operand_t))) * gw;
   const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window));
   const int64_t width = blocks.rows * blocks.samples * gw;
   ImageAccumulator<scalar_t> image(output, !pointwise);
   const int64_t column_size = pointwise ? 0 : depth * width;
-  const int64_t x_size = copied * width;
+  const int64_t x_size = scratch_elements<acc, operand_t>(copied * width);
   for_each_block<acc>(s, blocks, !pointwise, column_size + x_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t pixels = (y1 - y0) * gw, first = y0 * gw;
-    const acc* x = buffer + column_size;
+    operand_t* x_buffer = reinterpret_cast<operand_t*>(buffer + column_size);
+    const operand_t* x = x_buffer;
     if (input.dense) {
-      x = reinterpret_cast<const acc*>(input.data) + (n * s.grid_size() + first) * cin;
+      x = reinterpret_cast<const operand_t*>(input.data) + (n * s.grid_size() + first) * cin;
     } else {
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-        input.pixels(m, ya, yb, gw, cin, buffer + column_size + before * gw * cin);
+        input.pixels(m, ya, yb, gw, cin, x_buffer + before * gw * cin);
       });
     }
     acc* sample_image = image.data + n * s.image_sample();
     for (int64_t g = 0; g < s.groups; ++g) {
       acc* columns = pointwise ? sample_image + first * cout + g * cog : buffer;
       const int64_t ld_columns = pointwise ? cout : depth;
-      gemm<scalar_t>(false, false, pixels, depth, cig, 1, x + g * cig, std::max<int64_t>(cin, 1),
-                weight + g * cig * depth, std::max<int64_t>(depth, 1), 0, columns, std::max<int64_t>(ld_columns, 1));
+      operand_gemm<scalar_t>(false, false, pixels, depth, cig, 1, x + g * cig, std::max<int64_t>(cin, 1),
+                             weight + g * cig * depth, std::max<int64_t>(depth, 1), 0, columns,
+                             std::max<int64_t>(ld_columns, 1));
       if (!pointwise) {
         for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
           col2im_nhwc(columns + before * gw * depth, cout, g * cog, cog, s.image_h, s.image_w, gw, s.window, ya, yb,
@@ -121,42 +124,41 @@ void conv_transpose2d_nhwc_kernel(const ConvShape& s, const GridOperand<scalar_t
   image.store_into(output);
 }
 
-template <typename scalar_t>
-void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const GridOperand<scalar_t>& grad_output,
-                               scalar_t* grad_weight) {
+template <typename scalar_t, typename operand_t>
+void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input,
+                               const GridOperand<scalar_t, operand_t>& grad_output, scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.image_channels, cout = s.grid_channels;
   const int64_t cig = s.image_group(), cog = s.grid_group();
   const bool pointwise = s.is_pointwise();
-  const bool columns_needed = !pointwise || is_widened<scalar_t>;
+  const bool columns_needed = !pointwise || converts<scalar_t, operand_t>;
   const int64_t column_row = pointwise ? cin : depth;
   const int64_t copied = grad_output.dense ? 0 : cout;
-  const int64_t row_bytes = ((columns_needed ? column_row : 0) + copied) * gw * int64_t(sizeof(acc));
+  const int64_t row_bytes = ((columns_needed ? column_row : 0) + copied) * gw * int64_t(sizeof(operand_t));
   const Blocks blocks = make_blocks(s, row_bytes, 1);
   const int64_t width = blocks.rows * blocks.samples * gw;
   WeightSums<acc> sums(cout * depth, partial_sums(s, blocks));
   const int64_t column_size = columns_needed ? column_row * width : 0;
   const int64_t dy_size = copied * width;
-  for_each_block<acc>(s, blocks, false, column_size + dy_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+  for_each_block<operand_t>(s, blocks, false, column_size + dy_size,
+                            [&](int64_t n, int64_t y0, int64_t y1, operand_t* buffer) {
     const int64_t pixels = (y1 - y0) * gw, first = y0 * gw;
     acc* sum = sums.mine();
     const scalar_t* image = input + n * s.image_sample();
-    const acc* dy = buffer + column_size;
+    const operand_t* dy = buffer + column_size;
     if (grad_output.dense) {
-      dy = reinterpret_cast<const acc*>(grad_output.data) + (n * s.grid_size() + first) * cout;
+      dy = reinterpret_cast<const operand_t*>(grad_output.data) + (n * s.grid_size() + first) * cout;
     } else {
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
         grad_output.pixels(m, ya, yb, gw, cout, buffer + column_size + before * gw * cout);
       });
     }
-    if (pointwise) {
-      if constexpr (is_widened<scalar_t>) convert(image + first * cin, buffer, pixels * cin);
-    }
+    if (pointwise && columns_needed) convert(image + first * cin, buffer, pixels * cin);
     for (int64_t g = 0; g < s.groups; ++g) {
-      const acc* columns = buffer;
+      const operand_t* columns = buffer;
       int64_t ld_columns = depth;
       if (pointwise) {
-        if constexpr (is_widened<scalar_t>) {
+        if constexpr (converts<scalar_t, operand_t>) {
           columns = buffer + g * cig;
         } else {
           columns = image + first * cin + g * cig;
@@ -168,8 +170,8 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input, const 
                       buffer + before * gw * depth);
         });
       }
-      gemm<scalar_t>(true, false, cog, depth, pixels, 1, dy + g * cog, std::max<int64_t>(cout, 1), columns,
-                std::max<int64_t>(ld_columns, 1), 1, sum + g * cog * depth, std::max<int64_t>(depth, 1));
+      operand_gemm<scalar_t>(true, false, cog, depth, pixels, 1, dy + g * cog, std::max<int64_t>(cout, 1), columns,
+                             std::max<int64_t>(ld_columns, 1), 1, sum + g * cog * depth, std::max<int64_t>(depth, 1));
     }
   });
   sums.total_into(grad_weight);

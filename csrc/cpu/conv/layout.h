@@ -39,13 +39,6 @@ inline at::Tensor empty_channels_last(at::IntArrayRef sizes, const at::Tensor& l
   return at::empty(sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
-// A conv2d weight (Cout, Cin/G, kH, kW) or conv_transpose2d weight (Cin,
-// Cout/G, kH, kW) in the compute type with its channels last: free for a
-// channels_last weight.
-inline at::Tensor weight_channels_last(const at::Tensor& weight) {
-  return weight.permute({0, 2, 3, 1}).to(at::toOpMathType(weight.scalar_type())).contiguous();
-}
-
 }  // namespace conv
 }  // namespace cpu
 }  // namespace torchconv

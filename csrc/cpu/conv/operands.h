@@ -1,5 +1,6 @@
-// The GEMM kernels' operands beyond a plain pointer: bias additions, the
-// float32 accumulator of a half dtype's transposed output
+// The GEMM kernels' operands beyond a plain pointer: the type they are
+// stored in (with_gemm_operand) and the GEMM on them (operand_gemm), bias
+// additions, the float32 accumulator of a half dtype's transposed output
 // (ImageAccumulator), the grid-side operand read with any strides
 // (GridOperand), and the per-thread partial sums of a weight gradient
 // (WeightSums).
@@ -9,13 +10,70 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+#include "../gemm.h"
 #include "shape.h"
 
 namespace torchconv {
 namespace cpu {
 namespace conv {
+
+// ------------------------------------------------------------ operand type
+//
+// The GEMM kernels keep the GEMM's operands (the columns, the weight, copies
+// of the grid-side input) in one type, operand_t: acc_t<scalar_t>, widened
+// as they are copied; or, for bfloat16 where the GEMM multiplies bfloat16
+// (gemm_reads_bfloat16, gemm.h), bfloat16 itself: half the bytes to write
+// and read, no widened copy of the weight, and a pointwise image is its own
+// column matrix. The GEMM's results (C) are acc_t either way.
+
+// Calls fn(operand_t()) with the operand type of scalar_t's convolutions
+// at the capability level in use.
+template <typename scalar_t, typename Fn>
+void with_gemm_operand(const Fn& fn) {
+  if constexpr (std::is_same<scalar_t, at::BFloat16>::value) {
+    if (gemm_reads_bfloat16()) {
+      fn(at::BFloat16());
+      return;
+    }
+  }
+  fn(acc_t<scalar_t>());
+}
+
+// Whether scalar_t values are converted on their way into operand_t.
+template <typename scalar_t, typename operand_t>
+constexpr bool converts = !std::is_same<scalar_t, operand_t>::value;
+
+// gemm.h's GEMM of scalar_t's convolutions on operands stored as operand_t.
+template <typename scalar_t, typename operand_t>
+void operand_gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, acc_t<scalar_t> alpha,
+                  const operand_t* a, int64_t lda, const operand_t* b, int64_t ldb, acc_t<scalar_t> beta,
+                  acc_t<scalar_t>* c, int64_t ldc) {
+  if constexpr (std::is_same<operand_t, acc_t<scalar_t>>::value) {
+    gemm<scalar_t>(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+// A weight as the GEMM kernels read it: operand_t, contiguous, with its
+// channels last when `channels_last` (free for a channels_last weight).
+template <typename operand_t>
+at::Tensor gemm_weight(const at::Tensor& weight, bool channels_last) {
+  const at::Tensor w = weight.to(c10::CppTypeToScalarType<operand_t>::value);
+  return channels_last ? w.permute({0, 2, 3, 1}).contiguous() : w.contiguous();
+}
+
+// Elements of scratch of type T that hold n elements of type U (the
+// kernels' scratch holds operands and accumulators one after the other).
+template <typename T, typename U>
+constexpr int64_t scratch_elements(int64_t n) {
+  return (n * int64_t(sizeof(U)) + int64_t(sizeof(T)) - 1) / int64_t(sizeof(T));
+}
+
+// ------------------------------------------------------------------ others
 
 template <typename T>
 void add_bias_planes(T* out, const T* bias, int64_t channels, int64_t plane, int64_t ld) {
@@ -62,50 +120,50 @@ struct ImageAccumulator {
 
 // The grid-side operand that a transposed convolution reads (its input) and
 // the weight gradient reads (grad_output), with any strides: it is copied a
-// block at a time into the thread's scratch, widened for a half dtype,
+// block at a time into the thread's scratch, converted to the operand type,
 // unless it is already dense in the order the GEMM reads (then `dense` and
 // it is read in place). Backward passes often get an expanded gradient
 // (the gradient of a sum has all strides 0): copying the whole of it to
 // contiguous memory twice, once per backward kernel, was the larger part
 // of the peak-memory excess on the small cases (1x64x56x56: 2.3 MiB against
 // torch's 1.5).
-template <typename scalar_t>
+template <typename scalar_t, typename operand_t = acc_t<scalar_t>>
 struct GridOperand {
   const scalar_t* data;
   int64_t sn, sc, sh, sw;
-  bool dense;  // read in place: acc_t, and dense in the kernel's layout
+  bool dense;  // read in place: of the operand type, and dense in the kernel's layout
 
   GridOperand(const at::Tensor& t, bool channels_last)
       : data(t.data_ptr<scalar_t>()), sn(t.stride(0)), sc(t.stride(1)), sh(t.stride(2)), sw(t.stride(3)) {
     const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    dense = !is_widened<scalar_t> && t.is_contiguous(format);
+    dense = !converts<scalar_t, operand_t> && t.is_contiguous(format);
   }
   // Channels [0, channels) of grid rows [y0, y1) of sample n as planes
   // (channel-major, rows ld_dst apart) into dst.
-  void planes(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, acc_t<scalar_t>* dst,
+  void planes(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, operand_t* dst,
               int64_t ld_dst) const {
     for (int64_t c = 0; c < channels; ++c) {
       for (int64_t y = y0; y < y1; ++y) {
         const scalar_t* src = data + n * sn + c * sc + y * sh;
-        acc_t<scalar_t>* out = dst + c * ld_dst + (y - y0) * grid_w;
+        operand_t* out = dst + c * ld_dst + (y - y0) * grid_w;
         if (sw == 1) {
           convert(src, out, grid_w);
         } else {
-          for (int64_t x = 0; x < grid_w; ++x) out[x] = static_cast<acc_t<scalar_t>>(src[x * sw]);
+          for (int64_t x = 0; x < grid_w; ++x) out[x] = static_cast<operand_t>(src[x * sw]);
         }
       }
     }
   }
   // The same block as pixels (pixel-major, `channels` values each) into dst.
-  void pixels(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, acc_t<scalar_t>* dst) const {
+  void pixels(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, operand_t* dst) const {
     for (int64_t y = y0; y < y1; ++y) {
       for (int64_t x = 0; x < grid_w; ++x) {
         const scalar_t* src = data + n * sn + y * sh + x * sw;
-        acc_t<scalar_t>* out = dst + ((y - y0) * grid_w + x) * channels;
+        operand_t* out = dst + ((y - y0) * grid_w + x) * channels;
         if (sc == 1) {
           convert(src, out, channels);
         } else {
-          for (int64_t c = 0; c < channels; ++c) out[c] = static_cast<acc_t<scalar_t>>(src[c * sc]);
+          for (int64_t c = 0; c < channels; ++c) out[c] = static_cast<operand_t>(src[c * sc]);
         }
       }
     }
