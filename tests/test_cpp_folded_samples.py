@@ -1,11 +1,13 @@
-"""The C++ CPU convolution kernels on small grids (csrc/cpu/conv/gemm_nhwc.h,
-``kFoldPixels`` in csrc/cpu/conv/blocks.h), against torch in float64.
+"""The C++ CPU convolution kernels on small grids (csrc/cpu/conv/gemm_nchw.h
+and gemm_nhwc.h, ``kFoldPixels`` in csrc/cpu/conv/blocks.h), against torch in
+float64.
 
-When one sample's grid (output of a convolution, input of a transposed one)
-has few pixels, the kernels fold several whole samples into one GEMM, on
-the channels_last path (contiguous operands are converted to it and back).
-The shapes here make blocks of several samples, with batches that do and do
-not divide evenly, 1 to 3 threads, groups, 1x1 kernels (the image is its own
+When one sample's grid (output of a convolution, input of a transposed one) has
+few pixels, the kernels fold several whole samples into one GEMM, in either
+memory format (csrc/cpu/conv/gemm_nchw.h puts the samples' columns side by side
+and computes the transposed products). The shapes here make blocks of several
+samples, with batches that do and do not divide evenly, more blocks than
+threads and fewer, 1 to 3 threads, groups, 1x1 kernels (the image is its own
 column matrix), strides, dilation, transposed convolutions whose windows
 overlap, gradients with any strides (an expanded gradient of a sum), both
 memory formats and the half dtypes; and outputs and input gradients keep
@@ -37,6 +39,7 @@ CONV_SHAPES = [
     (6, 8, 8, (5, 5), 3, 1, 2, 2, 2),  # dilation, groups
     (3, 4, 6, (1, 1), 1, 1, 0, 1, 1),  # one pixel per sample
     (2, 3, 5, (6, 6), 3, 1, 1, 1, 1),  # batch 2
+    (20, 4, 8, (5, 5), 3, 1, 1, 1, 1),  # more blocks than threads, a batch they do not divide
 ]
 CONV_T_SHAPES = [
     (8, 16, 12, (3, 3), 4, 2, 1, 1, 1),  # a DCGAN-like upsampling, overlapping windows

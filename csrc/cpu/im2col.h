@@ -55,6 +55,27 @@ void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t ima
         const int64_t offset_w = j * w.dilation_w - w.pad_w;
         int64_t x_begin, x_end;
         inside_range(grid_w, w.stride_w, offset_w, image_w, &x_begin, &x_end);
+        if (w.stride_h == 1 && w.stride_w == 1 && grid_w == image_w && x_begin < x_end) {
+          // Consecutive grid rows read consecutive image rows of the same
+          // width: the rows inside the image are one run of the plane,
+          // copied at once, and the few entries that run wraps into the
+          // next row (the padding columns) are zeroed after.
+          const int64_t first_iy = y_begin - w.pad_h + i * w.dilation_h;
+          const int64_t ya = std::min(y_end, std::max(y_begin, w.pad_h - i * w.dilation_h));
+          const int64_t yb = std::max(ya, std::min(y_end, image_h + w.pad_h - i * w.dilation_h));
+          std::fill(row, row + (ya - y_begin) * grid_w, column_t(0));
+          if (ya < yb) {
+            const int64_t d0 = (ya - y_begin) * grid_w + x_begin, d1 = (yb - 1 - y_begin) * grid_w + x_end;
+            convert(plane + (first_iy + ya - y_begin) * image_w + x_begin + offset_w, row + d0, d1 - d0);
+            for (int64_t y = ya; y < yb; ++y) {
+              column_t* out = row + (y - y_begin) * grid_w;
+              std::fill(out, out + x_begin, column_t(0));
+              std::fill(out + x_end, out + grid_w, column_t(0));
+            }
+          }
+          std::fill(row + (yb - y_begin) * grid_w, row + (y_end - y_begin) * grid_w, column_t(0));
+          continue;
+        }
         for (int64_t y = y_begin; y < y_end; ++y) {
           column_t* out = row + (y - y_begin) * grid_w;
           const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;

@@ -238,13 +238,20 @@ void for_each_sample(const ConvShape& s, int64_t n, int64_t y0, int64_t y1, cons
   }
 }
 
+// Elements a thread should copy at least for the copies around a GEMM to be
+// shared among threads: below, at::parallel_for's fork and join cost more
+// than the second thread saves.
+constexpr int64_t kMinParallelCopy = int64_t(1) << 15;
+
 // for_each_sample's pieces times `channels`: fn(sample, row_begin, row_end,
-// rows_before, channel) for each. When the blocks run in turn (outside a
-// parallel region) they are shared among the threads, so that the copies
-// around a folded block's GEMM do not run on one thread while the others
-// wait; inside a block task they run on the calling thread.
+// rows_before, channel) for each, each writing about `elements` values.
+// When the blocks run in turn (outside a parallel region) they are shared
+// among the threads, so that the copies around a folded block's GEMM do not
+// run on one thread while the others wait; inside a block task they run on
+// the calling thread.
 template <typename Fn>
-void for_each_sample_channel(const ConvShape& s, int64_t n, int64_t y0, int64_t y1, int64_t channels, const Fn& fn) {
+void for_each_sample_channel(const ConvShape& s, int64_t n, int64_t y0, int64_t y1, int64_t channels,
+                             int64_t elements, const Fn& fn) {
   struct Piece {
     int64_t sample, row_begin, row_end, rows_before;
   };
@@ -253,7 +260,8 @@ void for_each_sample_channel(const ConvShape& s, int64_t n, int64_t y0, int64_t 
     pieces.push_back({m, ya, yb, before});
   });
   const int64_t tasks = static_cast<int64_t>(pieces.size()) * channels;
-  at::parallel_for(0, tasks, div_up(tasks, at::get_num_threads()), [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max(div_up(tasks, at::get_num_threads()), kMinParallelCopy / std::max<int64_t>(elements, 1));
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const Piece& p = pieces[t / channels];
       fn(p.sample, p.row_begin, p.row_end, p.rows_before, t % channels);

@@ -10,11 +10,11 @@
 // own column matrix. Columns are built a block of grid rows at a time
 // (blocks.h), and (sample, block) tasks run in parallel, so memory stays
 // bounded for any batch or image size and a single sample still uses every
-// thread. float16 and bfloat16 compute in float32 (precision.h): the weight
-// and bias are widened once, the image as im2col builds each block's
-// columns, and each result is rounded once into the output (a transposed
-// convolution accumulates its whole output in float32 first); the GEMM is
-// the capability level's (gemm.h).
+// thread. float16 and bfloat16 sum in float32 (precision.h), and each
+// result is rounded once into the output (a transposed convolution
+// accumulates its whole output in float32 first); the GEMM's operands are
+// widened to float32 as they are copied, or stay bfloat16 where the
+// capability level's GEMM multiplies bfloat16 (operands.h, gemm.h).
 //
 //   shape class                                kernel          why
 //   channels_last, depthwise                   DepthwiseNHWC   one multiply-add per tap over a pixel's channels, no copies
@@ -26,8 +26,9 @@
 // Both GEMM kernels fold whole samples into one block when a sample's grid
 // is under kFoldPixels pixels (blocks.h), so that the GEMM is wide enough.
 //
-// Where a kernel reads another layout than its operands', the entry point
-// converts them, and returns the result in torch's memory format (layout.h).
+// The GEMM kernels read their operands in their own layout; where the
+// Direct and DepthwiseNHWC kernels read another, the entry point converts
+// them, and returns the result in torch's memory format (layout.h).
 #pragma once
 
 #include "blocks.h"

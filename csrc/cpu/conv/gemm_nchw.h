@@ -34,8 +34,9 @@ template <typename scalar_t, typename operand_t>
 void build_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0, int64_t y1,
                    operand_t* columns, int64_t ld_columns) {
   const int64_t gw = s.grid_w, taps = s.window.kernel_h * s.window.kernel_w;
-  for_each_sample_channel(s, n, y0, y1, s.image_group(), [&](int64_t m, int64_t ya, int64_t yb, int64_t before,
-                                                              int64_t c) {
+  const int64_t elements = taps * std::min(y1 - y0, s.grid_h) * gw;  // per (sample, channel)
+  for_each_sample_channel(s, n, y0, y1, s.image_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
+                                                                        int64_t before, int64_t c) {
     const scalar_t* plane = input + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
     operand_t* rows = columns + c * taps * ld_columns + before * gw;
     if (s.is_pointwise()) {
@@ -176,8 +177,9 @@ void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t, ope
                                group_x, std::max<int64_t>(ld_x, 1), 0, buffer, std::max<int64_t>(cols, 1));
       }
       const int64_t taps = s.window.kernel_h * s.window.kernel_w;
-      for_each_sample_channel(s, n, y0, y1, s.image_group(), [&](int64_t m, int64_t ya, int64_t yb, int64_t before,
-                                                                  int64_t c) {
+      const int64_t elements = taps * std::min(y1 - y0, s.grid_h) * gw;  // per (sample, channel)
+      for_each_sample_channel(s, n, y0, y1, s.image_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
+                                                                            int64_t before, int64_t c) {
         acc* plane = image.data + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
         col2im(buffer + c * taps * ld_rows + before * gw * ld_pixels, ld_rows, ld_pixels, 1, s.image_h, s.image_w,
                gw, s.window, ya, yb, plane);
