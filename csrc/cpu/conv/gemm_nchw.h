@@ -21,10 +21,11 @@ namespace conv {
 // samples * grid), and the grid-side operand of the block (the output, or
 // the gradient read) is gathered into, or scattered from, scratch of the same
 // width, as no single matrix of the tensor spans them. A folded block is
-// still narrow (a few hundred grid positions against hundreds of channels
-// and thousands of column rows), so its conv2d and conv_transpose2d GEMMs
-// are the transposed products, with the grid positions as the rows of C:
-// the GEMM's tiles run along C's rows, where a narrow C wastes them.
+// still narrow: where its grid positions are fewer than the other side of
+// C (output channels for conv2d, column rows for conv_transpose2d), its
+// GEMM is the transposed product, with the grid positions as the rows of C,
+// as the GEMM's tiles run along C's rows, which a narrow C leaves part
+// empty.
 
 // Group g's column matrix of the block of grid rows [y0, y1) from sample n
 // (rows ld_columns apart; several samples side by side when folded) into
@@ -67,12 +68,13 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
   // Per thread: the block's columns, then (half dtypes, folded samples) its float32 output.
   const int64_t column_size = scratch_elements<acc, operand_t>(columns_needed ? rows * width : 0);
   const int64_t out_size = out_in_scratch ? s.grid_channels * width : 0;
+  const bool transposed = folding && width < s.grid_group();
   for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * gw;
     operand_t* column_buffer = reinterpret_cast<operand_t*>(buffer);
-    // Folded: out^T (L x Cout), a row per grid position.
+    // Transposed: out^T (L x Cout), a row per grid position.
     acc* out = buffer + column_size;
-    int64_t ld_out = folding ? s.grid_channels : cols;
+    int64_t ld_out = transposed ? s.grid_channels : cols;
     if constexpr (!is_widened<scalar_t>) {
       if (!out_in_scratch) {
         out = output + n * s.grid_sample() + y0 * gw;
@@ -90,7 +92,7 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
         ld_columns = grid;
       }
       const operand_t* group_weight = weight + g * s.grid_group() * rows;
-      if (folding) {
+      if (transposed) {
         operand_gemm<scalar_t>(true, true, cols, s.grid_group(), rows, 1, columns, std::max<int64_t>(ld_columns, 1),
                                group_weight, std::max<int64_t>(rows, 1), 0, out + g * s.grid_group(),
                                std::max<int64_t>(ld_out, 1));
@@ -100,7 +102,7 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
                                std::max<int64_t>(ld_out, 1));
       }
     }
-    if (folding) {
+    if (transposed) {
       if (bias != nullptr) add_bias_pixels(out, bias, s.grid_channels, cols);
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
         for (int64_t c = 0; c < s.grid_channels; ++c) {
@@ -113,8 +115,10 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
     }
     if (bias != nullptr) add_bias_planes(out, bias, s.grid_channels, cols, ld_out);
     if (out_in_scratch) {
-      for (int64_t c = 0; c < s.grid_channels; ++c)
-        convert(out + c * cols, output + n * s.grid_sample() + c * grid + y0 * gw, cols);
+      for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
+        for (int64_t c = 0; c < s.grid_channels; ++c)
+          convert(out + c * cols + before * gw, output + m * s.grid_sample() + c * grid + ya * gw, (yb - ya) * gw);
+      });
     }
   });
 }
@@ -142,6 +146,7 @@ void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t, ope
   // Per thread: the block's columns, then its copy of the input (in the operand type).
   const int64_t column_size = via_columns ? rows * width : 0;
   const int64_t x_size = scratch_elements<acc, operand_t>(x_copied ? s.grid_channels * width : 0);
+  const bool transposed = folding && width < rows;
   for_each_block<acc>(s, blocks, via_columns, column_size + x_size,
                       [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * gw;
@@ -167,9 +172,9 @@ void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t, ope
         continue;
       }
       // Entry (r, p) of the columns at buffer[r * ld_rows + p * ld_pixels]:
-      // folded, their transpose (L x rows).
-      const int64_t ld_rows = folding ? 1 : cols, ld_pixels = folding ? rows : 1;
-      if (folding) {
+      // transposed, L x rows.
+      const int64_t ld_rows = transposed ? 1 : cols, ld_pixels = transposed ? rows : 1;
+      if (transposed) {
         operand_gemm<scalar_t>(true, false, cols, rows, s.grid_group(), 1, group_x, std::max<int64_t>(ld_x, 1),
                                group_weight, std::max<int64_t>(rows, 1), 0, buffer, std::max<int64_t>(rows, 1));
       } else {
