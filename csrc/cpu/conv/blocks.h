@@ -155,8 +155,8 @@ inline int64_t partial_sums(const ConvShape& s, const Blocks& blocks) {
 // Runs fn(n, y_begin, y_end, buffer) for every sample n and block of grid
 // rows [y_begin, y_end), buffer being `buffer_size` scratch elements owned by
 // the running thread (never initialised: each user writes what it reads).
-// Blocks of folded samples (Blocks::samples > 1) pass rows past grid_h: rows of the samples after n, which
-// for_each_sample splits.
+// Blocks of folded samples (Blocks::samples > 1) pass rows past grid_h:
+// rows of the samples after n, which for_each_sample splits.
 // With fewer tasks than threads the tasks run in turn and each GEMM uses the
 // threads. `overlapping`: blocks of one sample write overlapping memory
 // (col2im), so they never run at the same time, except blocks two apart,
@@ -260,7 +260,8 @@ void for_each_sample_channel(const ConvShape& s, int64_t n, int64_t y0, int64_t 
     pieces.push_back({m, ya, yb, before});
   });
   const int64_t tasks = static_cast<int64_t>(pieces.size()) * channels;
-  const int64_t grain = std::max(div_up(tasks, at::get_num_threads()), kMinParallelCopy / std::max<int64_t>(elements, 1));
+  const int64_t grain =
+      std::max(div_up(tasks, at::get_num_threads()), kMinParallelCopy / std::max<int64_t>(elements, 1));
   at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const Piece& p = pieces[t / channels];

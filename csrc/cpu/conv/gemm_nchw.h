@@ -206,8 +206,8 @@ void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t, ope
 // L) . columns^T (L x rows), into the running thread's partial sum.
 
 template <typename scalar_t, typename operand_t>
-void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input, const GridOperand<scalar_t, operand_t>& grad_output,
-                          scalar_t* grad_weight) {
+void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input,
+                          const GridOperand<scalar_t, operand_t>& grad_output, scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
   const bool pointwise = s.is_pointwise(), folding = folds_samples(s);

@@ -1,5 +1,4 @@
-// The memory format of the convolution entry points' results, and their
-// operands in the layouts the kernels read.
+// The memory format of the convolution entry points' results.
 #pragma once
 
 #include <ATen/ATen.h>
