@@ -41,6 +41,7 @@ CONV_SHAPES = [
     (2, 3, 5, (6, 6), 3, 1, 1, 1, 1),  # batch 2
     (20, 4, 8, (5, 5), 3, 1, 1, 1, 1),  # more blocks than threads, a batch they do not divide
     (4, 8, 40, (2, 2), 3, 1, 1, 1, 1),  # more output channels than folded pixels (the transposed product)
+    (3, 256, 16, (8, 8), 3, 1, 1, 1, 1),  # one sample's scratch over half the block budget: no folding
 ]
 CONV_T_SHAPES = [
     (8, 16, 12, (3, 3), 4, 2, 1, 1, 1),  # a DCGAN-like upsampling, overlapping windows

@@ -62,21 +62,21 @@ inline Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_row
   int64_t rows = row_bytes > 0 ? kColumnBlockBytes / row_bytes : grid_h;
   rows = std::min(std::max(rows, min_rows), grid_h);
   const int64_t threads = at::get_num_threads();
-  if (folds_samples(s) && rows == grid_h) {
+  const int64_t sample_bytes = std::max<int64_t>(row_bytes * grid_h, 1);
+  const int64_t most = std::min(s.batch, kColumnBlockBytes / sample_bytes);  // samples within the budget
+  if (folds_samples(s) && rows == grid_h && most > 1) {
     // Whole samples per block: enough for kFoldPixels, within the scratch
     // budget. With more blocks than threads, a multiple of the threads
     // (fewer, wider blocks where the budget allows), so that no thread runs
     // a round more than the others; with fewer, one block runs its GEMM on
-    // every thread.
-    const int64_t sample_bytes = std::max<int64_t>(row_bytes * grid_h, 1);
-    const int64_t most = std::max<int64_t>(1, std::min(s.batch, kColumnBlockBytes / sample_bytes));
+    // every thread. Where only one sample fits, blocks of rows as below.
     int64_t count = div_up(s.batch, std::min(div_up(kFoldPixels, std::max<int64_t>(s.grid_size(), 1)), most));
     if (count > threads) {
       const int64_t fewer = count / threads * threads;
       count = div_up(s.batch, fewer) <= most ? fewer : div_up(count, threads) * threads;
     }
     const int64_t samples = div_up(s.batch, count);
-    return {grid_h, div_up(s.batch, samples), samples};
+    if (samples > 1) return {grid_h, div_up(s.batch, samples), samples};
   }
   if (s.batch < threads) {
     const int64_t per_sample = div_up(threads, std::max<int64_t>(s.batch, 1));
