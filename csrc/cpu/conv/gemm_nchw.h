@@ -27,25 +27,35 @@ namespace conv {
 // as the GEMM's tiles run along C's rows, which a narrow C leaves part
 // empty.
 
-// Group g's column matrix of the block of grid rows [y0, y1) from sample n
-// (rows ld_columns apart; several samples side by side when folded) into
-// columns: im2col, or for a pointwise convolution the image planes copied
-// (converted to the operand type).
+// Group g's column matrix of the block of grid rows [y0, y1) from sample n,
+// with its row stride in *ld: in place when `in_place` (a pointwise block
+// of one sample whose image is of the operand type is its own column matrix,
+// rows a plane apart), else built into `buffer` (rows ld_buffer apart;
+// several samples side by side when folded): im2col, or for a pointwise
+// convolution the image planes copied (converted to the operand type).
 template <typename scalar_t, typename operand_t>
-void build_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0, int64_t y1,
-                   operand_t* columns, int64_t ld_columns) {
+const operand_t* group_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0,
+                               int64_t y1, bool in_place, operand_t* buffer, int64_t ld_buffer, int64_t* ld) {
   const int64_t gw = s.grid_w, taps = s.window.kernel_h * s.window.kernel_w;
+  if constexpr (!converts<scalar_t, operand_t>) {
+    if (in_place) {
+      *ld = s.grid_size();
+      return input + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
+    }
+  }
   const int64_t elements = taps * std::min(y1 - y0, s.grid_h) * gw;  // per (sample, channel)
   for_each_sample_channel(s, n, y0, y1, s.image_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
                                                                         int64_t before, int64_t c) {
     const scalar_t* plane = input + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
-    operand_t* rows = columns + c * taps * ld_columns + before * gw;
+    operand_t* rows = buffer + c * taps * ld_buffer + before * gw;
     if (s.is_pointwise()) {
       convert(plane + ya * gw, rows, (yb - ya) * gw);
     } else {
-      im2col(plane, 1, s.image_h, s.image_w, gw, s.window, ya, yb, rows, ld_columns);
+      im2col(plane, 1, s.image_h, s.image_w, gw, s.window, ya, yb, rows, ld_buffer);
     }
   });
+  *ld = ld_buffer;
+  return buffer;
 }
 
 // ---------------------------------------------------------------- conv2d (NCHW)
@@ -82,15 +92,9 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
       }
     }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const operand_t* columns = column_buffer;
-      int64_t ld_columns = cols;
-      if (columns_needed) {
-        build_columns(s, input, g, n, y0, y1, column_buffer, cols);
-      } else if constexpr (!converts<scalar_t, operand_t>) {
-        // A pointwise block of one sample is its own column matrix.
-        columns = input + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
-        ld_columns = grid;
-      }
+      int64_t ld_columns = 0;
+      const operand_t* columns =
+          group_columns(s, input, g, n, y0, y1, !columns_needed, column_buffer, cols, &ld_columns);
       const operand_t* group_weight = weight + g * s.grid_group() * rows;
       if (transposed) {
         operand_gemm<scalar_t>(true, true, cols, s.grid_group(), rows, 1, columns, std::max<int64_t>(ld_columns, 1),
@@ -236,14 +240,8 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input,
       ld_dy = grid;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const operand_t* columns = buffer;
-      int64_t ld_columns = cols;
-      if (columns_needed) {
-        build_columns(s, input, g, n, y0, y1, buffer, cols);
-      } else if constexpr (!converts<scalar_t, operand_t>) {
-        columns = input + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
-        ld_columns = grid;
-      }
+      int64_t ld_columns = 0;
+      const operand_t* columns = group_columns(s, input, g, n, y0, y1, !columns_needed, buffer, cols, &ld_columns);
       operand_gemm<scalar_t>(false, true, s.grid_group(), rows, cols, 1, dy + g * s.grid_group() * ld_dy,
                              std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
                              sum + g * s.grid_group() * rows, std::max<int64_t>(rows, 1));

@@ -28,12 +28,36 @@ namespace conv {
 //   conv2d_weight     dW[g] (Cout/G x K) += dy[block, g]^T (Cout/G x L) . columns (L x K)
 // A block of grid rows of one sample is one contiguous run of pixels.
 
+// Group g's column matrix of the block of grid rows [y0, y1) from sample n,
+// with its row stride in *ld: for a pointwise convolution the block's
+// pixels themselves, in place or (converted to the operand type, by the
+// caller, once per block) in `buffer`; else im2col_nhwc into `buffer`.
+template <typename scalar_t, typename operand_t>
+const operand_t* group_columns_nhwc(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0,
+                                    int64_t y1, operand_t* buffer, int64_t* ld) {
+  const int64_t cin = s.image_channels, cig = s.image_group(), gw = s.grid_w, depth = s.column_rows();
+  if (s.is_pointwise()) {
+    *ld = cin;
+    if constexpr (converts<scalar_t, operand_t>) {
+      return buffer + g * cig;
+    } else {
+      return input + n * s.image_sample() + y0 * gw * cin + g * cig;
+    }
+  }
+  for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
+    im2col_nhwc(input + m * s.image_sample(), cin, g * cig, cig, s.image_h, s.image_w, gw, s.window, ya, yb,
+                buffer + before * gw * depth);
+  });
+  *ld = depth;
+  return buffer;
+}
+
 template <typename scalar_t, typename operand_t>
 void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const operand_t* weight,
                         const acc_t<scalar_t>* bias, scalar_t* output) {
   using acc = acc_t<scalar_t>;
   const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.image_channels, cout = s.grid_channels;
-  const int64_t cig = s.image_group(), cog = s.grid_group();
+  const int64_t cog = s.grid_group();
   const bool pointwise = s.is_pointwise();
   const bool columns_needed = !pointwise || converts<scalar_t, operand_t>;
   const int64_t column_row = pointwise ? cin : depth;  // a pointwise block is converted whole
@@ -51,21 +75,8 @@ void conv2d_nhwc_kernel(const ConvShape& s, const scalar_t* input, const operand
     acc* out = accumulator(result, buffer + column_size);
     if (pointwise && columns_needed) convert(image + first * cin, column_buffer, pixels * cin);
     for (int64_t g = 0; g < s.groups; ++g) {
-      const operand_t* columns = column_buffer;
-      int64_t ld_columns = depth;
-      if (pointwise) {
-        if constexpr (converts<scalar_t, operand_t>) {
-          columns = column_buffer + g * cig;
-        } else {
-          columns = image + first * cin + g * cig;
-        }
-        ld_columns = cin;
-      } else {
-        for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-          im2col_nhwc(input + m * s.image_sample(), cin, g * cig, cig, s.image_h, s.image_w, gw, s.window, ya, yb,
-                      column_buffer + before * gw * depth);
-        });
-      }
+      int64_t ld_columns = 0;
+      const operand_t* columns = group_columns_nhwc(s, input, g, n, y0, y1, column_buffer, &ld_columns);
       operand_gemm<scalar_t>(false, true, pixels, cog, depth, 1, columns, std::max<int64_t>(ld_columns, 1),
                              weight + g * cog * depth, std::max<int64_t>(depth, 1), 0, out + g * cog,
                              std::max<int64_t>(cout, 1));
@@ -129,7 +140,7 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input,
                                const GridOperand<scalar_t, operand_t>& grad_output, scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   const int64_t depth = s.column_rows(), gw = s.grid_w, cin = s.image_channels, cout = s.grid_channels;
-  const int64_t cig = s.image_group(), cog = s.grid_group();
+  const int64_t cog = s.grid_group();
   const bool pointwise = s.is_pointwise();
   const bool columns_needed = !pointwise || converts<scalar_t, operand_t>;
   const int64_t column_row = pointwise ? cin : depth;
@@ -155,21 +166,8 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input,
     }
     if (pointwise && columns_needed) convert(image + first * cin, buffer, pixels * cin);
     for (int64_t g = 0; g < s.groups; ++g) {
-      const operand_t* columns = buffer;
-      int64_t ld_columns = depth;
-      if (pointwise) {
-        if constexpr (converts<scalar_t, operand_t>) {
-          columns = buffer + g * cig;
-        } else {
-          columns = image + first * cin + g * cig;
-        }
-        ld_columns = cin;
-      } else {
-        for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-          im2col_nhwc(input + m * s.image_sample(), cin, g * cig, cig, s.image_h, s.image_w, gw, s.window, ya, yb,
-                      buffer + before * gw * depth);
-        });
-      }
+      int64_t ld_columns = 0;
+      const operand_t* columns = group_columns_nhwc(s, input, g, n, y0, y1, buffer, &ld_columns);
       operand_gemm<scalar_t>(true, false, cog, depth, pixels, 1, dy + g * cog, std::max<int64_t>(cout, 1), columns,
                              std::max<int64_t>(ld_columns, 1), 1, sum + g * cog * depth, std::max<int64_t>(depth, 1));
     }
