@@ -33,20 +33,32 @@
 
 #include "blocks.h"
 #include "depthwise_nhwc.h"
+#include "../gemm.h"
 #include "direct.h"
+#include "direct_tiled.h"
 #include "shape.h"
 
 namespace torchconv {
 namespace cpu {
 namespace conv {
 
-enum class ConvKernel { DepthwiseNHWC, Direct, GemmNHWC, GemmNCHW };
+enum class ConvKernel { DepthwiseNHWC, Direct, Tiled, GemmNHWC, GemmNCHW };
 
-// The kernel of a convolution of shape `s` whose result is channels_last
-// when `to_channels_last` (the table above).
-inline ConvKernel choose_kernel(const ConvShape& s, bool to_channels_last) {
+enum class Computation { Conv2d, ConvTranspose2d, Conv2dWeight };
+
+// Whether the tiled kernel runs computation `op` of shape s in dtype.
+inline bool uses_tiles(Computation op, const ConvShape& s, bool to_channels_last, at::ScalarType dtype) {
+  if (op == Computation::Conv2dWeight || s.is_pointwise()) return false;
+  if (!uses_tiled_kernel(s, op == Computation::ConvTranspose2d, to_channels_last)) return false;
+  return dtype != at::kBFloat16 || !gemm_reads_bfloat16();
+}
+
+// The kernel of computation `op` of shape `s` in dtype, whose result is
+// channels_last when `to_channels_last` (the table above).
+inline ConvKernel choose_kernel(Computation op, const ConvShape& s, bool to_channels_last, at::ScalarType dtype) {
   if (to_channels_last && is_depthwise(s)) return ConvKernel::DepthwiseNHWC;
   if (uses_direct_loops(s)) return ConvKernel::Direct;
+  if (uses_tiles(op, s, to_channels_last, dtype)) return ConvKernel::Tiled;
   if (to_channels_last) return ConvKernel::GemmNHWC;
   return ConvKernel::GemmNCHW;
 }

@@ -26,7 +26,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     grad_output.size(1), grad_output.size(2), grad_output.size(3), window};
   const bool to_channels_last = channels_last(input, grad_output);
-  const ConvKernel kernel = choose_kernel(s, to_channels_last);
+  const ConvKernel kernel = choose_kernel(Computation::Conv2dWeight, s, to_channels_last, input.scalar_type());
   switch (kernel) {
     case ConvKernel::DepthwiseNHWC: {
       const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
@@ -51,6 +51,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
       });
       return grad_weight;
     }
+    case ConvKernel::Tiled:  // not chosen for the weight's gradient
     case ConvKernel::Direct:
     case ConvKernel::GemmNCHW:
       break;

@@ -7,6 +7,7 @@
 #include "choice.h"
 #include "depthwise_nhwc.h"
 #include "direct.h"
+#include "direct_tiled.h"
 #include "gemm_nchw.h"
 #include "gemm_nhwc.h"
 #include "layout.h"
@@ -31,7 +32,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
   const bool to_channels_last = channels_last(input, weight);
   const std::vector<int64_t> out_sizes{s.batch, out_channels, out_h, out_w};
-  const ConvKernel kernel = choose_kernel(s, to_channels_last);
+  const ConvKernel kernel = choose_kernel(Computation::ConvTranspose2d, s, to_channels_last, input.scalar_type());
   switch (kernel) {
     case ConvKernel::DepthwiseNHWC: {
       const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast), w = tap_major_weight(weight);
@@ -40,6 +41,17 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
         using acc = acc_t<scalar_t>;
         conv_transpose2d_depthwise_nhwc<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<acc>(),
                                                   data_or_null<acc>(b), out.data_ptr<scalar_t>());
+      });
+      return out;
+    }
+    case ConvKernel::Tiled: {
+      const auto format = to_channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+      const at::Tensor x = input.contiguous(format), w = computed_in_opmath(weight);
+      at::Tensor out = to_channels_last ? empty_channels_last(out_sizes, input) : at::empty(out_sizes, input.options());
+      TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
+        using acc = acc_t<scalar_t>;
+        conv_transpose2d_tiled(s, to_channels_last, x.data_ptr<scalar_t>(), w.data_ptr<acc>(), data_or_null<acc>(b),
+                               out.data_ptr<scalar_t>());
       });
       return out;
     }
