@@ -46,11 +46,15 @@ enum class ConvKernel { DepthwiseNHWC, Direct, Tiled, GemmNHWC, GemmNCHW };
 
 enum class Computation { Conv2d, ConvTranspose2d, Conv2dWeight };
 
-// Whether the tiled kernel runs computation `op` of shape s in dtype.
+// Whether the tiled kernel runs computation `op` of shape s in dtype: with
+// bfloat16 pairs where the GEMM would multiply bfloat16 (the same operands
+// as with_gemm_operand's), else with the accumulation type's vectors.
 inline bool uses_tiles(Computation op, const ConvShape& s, bool to_channels_last, at::ScalarType dtype) {
   if (op == Computation::Conv2dWeight || s.is_pointwise()) return false;
-  if (!uses_tiled_kernel(s, op == Computation::ConvTranspose2d, to_channels_last)) return false;
-  return dtype != at::kBFloat16 || !gemm_reads_bfloat16();
+  const bool pairs = dtype == at::kBFloat16 && gemm_reads_bfloat16();
+  if (pairs && pair_step_for(1) == nullptr) return false;
+  return uses_tiled_kernel(s, op == Computation::ConvTranspose2d, to_channels_last,
+                           pairs ? kPairTilePixels : kTilePixels, pairs ? kPairTileChannels : tile_channels<float>());
 }
 
 // The kernel of computation `op` of shape `s` in dtype, whose result is

@@ -46,6 +46,7 @@
 #endif
 
 #include "../precision.h"
+#include "direct_tiled_bf16.h"
 #include "shape.h"
 
 namespace torchconv {
@@ -109,7 +110,9 @@ inline V broadcast(T x) {
 // kTilePixels pixels: 24 accumulators of the 32 AVX-512 registers, 12 of
 // AVX2's 16 (which must also hold a step's weight vectors).
 constexpr int kTileVectors = 2;
-#if defined(__AVX512F__)
+#if defined(TC_PIX)
+constexpr int kTilePixels = TC_PIX;
+#elif defined(__AVX512F__)
 constexpr int kTilePixels = 12;
 #else
 constexpr int kTilePixels = 6;
@@ -120,73 +123,100 @@ constexpr int64_t tile_channels() {
   return kTileVectors * static_cast<int64_t>(sizeof(Vector<T>) / sizeof(T));
 }
 
-// Where a stride-1 window reads its source: the padded planes, and the result they give.
+// Positions past a band's last padded row that a tile may read: the most
+// pixels of any tile (TileOf below).
+constexpr int64_t kBandSlack = 16;
+
+// Where a stride-1 window reads its source: the padded planes, and the
+// result they give. A task pads a band of the planes' rows at a time.
 struct PaddedPlanes {
   int64_t h, w;                // a source plane
   int64_t top, left;           // zero rows above it and columns left of it in the padded plane
-  int64_t padded_h, padded_w;  // the padded plane
+  int64_t padded_w;            // a padded row
   int64_t out_h, out_w;        // the result plane
+  int64_t reach_h;             // padded rows a window spans below its first: (kernel_h - 1) * dilation_h
   std::vector<int64_t> taps;   // each tap's offset in the padded plane, row-major over (i, j)
 
-  PaddedPlanes(int64_t h, int64_t w, int64_t top, int64_t left, int64_t bottom, int64_t right, int64_t out_h,
-               int64_t out_w, const Window& window)
-      : h(h), w(w), top(top), left(left), padded_h(h + top + bottom), padded_w(w + left + right), out_h(out_h),
-        out_w(out_w) {
+  PaddedPlanes(int64_t h, int64_t w, int64_t top, int64_t left, int64_t right, int64_t out_h, int64_t out_w,
+               const Window& window)
+      : h(h), w(w), top(top), left(left), padded_w(w + left + right), out_h(out_h), out_w(out_w),
+        reach_h((window.kernel_h - 1) * window.dilation_h) {
     for (int64_t i = 0; i < window.kernel_h; ++i)
       for (int64_t j = 0; j < window.kernel_w; ++j)
         taps.push_back(i * window.dilation_h * padded_w + j * window.dilation_w);
   }
 
   int64_t out_size() const { return out_h * out_w; }
-  // Padded planes lie this far apart: the pixels of a last tile past the
-  // result's end read one row and a tile past the padded plane, zero.
-  int64_t plane_stride() const { return (padded_h + 1) * padded_w + kTilePixels; }
+  // The padded rows of a band of `rows` result rows: theirs, the window's
+  // reach below them, one more that a band's last tile may run into, and
+  // a tile's slack after that.
+  int64_t band_rows(int64_t rows) const { return rows + reach_h + 1; }
+  int64_t band_stride(int64_t rows) const { return band_rows(rows) * padded_w + kBandSlack; }
 
-  // A source plane into a padded plane (plane_stride elements), widened.
-  template <typename scalar_t, typename acc>
-  void pad(const scalar_t* plane, acc* padded) const {
-    clear_border(padded);
-    for (int64_t y = 0; y < h; ++y) convert(plane + y * w, padded + (top + y) * padded_w + left, w);
-  }
-  // Row y of `planes` channels_last source planes (pixels `pixel_stride`
-  // apart) into the padded planes whose borders clear_border zeroed.
-  template <typename scalar_t, typename acc>
-  void pad_row(const scalar_t* row, int64_t pixel_stride, int64_t planes, int64_t y, acc* padded) const {
-    acc* at = padded + (top + y) * padded_w + left;
-    for (int64_t x = 0; x < w; ++x) {
-      const scalar_t* pixel = row + x * pixel_stride;
-      for (int64_t c = 0; c < planes; ++c) at[c * plane_stride() + x] = static_cast<acc>(pixel[c]);
+  // The padded rows from y0 of a band of `rows` result rows of `planes`
+  // source planes, as `lanes` planes interleaved (1, or 2 for the bfloat16
+  // step's pairs; a last pair short of a plane gets a zero one): plane c's
+  // pixel (y, x) at source[c * plane_stride + (y * w + x) * pixel_stride]
+  // (contiguous planes: pixel_stride 1; channels_last: plane_stride 1), its
+  // padded position q at band[((c / lanes) * band_stride(rows) + q) * lanes + c % lanes].
+  template <int lanes, typename scalar_t, typename operand_t>
+  void pad_band(const scalar_t* source, int64_t planes, int64_t plane_stride, int64_t pixel_stride, int64_t y0,
+                int64_t rows, operand_t* band) const {
+    const int64_t stride = band_stride(rows), padded_planes = (planes + lanes - 1) / lanes * lanes;
+    auto at = [&](int64_t c, int64_t q) { return band + ((c / lanes) * stride + q) * lanes + c % lanes; };
+    auto zero = [&](int64_t c, int64_t q0, int64_t q1) {
+      operand_t* p = at(c, q0);
+      for (int64_t q = q0; q < q1; ++q, p += lanes) *p = operand_t(0);
+    };
+    for (int64_t k = 0; k < band_rows(rows); ++k) {
+      const int64_t y = y0 + k - top, q = k * padded_w;
+      const bool inside = y >= 0 && y < h;
+      for (int64_t c = 0; c < padded_planes; ++c) {
+        if (!inside || c >= planes) {
+          zero(c, q, q + padded_w);
+          continue;
+        }
+        zero(c, q, q + left);
+        zero(c, q + left + w, q + padded_w);
+        if (pixel_stride != 1) continue;
+        const scalar_t* row = source + c * plane_stride + y * w;
+        if (lanes == 1) {
+          convert(row, at(c, q + left), w);
+        } else {
+          operand_t* p = at(c, q + left);
+          for (int64_t x = 0; x < w; ++x) p[x * lanes] = static_cast<operand_t>(row[x]);
+        }
+      }
+      if (pixel_stride != 1 && inside) {
+        // channels_last: a pixel's channels are adjacent, so read the row
+        // pixel by pixel and write each channel to its plane.
+        for (int64_t x = 0; x < w; ++x) {
+          const scalar_t* pixel = source + (y * w + x) * pixel_stride;
+          for (int64_t c = 0; c < planes; ++c) *at(c, q + left + x) = static_cast<operand_t>(pixel[c * plane_stride]);
+        }
+      }
     }
-  }
-  // The zeros of a padded plane: rows above and below the source plane,
-  // columns left and right of it, the slack after it.
-  template <typename acc>
-  void clear_border(acc* padded) const {
-    std::fill(padded, padded + top * padded_w, acc(0));
-    for (int64_t y = 0; y < h; ++y) {
-      acc* row = padded + (top + y) * padded_w;
-      std::fill(row, row + left, acc(0));
-      std::fill(row + left + w, row + padded_w, acc(0));
-    }
-    std::fill(padded + (top + h) * padded_w, padded + plane_stride(), acc(0));
+    for (int64_t c = 0; c < padded_planes; ++c) zero(c, band_rows(rows) * padded_w, stride);
   }
 };
 
-// The weight of one group, packed for the tiles: block b's values
-// [c][tap][r] = weight(b * tile_channels + r, c, tap), zero past `channels`.
-// weight(o, c, i, j) lies at w[o * stride_o + c * stride_c + tap], tap = i *
-// kernel_w + j, or the tap (kernel_h - 1 - i, kernel_w - 1 - j) when `flip`.
-template <typename acc>
-std::vector<acc> pack_tiled_weight(const acc* w, int64_t channels, int64_t sources, int64_t taps, int64_t stride_o,
-                                   int64_t stride_c, bool flip) {
-  constexpr int64_t kTileChannels = tile_channels<acc>();
-  const int64_t blocks = (channels + kTileChannels - 1) / kTileChannels;
-  std::vector<acc> packed(blocks * sources * taps * kTileChannels, acc(0));
+// The weight of one group, packed for the tiles in `lanes` interleaved
+// source channels (as pad_band): block b's values
+// [c / lanes][tap][r][c % lanes] = weight(b * block_channels + r, c, tap),
+// zero past `channels` and `sources`. weight(o, c, i, j) lies at
+// w[o * stride_o + c * stride_c + tap], tap = i * kernel_w + j, or the tap
+// (kernel_h - 1 - i, kernel_w - 1 - j) when `flip`.
+template <typename operand_t, int lanes, typename acc>
+std::vector<operand_t> pack_tiled_weight(const acc* w, int64_t block_channels, int64_t channels, int64_t sources,
+                                         int64_t taps, int64_t stride_o, int64_t stride_c, bool flip) {
+  const int64_t blocks = (channels + block_channels - 1) / block_channels, sets = (sources + lanes - 1) / lanes;
+  std::vector<operand_t> packed(blocks * sets * taps * block_channels * lanes, operand_t(0));
   for (int64_t o = 0; o < channels; ++o) {
-    acc* block = packed.data() + (o / kTileChannels) * sources * taps * kTileChannels + o % kTileChannels;
     for (int64_t c = 0; c < sources; ++c) {
       for (int64_t t = 0; t < taps; ++t) {
-        block[(c * taps + t) * kTileChannels] = w[o * stride_o + c * stride_c + (flip ? taps - 1 - t : t)];
+        const int64_t at = (((o / block_channels) * sets + c / lanes) * taps + t) * block_channels * lanes +
+                           (o % block_channels) * lanes + c % lanes;
+        packed[at] = static_cast<operand_t>(w[o * stride_o + c * stride_c + (flip ? taps - 1 - t : t)]);
       }
     }
   }
@@ -243,94 +273,102 @@ constexpr std::array<TiledStep<acc>, sizeof...(k)> tiled_steps(std::integer_sequ
 constexpr int64_t kMinTiledReduction = 64, kMaxTiledReduction = 1152;
 constexpr int64_t kMaxTiledChannelsLast = 64, kMinTiledChannelsLastWidth = 28;
 
-// Whether the tiles fit the result's rows: a tile's pixels lie in at most two rows.
-inline bool rows_hold_tiles(int64_t out_w) { return out_w >= kTilePixels; }
+// The tile of an operand type: the pairs of bfloat16 (direct_tiled_bf16.h),
+// or the vectors of the accumulation type.
+template <typename operand_t>
+struct TileOf {
+  static constexpr int lanes = 1;  // source channels interleaved in the padded planes and the packed weight
+  static constexpr int64_t pixels = kTilePixels, channels = tile_channels<operand_t>();
+};
+template <>
+struct TileOf<at::BFloat16> {
+  static constexpr int lanes = 2;
+  static constexpr int64_t pixels = kPairTilePixels, channels = kPairTileChannels;
+};
 
 // The tiled convolution of a batch: source (batch, groups * sources, h, w),
-// result (batch, groups * channels, out_h, out_w), both contiguous; packed
-// holds each group's packed weight (pack_tiled_weight) one after the other;
-// bias (groups * channels values) may be null. Both channels_last when
-// `channels_last`. Needs rows_hold_tiles(g.out_w).
-template <typename scalar_t>
+// result (batch, groups * channels, out_h, out_w), both contiguous, or both
+// channels_last when `channels_last`; packed holds each group's packed
+// weight (pack_tiled_weight for TileOf<operand_t>) one after the other;
+// bias (groups * channels values) may be null. Rows at least a tile wide:
+// g.out_w >= TileOf<operand_t>::pixels.
+template <typename scalar_t, typename operand_t>
 void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t sources, int64_t channels,
-                bool channels_last, const scalar_t* source, const std::vector<acc_t<scalar_t>>& packed, const acc_t<scalar_t>* bias,
-                scalar_t* result) {
+                bool channels_last, const scalar_t* source, const std::vector<operand_t>& packed,
+                const acc_t<scalar_t>* bias, scalar_t* result) {
   using acc = acc_t<scalar_t>;
-  constexpr int64_t kTileChannels = tile_channels<acc>();
-  constexpr int64_t kTilesPerTask = 4;
+  using Tile = TileOf<operand_t>;
+  constexpr bool pairs = Tile::lanes == 2;
   static constexpr std::array<TiledStep<acc>, kTilePixels> steps =
       tiled_steps<acc>(std::make_integer_sequence<int, kTilePixels>());
-  const int64_t stride = g.plane_stride(), planes = groups * sources, out_size = g.out_size();
+  const int64_t out_size = g.out_size(), sets = (sources + Tile::lanes - 1) / Tile::lanes;
   const int64_t gap = g.padded_w - g.out_w, tap_count = static_cast<int64_t>(g.taps.size());
-  const int64_t tiles = (out_size + kTilePixels - 1) / kTilePixels, runs = (tiles + kTilesPerTask - 1) / kTilesPerTask;
-  const int64_t blocks = (channels + kTileChannels - 1) / kTileChannels;
-  const int64_t block_weight = sources * tap_count * kTileChannels;
-  std::vector<acc> block_bias(groups * blocks * kTileChannels, acc(0));
+  const int64_t blocks = (channels + Tile::channels - 1) / Tile::channels;
+  const int64_t block_weight = sets * tap_count * Tile::channels * Tile::lanes;
+  std::vector<acc> block_bias(groups * blocks * Tile::channels, acc(0));
   if (bias != nullptr) {
     for (int64_t gi = 0; gi < groups; ++gi)
-      for (int64_t o = 0; o < channels; ++o) block_bias[gi * blocks * kTileChannels + o] = bias[gi * channels + o];
+      for (int64_t o = 0; o < channels; ++o) block_bias[gi * blocks * Tile::channels + o] = bias[gi * channels + o];
   }
-  // Samples padded at once: a few MiB of padded planes, at least one sample.
-  constexpr int64_t kPaddedBytes = int64_t(4) << 20;
-  const int64_t chunk = std::max<int64_t>(1, std::min(batch, kPaddedBytes / (planes * stride * int64_t(sizeof(acc)))));
-  std::vector<acc> padded(chunk * planes * stride);
-  for (int64_t n0 = 0; n0 < batch; n0 += chunk) {
-    const int64_t count = std::min(chunk, batch - n0);
-    if (channels_last) {
-      at::parallel_for(0, count * planes, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p) g.clear_border(padded.data() + p * stride);
-      });
-      at::parallel_for(0, count * g.h, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-          const int64_t n = r / g.h, y = r % g.h;
-          g.pad_row(source + ((n0 + n) * g.h + y) * g.w * planes, planes, planes, y, padded.data() + n * planes * stride);
-        }
-      });
-    } else {
-      at::parallel_for(0, count * planes, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p) g.pad(source + (n0 * planes + p) * g.h * g.w, padded.data() + p * stride);
-      });
-    }
-    // A task is a run of tiles of one sample and group, for every block of
-    // result channels in turn: the blocks share the run's padded rows while
-    // they are in L1.
-    at::parallel_for(0, count * groups * runs, 1, [&](int64_t begin, int64_t end) {
-      alignas(64) acc tile[kTileChannels * kTilePixels];
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t run = task % runs, gi = task / runs % groups, n = task / (runs * groups);
-        const acc* planes_in = padded.data() + (n * groups + gi) * sources * stride;
-        const int64_t result_channels = groups * channels;
-        for (int64_t t = run * kTilesPerTask; t < std::min(tiles, (run + 1) * kTilesPerTask); ++t) {
-          const int64_t q = t * kTilePixels, y = q / g.out_w, x = q % g.out_w;
-          const int64_t first_row = std::min<int64_t>(kTilePixels, g.out_w - x);
-          const int64_t count_in_plane = std::min<int64_t>(kTilePixels, out_size - q);
-          for (int64_t b = 0; b < blocks; ++b) {
-            steps[first_row - 1](planes_in + y * g.padded_w + x, gap, stride, sources, g.taps.data(), tap_count,
-                                 packed.data() + (gi * blocks + b) * block_weight,
-                                 block_bias.data() + (gi * blocks + b) * kTileChannels, tile);
-            const int64_t first_channel = gi * channels + b * kTileChannels;
-            const int64_t rows = std::min<int64_t>(kTileChannels, channels - b * kTileChannels);
-            scalar_t* out = result + (n0 + n) * result_channels * out_size;
-            if (channels_last) {
-              for (int64_t m = 0; m < count_in_plane; ++m)
-                convert(tile + m * kTileChannels, out + (q + m) * result_channels + first_channel, rows);
-            } else {
-              out += first_channel * out_size + q;
-              for (int64_t r = 0; r < rows; ++r)
-                for (int64_t m = 0; m < count_in_plane; ++m)
-                  out[r * out_size + m] = static_cast<scalar_t>(tile[m * kTileChannels + r]);
-            }
+  // Bands of result rows: a band's padded rows stay in L2 while every tile
+  // of the band passes over them, and the scratch stays small for any image;
+  // narrower bands where the tasks would otherwise be too few for the threads.
+  constexpr int64_t kBandBytes = int64_t(256) << 10, kTasksPerThread = 4;
+  const int64_t row_bytes = sets * Tile::lanes * g.padded_w * static_cast<int64_t>(sizeof(operand_t));
+  int64_t band = std::min(g.out_h, std::max<int64_t>(1, kBandBytes / row_bytes - g.reach_h - 1));
+  while (band > 1 && batch * groups * ((g.out_h + band - 1) / band) < kTasksPerThread * at::get_num_threads()) {
+    band = (band + 1) / 2;
+  }
+  const int64_t bands = (g.out_h + band - 1) / band, result_channels = groups * channels;
+  const int64_t source_channels = groups * sources, source_size = g.h * g.w;
+  at::parallel_for(0, batch * groups * bands, 1, [&](int64_t begin, int64_t end) {
+    std::vector<operand_t> padded(sets * Tile::lanes * g.band_stride(band));
+    alignas(64) acc tile[Tile::channels * Tile::pixels];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bi = task % bands, gi = task / bands % groups, n = task / (bands * groups);
+      const int64_t y0 = bi * band, rows = std::min(band, g.out_h - y0), stride = g.band_stride(rows);
+      const scalar_t* planes = source + n * source_channels * source_size;
+      if (channels_last) {
+        g.pad_band<Tile::lanes>(planes + gi * sources, sources, 1, source_channels, y0, rows, padded.data());
+      } else {
+        g.pad_band<Tile::lanes>(planes + gi * sources * source_size, sources, source_size, 1, y0, rows, padded.data());
+      }
+      scalar_t* out = result + n * result_channels * out_size;
+      const int64_t band_pixels = rows * g.out_w;
+      for (int64_t q = 0; q < band_pixels; q += Tile::pixels) {
+        const int64_t y = q / g.out_w, x = q % g.out_w, at = y0 * g.out_w + q;
+        const int64_t first_row = std::min<int64_t>(Tile::pixels, g.out_w - x);
+        const int64_t count = std::min<int64_t>(Tile::pixels, band_pixels - q);
+        const operand_t* origin = padded.data() + (y * g.padded_w + x) * Tile::lanes;
+        for (int64_t b = 0; b < blocks; ++b) {
+          const operand_t* weight = packed.data() + (gi * blocks + b) * block_weight;
+          const acc* tile_bias = block_bias.data() + (gi * blocks + b) * Tile::channels;
+          if constexpr (pairs) {
+            pair_step_for(first_row)(origin, gap, stride, sets, g.taps.data(), tap_count, weight, tile_bias, tile);
+          } else {
+            steps[first_row - 1](origin, gap, stride, sources, g.taps.data(), tap_count, weight, tile_bias, tile);
+          }
+          const int64_t first_channel = gi * channels + b * Tile::channels;
+          const int64_t rows_of_tile = std::min<int64_t>(Tile::channels, channels - b * Tile::channels);
+          if (channels_last) {
+            for (int64_t m = 0; m < count; ++m)
+              convert(tile + m * Tile::channels, out + (at + m) * result_channels + first_channel, rows_of_tile);
+          } else {
+            scalar_t* block_out = out + first_channel * out_size + at;
+            for (int64_t r = 0; r < rows_of_tile; ++r)
+              for (int64_t m = 0; m < count; ++m)
+                block_out[r * out_size + m] = static_cast<scalar_t>(tile[m * Tile::channels + r]);
           }
         }
       }
-    });
-  }
+    }
+  });
 }
 
 // conv2d at stride 1: the image padded by the window's padding.
 inline PaddedPlanes conv2d_planes(const ConvShape& s) {
   const Window& w = s.window;
-  return PaddedPlanes(s.image_h, s.image_w, w.pad_h, w.pad_w, w.pad_h, w.pad_w, s.grid_h, s.grid_w, w);
+  return PaddedPlanes(s.image_h, s.image_w, w.pad_h, w.pad_w, w.pad_w, s.grid_h, s.grid_w, w);
 }
 
 // conv_transpose2d at stride 1: its input (the grid) padded so that the
@@ -338,62 +376,72 @@ inline PaddedPlanes conv2d_planes(const ConvShape& s) {
 inline PaddedPlanes conv_transpose2d_planes(const ConvShape& s) {
   const Window& w = s.window;
   const int64_t top = w.dilation_h * (w.kernel_h - 1) - w.pad_h, left = w.dilation_w * (w.kernel_w - 1) - w.pad_w;
-  const int64_t bottom = s.image_h + w.dilation_h * (w.kernel_h - 1) - s.grid_h - top;
+  // Rows below the input are zero however many a band reads; the columns
+  // right of it make the padded row as wide as the output's reach.
   const int64_t right = s.image_w + w.dilation_w * (w.kernel_w - 1) - s.grid_w - left;
-  return PaddedPlanes(s.grid_h, s.grid_w, top, left, bottom, right, s.image_h, s.image_w, w);
+  return PaddedPlanes(s.grid_h, s.grid_w, top, left, right, s.image_h, s.image_w, w);
 }
 
-// Whether the tiled kernel computes computation `transposed ? conv_transpose2d
-// : conv2d` of shape s, and is the kernel to run it: a stride-1 window
-// whose rows hold whole tiles (and for conv_transpose2d a padding no wider
-// than the window's reach: a wider one would crop its padded input), with
-// whole tiles of result channels, reductions neither too short for a tile's
-// stores and padding to pay off nor too long for a block's weight to stay
-// in L2, and in channels_last, where the padding also transposes the
-// source, only small channel counts over wide rows. Measured against the
-// GEMM kernels shape by shape (benchmarks/README.md, "Tiled kernels").
-inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels_last) {
+// Whether the tiled kernel, with tiles of `tile_pixels` x `tile_channels`,
+// computes computation `transposed ? conv_transpose2d : conv2d` of shape s
+// and is the kernel to run it: a stride-1 window whose rows hold whole
+// tiles (and for conv_transpose2d a padding no wider than the window's
+// reach: a wider one would crop its padded input), with whole tiles of
+// result channels, reductions neither too short for a tile's stores and
+// padding to pay off nor too long for a block's weight to stay in L2, and
+// in channels_last, where the padding also transposes the source, only
+// small channel counts over wide rows. Measured against the GEMM kernels
+// shape by shape (benchmarks/README.md, "Tiled kernels").
+inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels_last, int64_t tile_pixels,
+                              int64_t tile_channels) {
   const Window& w = s.window;
   if (w.stride_h != 1 || w.stride_w != 1) return false;
   const int64_t out_w = transposed ? s.image_w : s.grid_w;
   const int64_t sources = transposed ? s.grid_group() : s.image_group();
   const int64_t channels = transposed ? s.image_group() : s.grid_group();
-  if (!rows_hold_tiles(out_w)) return false;
-  if (transposed && (w.pad_h > w.dilation_h * (w.kernel_h - 1) || w.pad_w > w.dilation_w * (w.kernel_w - 1))) return false;
+  if (out_w < tile_pixels) return false;
+  if (transposed && (w.pad_h > w.dilation_h * (w.kernel_h - 1) || w.pad_w > w.dilation_w * (w.kernel_w - 1))) {
+    return false;
+  }
   const int64_t reduction = sources * w.kernel_h * w.kernel_w;
-  if (channels % tile_channels<float>() != 0 || reduction < kMinTiledReduction || reduction > kMaxTiledReduction) return false;
-  if (channels_last) return sources <= kMaxTiledChannelsLast && channels <= kMaxTiledChannelsLast && out_w >= kMinTiledChannelsLastWidth;
+  if (channels % tile_channels != 0 || reduction < kMinTiledReduction || reduction > kMaxTiledReduction) return false;
+  if (channels_last) {
+    return sources <= kMaxTiledChannelsLast && channels <= kMaxTiledChannelsLast && out_w >= kMinTiledChannelsLastWidth;
+  }
   return true;
 }
 
-// conv2d: weight (grid_channels, image_group, kh, kw), contiguous.
-template <typename scalar_t>
+// conv2d: weight (grid_channels, image_group, kh, kw), contiguous, in the
+// accumulation type; operand_t as tiled_conv's.
+template <typename scalar_t, typename operand_t>
 void conv2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input, const acc_t<scalar_t>* weight,
                   const acc_t<scalar_t>* bias, scalar_t* output) {
-  using acc = acc_t<scalar_t>;
+  using Tile = TileOf<operand_t>;
   const int64_t taps = s.window.kernel_h * s.window.kernel_w, sources = s.image_group(), channels = s.grid_group();
-  std::vector<acc> packed;
+  std::vector<operand_t> packed;
   for (int64_t g = 0; g < s.groups; ++g) {
-    const std::vector<acc> group = pack_tiled_weight(weight + g * channels * sources * taps, channels, sources, taps,
-                                                     sources * taps, taps, false);
+    const std::vector<operand_t> group = pack_tiled_weight<operand_t, Tile::lanes>(
+        weight + g * channels * sources * taps, Tile::channels, channels, sources, taps, sources * taps, taps, false);
     packed.insert(packed.end(), group.begin(), group.end());
   }
   tiled_conv(conv2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, packed, bias, output);
 }
 
-// conv_transpose2d: weight (grid_channels, image_group, kh, kw), contiguous.
-template <typename scalar_t>
-void conv_transpose2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input, const acc_t<scalar_t>* weight,
-                            const acc_t<scalar_t>* bias, scalar_t* output) {
-  using acc = acc_t<scalar_t>;
+// conv_transpose2d: weight (grid_channels, image_group, kh, kw), contiguous,
+// in the accumulation type; operand_t as tiled_conv's.
+template <typename scalar_t, typename operand_t>
+void conv_transpose2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input,
+                            const acc_t<scalar_t>* weight, const acc_t<scalar_t>* bias, scalar_t* output) {
+  using Tile = TileOf<operand_t>;
   const int64_t taps = s.window.kernel_h * s.window.kernel_w, sources = s.grid_group(), channels = s.image_group();
-  std::vector<acc> packed;
+  std::vector<operand_t> packed;
   for (int64_t g = 0; g < s.groups; ++g) {
-    const std::vector<acc> group = pack_tiled_weight(weight + g * sources * channels * taps, channels, sources, taps,
-                                                     taps, channels * taps, true);
+    const std::vector<operand_t> group = pack_tiled_weight<operand_t, Tile::lanes>(
+        weight + g * sources * channels * taps, Tile::channels, channels, sources, taps, taps, channels * taps, true);
     packed.insert(packed.end(), group.begin(), group.end());
   }
-  tiled_conv(conv_transpose2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, packed, bias, output);
+  tiled_conv(conv_transpose2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, packed, bias,
+             output);
 }
 
 }  // namespace conv
