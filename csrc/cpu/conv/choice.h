@@ -20,20 +20,24 @@
 //   channels_last, depthwise                   DepthwiseNHWC   one multiply-add per tap over a pixel's channels, no copies
 //   groups of one image channel (depthwise,    Direct          each group's GEMM would reduce over kH*kW only, and
 //     channel multipliers), either format                      im2col copy the image kH*kW times
+//   conv2d, conv_transpose2d at stride 1       Tiled           tiles of result channels x pixels summed in registers
+//     within uses_tiled_kernel's bounds                        from padded rows: no column matrix, no padding columns
+//     (direct_tiled.h)                                         (outside the bounds the GEMM kernels measured faster)
 //   channels_last                              GemmNHWC        NHWC read in place, one GEMM per block of grid rows
 //   everything else                            GemmNCHW        one GEMM per block of grid rows, planes in place
 //
-// Both GEMM kernels fold whole samples into one block when a sample's grid
-// is under kFoldPixels pixels (blocks.h), so that the GEMM is wide enough.
+// The first match wins. Both GEMM kernels fold whole samples into one
+// block when a sample's grid is under kFoldPixels pixels (blocks.h), so
+// that the GEMM is wide enough.
 //
 // The GEMM kernels read their operands in their own layout; where the
 // Direct and DepthwiseNHWC kernels read another, the entry point converts
 // them, and returns the result in torch's memory format (layout.h).
 #pragma once
 
+#include "../gemm.h"
 #include "blocks.h"
 #include "depthwise_nhwc.h"
-#include "../gemm.h"
 #include "direct.h"
 #include "direct_tiled.h"
 #include "shape.h"
