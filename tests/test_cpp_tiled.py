@@ -39,6 +39,7 @@ CONV_SHAPES = [
     (2, 16, 64, (10, 28), 3, 1, 1, 2),  # groups
     (2, 32, 32, (12, 28), (3, 1), (1, 0), 1, 1),  # a 3x1 window; 32-channel input gradient
     (1, 32, 32, (13, 30), 3, 1, 1, 1),  # batch 1
+    (2, 18, 64, (12, 30), 3, 1, 1, 2),  # an odd number of input channels per group (a bfloat16 pair short of one)
 ]
 # conv_transpose2d: (batch, in channels, out channels, image size, kernel, padding, dilation, groups, output_padding)
 CONV_T_SHAPES = [
@@ -105,6 +106,8 @@ def test_conv_transpose2d_tiled(threads, shape, memory_format):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_tiled_in_other_dtypes(dtype, memory_format):
     tensors, kwargs = _conv_inputs(CONV_SHAPES[1])
+    _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
+    tensors, kwargs = _conv_inputs(CONV_SHAPES[-1])
     _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
     tensors, kwargs = _conv_t_inputs(CONV_T_SHAPES[2])
     _check(torchconv.conv_transpose2d, F.conv_transpose2d, tensors, kwargs, dtype, memory_format)

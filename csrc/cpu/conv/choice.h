@@ -56,7 +56,7 @@ enum class Computation { Conv2d, ConvTranspose2d, Conv2dWeight };
 inline bool uses_tiles(Computation op, const ConvShape& s, bool to_channels_last, at::ScalarType dtype) {
   if (op == Computation::Conv2dWeight || s.is_pointwise()) return false;
   const bool pairs = dtype == at::kBFloat16 && gemm_reads_bfloat16();
-  if (pairs && pair_step_for(1) == nullptr) return false;
+  if (pairs ? pair_step_for(1) == nullptr : !kTiledVectorsBuilt) return false;
   return uses_tiled_kernel(s, op == Computation::ConvTranspose2d, to_channels_last,
                            pairs ? kPairTilePixels : kTilePixels, pairs ? kPairTileChannels : tile_channels<float>());
 }

@@ -16,12 +16,14 @@
 //   tile[p, r] = bias[r] + sum over c, (i, j) of W[r, c, i, j] * padded[c][position(p) + tap(i, j)]
 //
 // Each step (one c and tap) loads the block's weights as vectors (packed
-// [block][c][i][j][r] by pack_tiled_weight, so they are adjacent and aligned)
-// and broadcasts each of the tile's pixels: tile_channels x kTilePixels
+// [block][c][i][j][r] by pack_tiled_weight, so they are adjacent) and
+// broadcasts each of the tile's pixels: tile_channels x kTilePixels
 // multiply-adds for kTileVectors vector loads and kTilePixels scalar ones,
 // as a GEMM micro-kernel does, with no padding column computed. A task is a
-// run of tiles of one sample and group; every block of result channels
-// passes over the run while its padded rows are in L1.
+// band of result rows of one sample and group: it pads the band's source
+// rows once, and every block of result channels passes over each tile
+// while the band's padded rows are in L2; each tile reads the group's whole
+// packed weight, which the rule keeps within L2 too.
 //
 // conv2d at stride 1 uses it as it is. conv_transpose2d at stride 1 is the
 // same sum over its input padded by dilation * (kernel - 1) - pad (plus the
@@ -33,6 +35,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <array>
@@ -123,10 +126,6 @@ constexpr int64_t tile_channels() {
   return kTileVectors * static_cast<int64_t>(sizeof(Vector<T>) / sizeof(T));
 }
 
-// Positions past a band's last padded row that a tile may read: the most
-// pixels of any tile (TileOf below).
-constexpr int64_t kBandSlack = 16;
-
 // Where a stride-1 window reads its source: the padded planes, and the
 // result they give. A task pads a band of the planes' rows at a time.
 struct PaddedPlanes {
@@ -148,10 +147,12 @@ struct PaddedPlanes {
 
   int64_t out_size() const { return out_h * out_w; }
   // The padded rows of a band of `rows` result rows: theirs, the window's
-  // reach below them, one more that a band's last tile may run into, and
-  // a tile's slack after that.
+  // reach below them, and one more that a band's last tile may run into
+  // (its pixels past the band, computed and dropped). A tile's reads end
+  // within them: rows hold a whole tile, so a tile's pixels lie in two
+  // rows, and a row's last pixel reaches the padded row's last column.
   int64_t band_rows(int64_t rows) const { return rows + reach_h + 1; }
-  int64_t band_stride(int64_t rows) const { return band_rows(rows) * padded_w + kBandSlack; }
+  int64_t band_stride(int64_t rows) const { return band_rows(rows) * padded_w; }
 
   // The padded rows from y0 of a band of `rows` result rows of `planes`
   // source planes, as `lanes` planes interleaved (1, or 2 for the bfloat16
@@ -196,7 +197,6 @@ struct PaddedPlanes {
         }
       }
     }
-    for (int64_t c = 0; c < padded_planes; ++c) zero(c, band_rows(rows) * padded_w, stride);
   }
 };
 
@@ -230,8 +230,8 @@ std::vector<operand_t> pack_tiled_weight(const acc* w, int64_t block_channels, i
 //       packed[(c * taps + t) * tile_channels + r] * padded[c * plane_stride + taps[t] + position(m)]
 // with position(m) = m for m < first_row, m + gap after. Each step loads
 // kTileVectors vectors of weights and broadcasts one pixel per row of
-// accumulators: pixel loads never split a cache line, weight loads are
-// aligned, and no padding column is computed.
+// accumulators: pixel loads never split a cache line, and no padding
+// column is computed.
 template <typename acc, int first_row>
 void tiled_step(const acc* padded, int64_t gap, int64_t plane_stride, int64_t sources, const int64_t* taps,
                 int64_t tap_count, const acc* packed, const acc* bias, acc* tile) {
@@ -270,7 +270,16 @@ constexpr std::array<TiledStep<acc>, sizeof...(k)> tiled_steps(std::integer_sequ
 }
 
 // The bounds of uses_tiled_kernel's rule.
-constexpr int64_t kMinTiledReduction = 64, kMaxTiledReduction = 1152;
+constexpr int64_t kMinTiledReduction = 64, kMaxTiledReduction = 1152, kMaxTiledWeightBytes = int64_t(576) << 10;
+
+// Whether the float step has the build's vectors and fused multiply-adds
+// to run on: without them (a portable build) the GEMM kernels, whose
+// variants are chosen at run time, are faster.
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+constexpr bool kTiledVectorsBuilt = true;
+#else
+constexpr bool kTiledVectorsBuilt = false;
+#endif
 constexpr int64_t kMaxTiledChannelsLast = 64, kMinTiledChannelsLastWidth = 28;
 
 // The tile of an operand type: the pairs of bfloat16 (direct_tiled_bf16.h),
@@ -299,6 +308,7 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
   using acc = acc_t<scalar_t>;
   using Tile = TileOf<operand_t>;
   constexpr bool pairs = Tile::lanes == 2;
+  TORCH_INTERNAL_ASSERT(g.out_w >= Tile::pixels, "tiled_conv: rows narrower than a tile");
   static constexpr std::array<TiledStep<acc>, kTilePixels> steps =
       tiled_steps<acc>(std::make_integer_sequence<int, kTilePixels>());
   const int64_t out_size = g.out_size(), sets = (sources + Tile::lanes - 1) / Tile::lanes;
@@ -388,10 +398,11 @@ inline PaddedPlanes conv_transpose2d_planes(const ConvShape& s) {
 // tiles (and for conv_transpose2d a padding no wider than the window's
 // reach: a wider one would crop its padded input), with whole tiles of
 // result channels, reductions neither too short for a tile's stores and
-// padding to pay off nor too long for a block's weight to stay in L2, and
-// in channels_last, where the padding also transposes the source, only
-// small channel counts over wide rows. Measured against the GEMM kernels
-// shape by shape (benchmarks/README.md, "Tiled kernels").
+// padding to pay off nor too long (the group's packed weight, which every
+// tile reads, within L2: 576 KiB is 128 channels x 1152), and in
+// channels_last, where the padding also transposes the source, only small
+// channel counts over wide rows. Measured against the GEMM kernels shape by
+// shape on the forward and transposed computations alone.
 inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels_last, int64_t tile_pixels,
                               int64_t tile_channels) {
   const Window& w = s.window;
@@ -405,6 +416,7 @@ inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels
   }
   const int64_t reduction = sources * w.kernel_h * w.kernel_w;
   if (channels % tile_channels != 0 || reduction < kMinTiledReduction || reduction > kMaxTiledReduction) return false;
+  if (channels * reduction * static_cast<int64_t>(sizeof(float)) > kMaxTiledWeightBytes) return false;
   if (channels_last) {
     return sources <= kMaxTiledChannelsLast && channels <= kMaxTiledChannelsLast && out_w >= kMinTiledChannelsLastWidth;
   }
