@@ -54,17 +54,18 @@ def _ids(shape):
     return "-".join(str(v).replace(" ", "") for v in shape)
 
 
-def _check(op, torch_op, tensors, kwargs, dtype, memory_format):
+def _check(op, torch_op, tensors, kwargs, dtype, memory_format, expanded_grad=False):
     leaves = [t.to(dtype).contiguous(memory_format=memory_format if t.dim() == 4 else torch.contiguous_format)
               .requires_grad_() for t in tensors]
     with torchconv.backends.use("cpp"):
         y = op(*leaves, **kwargs)
         probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
-        grads = torch.autograd.grad((y * probe).sum(), leaves)
+        # y.sum()'s gradient is an expanded tensor (all strides 0), read in place.
+        grads = torch.autograd.grad(y.sum() if expanded_grad else (y * probe).sum(), leaves)
     wide = [t.detach().double().contiguous(memory_format=memory_format if t.dim() == 4 else torch.contiguous_format)
             .requires_grad_() for t in tensors]
     expected = torch_op(*wide, **kwargs)
-    expected_grads = torch.autograd.grad((expected * probe.double()).sum(), wide)
+    expected_grads = torch.autograd.grad(expected.sum() if expanded_grad else (expected * probe.double()).sum(), wide)
     for what, got, want in zip(("output", "grad input", "grad weight", "grad bias"), (y, *grads), (expected, *expected_grads)):
         assert_close_to_torch(got, want.to(dtype), check_memory_format=False, check_strides=False, msg=what)
         if what in ("output", "grad input"):
@@ -111,3 +112,11 @@ def test_tiled_in_other_dtypes(dtype, memory_format):
     _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
     tensors, kwargs = _conv_t_inputs(CONV_T_SHAPES[2])
     _check(torchconv.conv_transpose2d, F.conv_transpose2d, tensors, kwargs, dtype, memory_format)
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
+def test_expanded_gradient_of_a_sum(memory_format):
+    """A 32-channel conv2d's input gradient is a tiled transposed convolution
+    of y.sum()'s gradient, an expanded tensor the kernel reads in place."""
+    tensors, kwargs = _conv_inputs(CONV_SHAPES[5])
+    _check(torchconv.conv2d, F.conv2d, tensors, kwargs, torch.float64, memory_format, expanded_grad=True)

@@ -157,18 +157,23 @@ struct PaddedPlanes {
   // The padded rows from y0 of a band of `rows` result rows of `planes`
   // source planes, as `lanes` planes interleaved (1, or 2 for the bfloat16
   // step's pairs; a last pair short of a plane gets a zero one): plane c's
-  // pixel (y, x) at source[c * plane_stride + (y * w + x) * pixel_stride]
-  // (contiguous planes: pixel_stride 1; channels_last: plane_stride 1), its
-  // padded position q at band[((c / lanes) * band_stride(rows) + q) * lanes + c % lanes].
+  // pixel (y, x) at source[c * strides[0] + y * strides[1] + x * strides[2]]
+  // (any strides: contiguous, channels_last, or the expanded gradient of
+  // a sum, read in place), its padded position q at
+  // band[((c / lanes) * band_stride(rows) + q) * lanes + c % lanes].
   template <int lanes, typename scalar_t, typename operand_t>
-  void pad_band(const scalar_t* source, int64_t planes, int64_t plane_stride, int64_t pixel_stride, int64_t y0,
-                int64_t rows, operand_t* band) const {
+  void pad_band(const scalar_t* source, int64_t planes, const int64_t* strides, int64_t y0, int64_t rows,
+                operand_t* band) const {
     const int64_t stride = band_stride(rows), padded_planes = (planes + lanes - 1) / lanes * lanes;
+    const int64_t sc = strides[0], sy = strides[1], sx = strides[2];
     auto at = [&](int64_t c, int64_t q) { return band + ((c / lanes) * stride + q) * lanes + c % lanes; };
     auto zero = [&](int64_t c, int64_t q0, int64_t q1) {
       operand_t* p = at(c, q0);
       for (int64_t q = q0; q < q1; ++q, p += lanes) *p = operand_t(0);
     };
+    // Channels adjacent (channels_last): read the row pixel by pixel and
+    // write each channel to its plane; otherwise plane by plane.
+    const bool pixel_major = sc == 1 && sx != 1;
     for (int64_t k = 0; k < band_rows(rows); ++k) {
       const int64_t y = y0 + k - top, q = k * padded_w;
       const bool inside = y >= 0 && y < h;
@@ -179,21 +184,19 @@ struct PaddedPlanes {
         }
         zero(c, q, q + left);
         zero(c, q + left + w, q + padded_w);
-        if (pixel_stride != 1) continue;
-        const scalar_t* row = source + c * plane_stride + y * w;
-        if (lanes == 1) {
+        if (pixel_major) continue;
+        const scalar_t* row = source + c * sc + y * sy;
+        if (lanes == 1 && sx == 1) {
           convert(row, at(c, q + left), w);
         } else {
           operand_t* p = at(c, q + left);
-          for (int64_t x = 0; x < w; ++x) p[x * lanes] = static_cast<operand_t>(row[x]);
+          for (int64_t x = 0; x < w; ++x) p[x * lanes] = static_cast<operand_t>(row[x * sx]);
         }
       }
-      if (pixel_stride != 1 && inside) {
-        // channels_last: a pixel's channels are adjacent, so read the row
-        // pixel by pixel and write each channel to its plane.
+      if (pixel_major && inside) {
         for (int64_t x = 0; x < w; ++x) {
-          const scalar_t* pixel = source + (y * w + x) * pixel_stride;
-          for (int64_t c = 0; c < planes; ++c) *at(c, q + left + x) = static_cast<operand_t>(pixel[c * plane_stride]);
+          const scalar_t* pixel = source + y * sy + x * sx;
+          for (int64_t c = 0; c < planes; ++c) *at(c, q + left + x) = static_cast<operand_t>(pixel[c]);
         }
       }
     }
@@ -295,16 +298,16 @@ struct TileOf<at::BFloat16> {
   static constexpr int64_t pixels = kPairTilePixels, channels = kPairTileChannels;
 };
 
-// The tiled convolution of a batch: source (batch, groups * sources, h, w),
-// result (batch, groups * channels, out_h, out_w), both contiguous, or both
-// channels_last when `channels_last`; packed holds each group's packed
+// The tiled convolution of a batch: source (batch, groups * sources, h, w)
+// with strides source_strides (any), result (batch, groups * channels,
+// out_h, out_w), contiguous, or channels_last when `channels_last`; packed holds each group's packed
 // weight (pack_tiled_weight for TileOf<operand_t>) one after the other;
 // bias (groups * channels values) may be null. Rows at least a tile wide:
 // g.out_w >= TileOf<operand_t>::pixels.
 template <typename scalar_t, typename operand_t>
 void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t sources, int64_t channels,
-                bool channels_last, const scalar_t* source, const std::vector<operand_t>& packed,
-                const acc_t<scalar_t>* bias, scalar_t* result) {
+                bool channels_last, const scalar_t* source, const int64_t* source_strides,
+                const std::vector<operand_t>& packed, const acc_t<scalar_t>* bias, scalar_t* result) {
   using acc = acc_t<scalar_t>;
   using Tile = TileOf<operand_t>;
   constexpr bool pairs = Tile::lanes == 2;
@@ -330,19 +333,14 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
     band = (band + 1) / 2;
   }
   const int64_t bands = (g.out_h + band - 1) / band, result_channels = groups * channels;
-  const int64_t source_channels = groups * sources, source_size = g.h * g.w;
   at::parallel_for(0, batch * groups * bands, 1, [&](int64_t begin, int64_t end) {
     std::vector<operand_t> padded(sets * Tile::lanes * g.band_stride(band));
     alignas(64) acc tile[Tile::channels * Tile::pixels];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bi = task % bands, gi = task / bands % groups, n = task / (bands * groups);
       const int64_t y0 = bi * band, rows = std::min(band, g.out_h - y0), stride = g.band_stride(rows);
-      const scalar_t* planes = source + n * source_channels * source_size;
-      if (channels_last) {
-        g.pad_band<Tile::lanes>(planes + gi * sources, sources, 1, source_channels, y0, rows, padded.data());
-      } else {
-        g.pad_band<Tile::lanes>(planes + gi * sources * source_size, sources, source_size, 1, y0, rows, padded.data());
-      }
+      g.pad_band<Tile::lanes>(source + n * source_strides[0] + gi * sources * source_strides[1], sources,
+                              source_strides + 1, y0, rows, padded.data());
       scalar_t* out = result + n * result_channels * out_size;
       const int64_t band_pixels = rows * g.out_w;
       for (int64_t q = 0; q < band_pixels; q += Tile::pixels) {
@@ -423,11 +421,12 @@ inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels
   return true;
 }
 
-// conv2d: weight (grid_channels, image_group, kh, kw), contiguous, in the
-// accumulation type; operand_t as tiled_conv's.
+// conv2d: input of any strides (input_strides: its four), weight
+// (grid_channels, image_group, kh, kw), contiguous, in the accumulation
+// type; operand_t as tiled_conv's.
 template <typename scalar_t, typename operand_t>
-void conv2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input, const acc_t<scalar_t>* weight,
-                  const acc_t<scalar_t>* bias, scalar_t* output) {
+void conv2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input, const int64_t* input_strides,
+                  const acc_t<scalar_t>* weight, const acc_t<scalar_t>* bias, scalar_t* output) {
   using Tile = TileOf<operand_t>;
   const int64_t taps = s.window.kernel_h * s.window.kernel_w, sources = s.image_group(), channels = s.grid_group();
   std::vector<operand_t> packed;
@@ -436,14 +435,17 @@ void conv2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input,
         weight + g * channels * sources * taps, Tile::channels, channels, sources, taps, sources * taps, taps, false);
     packed.insert(packed.end(), group.begin(), group.end());
   }
-  tiled_conv(conv2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, packed, bias, output);
+  tiled_conv(conv2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, input_strides, packed,
+             bias, output);
 }
 
-// conv_transpose2d: weight (grid_channels, image_group, kh, kw), contiguous,
-// in the accumulation type; operand_t as tiled_conv's.
+// conv_transpose2d: input of any strides (input_strides: its four), weight
+// (grid_channels, image_group, kh, kw), contiguous, in the accumulation
+// type; operand_t as tiled_conv's.
 template <typename scalar_t, typename operand_t>
 void conv_transpose2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input,
-                            const acc_t<scalar_t>* weight, const acc_t<scalar_t>* bias, scalar_t* output) {
+                            const int64_t* input_strides, const acc_t<scalar_t>* weight,
+                            const acc_t<scalar_t>* bias, scalar_t* output) {
   using Tile = TileOf<operand_t>;
   const int64_t taps = s.window.kernel_h * s.window.kernel_w, sources = s.grid_group(), channels = s.image_group();
   std::vector<operand_t> packed;
@@ -452,8 +454,8 @@ void conv_transpose2d_tiled(const ConvShape& s, bool channels_last, const scalar
         weight + g * sources * channels * taps, Tile::channels, channels, sources, taps, taps, channels * taps, true);
     packed.insert(packed.end(), group.begin(), group.end());
   }
-  tiled_conv(conv_transpose2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, packed, bias,
-             output);
+  tiled_conv(conv_transpose2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, input_strides,
+             packed, bias, output);
 }
 
 }  // namespace conv
