@@ -57,7 +57,8 @@ namespace cpu {
 namespace conv {
 
 // The vectors of the build's instruction set (-march=native: setup.py), as
-// GCC/Clang vector types, so one source serves AVX-512, AVX2 and SSE.
+// GCC/Clang vector types, so one source serves AVX-512 and AVX2 builds (a
+// build with neither does not use the float step: kTiledVectorsBuilt).
 #if defined(__AVX512F__)
 constexpr int kVectorBytes = 64;
 #else
@@ -113,9 +114,7 @@ inline V broadcast(T x) {
 // kTilePixels pixels: 24 accumulators of the 32 AVX-512 registers, 12 of
 // AVX2's 16 (which must also hold a step's weight vectors).
 constexpr int kTileVectors = 2;
-#if defined(TC_PIX)
-constexpr int kTilePixels = TC_PIX;
-#elif defined(__AVX512F__)
+#if defined(__AVX512F__)
 constexpr int kTilePixels = 12;
 #else
 constexpr int kTilePixels = 6;
