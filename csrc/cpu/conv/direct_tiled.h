@@ -3,8 +3,8 @@
 // source channel and tap adds into it. No column matrix is built: the
 // GEMM's B operand is read straight from the padded planes.
 //
-// Geometry. Each source plane (h x w) is copied, widened to the accumulation
-// type, into a zero-padded plane of padded_h x padded_w, row stride
+// Geometry. Each source plane (h x w) is copied, a band of rows at a time
+// and widened to the operand type, into a zero-padded plane of row stride
 // padded_w. Result pixel (y, x) of tap (i, j) reads padded pixel
 // (y + i * dilation_h) * padded_w + x + j * dilation_w: a fixed offset per
 // tap, whatever the kernel size or dilation.
@@ -273,16 +273,18 @@ constexpr std::array<TiledStep<acc>, sizeof...(k)> tiled_steps(std::integer_sequ
 
 // The bounds of uses_tiled_kernel's rule.
 constexpr int64_t kMinTiledReduction = 64, kMaxTiledReduction = 1152, kMaxTiledWeightBytes = int64_t(576) << 10;
+constexpr int64_t kMaxTiledChannelsLast = 64, kMinTiledChannelsLastWidth = 28;
 
 // Whether the float step has the build's vectors and fused multiply-adds
-// to run on: without them (a portable build) the GEMM kernels, whose
-// variants are chosen at run time, are faster.
+// to run on. Without them (a portable build) its vectors would be emulated
+// and its multiply-adds unfused, while the GEMM kernels still pick their
+// AVX-512 variants at run time; the rule's bounds were measured on builds
+// with them only.
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 constexpr bool kTiledVectorsBuilt = true;
 #else
 constexpr bool kTiledVectorsBuilt = false;
 #endif
-constexpr int64_t kMaxTiledChannelsLast = 64, kMinTiledChannelsLastWidth = 28;
 
 // The tile of an operand type: the pairs of bfloat16 (direct_tiled_bf16.h),
 // or the vectors of the accumulation type.
