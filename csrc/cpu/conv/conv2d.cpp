@@ -41,20 +41,8 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
       });
       return out;
     }
-    case ConvKernel::Tiled: {
-      // The input is read through its strides: an expanded gradient is not materialised.
-      const at::Tensor w = computed_in_opmath(weight);
-      at::Tensor out = to_channels_last ? empty_channels_last(out_sizes, input) : at::empty(out_sizes, input.options());
-      TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d", [&] {
-        using acc = acc_t<scalar_t>;
-        with_gemm_operand<scalar_t>([&](auto operand) {
-          using operand_t = decltype(operand);
-          conv2d_tiled<scalar_t, operand_t>(s, to_channels_last, input.data_ptr<scalar_t>(), input.strides().data(),
-                                            w.data_ptr<acc>(), data_or_null<acc>(b), out.data_ptr<scalar_t>());
-        });
-      });
-      return out;
-    }
+    case ConvKernel::Tiled:
+      return tiled_convolution<false>(s, input, weight, b, out_sizes, to_channels_last);
     case ConvKernel::GemmNHWC: {
       const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
       at::Tensor out = empty_channels_last(out_sizes, input);

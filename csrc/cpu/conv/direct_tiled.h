@@ -50,6 +50,8 @@
 
 #include "../precision.h"
 #include "direct_tiled_bf16.h"
+#include "layout.h"
+#include "operands.h"
 #include "shape.h"
 
 namespace torchconv {
@@ -422,41 +424,41 @@ inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels
   return true;
 }
 
-// conv2d: input of any strides (input_strides: its four), weight
-// (grid_channels, image_group, kh, kw), contiguous, in the accumulation
-// type; operand_t as tiled_conv's.
-template <typename scalar_t, typename operand_t>
-void conv2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input, const int64_t* input_strides,
-                  const acc_t<scalar_t>* weight, const acc_t<scalar_t>* bias, scalar_t* output) {
-  using Tile = TileOf<operand_t>;
-  const int64_t taps = s.window.kernel_h * s.window.kernel_w, sources = s.image_group(), channels = s.grid_group();
-  std::vector<operand_t> packed;
-  for (int64_t g = 0; g < s.groups; ++g) {
-    const std::vector<operand_t> group = pack_tiled_weight<operand_t, Tile::lanes>(
-        weight + g * channels * sources * taps, Tile::channels, channels, sources, taps, sources * taps, taps, false);
-    packed.insert(packed.end(), group.begin(), group.end());
-  }
-  tiled_conv(conv2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, input_strides, packed,
-             bias, output);
-}
-
-// conv_transpose2d: input of any strides (input_strides: its four), weight
-// (grid_channels, image_group, kh, kw), contiguous, in the accumulation
-// type; operand_t as tiled_conv's.
-template <typename scalar_t, typename operand_t>
-void conv_transpose2d_tiled(const ConvShape& s, bool channels_last, const scalar_t* input,
-                            const int64_t* input_strides, const acc_t<scalar_t>* weight,
-                            const acc_t<scalar_t>* bias, scalar_t* output) {
-  using Tile = TileOf<operand_t>;
-  const int64_t taps = s.window.kernel_h * s.window.kernel_w, sources = s.grid_group(), channels = s.image_group();
-  std::vector<operand_t> packed;
-  for (int64_t g = 0; g < s.groups; ++g) {
-    const std::vector<operand_t> group = pack_tiled_weight<operand_t, Tile::lanes>(
-        weight + g * sources * channels * taps, Tile::channels, channels, sources, taps, taps, channels * taps, true);
-    packed.insert(packed.end(), group.begin(), group.end());
-  }
-  tiled_conv(conv_transpose2d_planes(s), s.batch, s.groups, sources, channels, channels_last, input, input_strides,
-             packed, bias, output);
+// conv2d (`transposed` false) or conv_transpose2d of shape s by the tiled
+// kernel (uses_tiled_kernel holds), its result `out_sizes`, channels_last
+// when `to_channels_last`. The input is read through its strides, so an
+// expanded gradient is not materialised; bias is in the accumulation type
+// or undefined. Both weights are (grid_channels, image_group, kh, kw):
+// weight(o, c, tap) of result channel o and source channel c is conv2d's
+// [o][c], conv_transpose2d's [c][o] at the flipped tap.
+template <bool transposed>
+at::Tensor tiled_convolution(const ConvShape& s, const at::Tensor& input, const at::Tensor& weight,
+                             const at::Tensor& bias, at::IntArrayRef out_sizes, bool to_channels_last) {
+  constexpr const char* op_name = transposed ? "torchconv_cpp::conv_transpose2d" : "torchconv_cpp::conv2d";
+  const int64_t taps = s.window.kernel_h * s.window.kernel_w;
+  const int64_t sources = transposed ? s.grid_group() : s.image_group();
+  const int64_t channels = transposed ? s.image_group() : s.grid_group();
+  const int64_t stride_o = transposed ? taps : sources * taps, stride_c = transposed ? channels * taps : taps;
+  const PaddedPlanes planes = transposed ? conv_transpose2d_planes(s) : conv2d_planes(s);
+  const at::Tensor w = computed_in_opmath(weight);
+  at::Tensor out = to_channels_last ? empty_channels_last(out_sizes, input) : at::empty(out_sizes, input.options());
+  TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), op_name, [&] {
+    using acc = acc_t<scalar_t>;
+    with_gemm_operand<scalar_t>([&](auto operand) {
+      using operand_t = decltype(operand);
+      using Tile = TileOf<operand_t>;
+      std::vector<operand_t> packed;
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const std::vector<operand_t> group = pack_tiled_weight<operand_t, Tile::lanes>(
+            w.data_ptr<acc>() + g * channels * sources * taps, Tile::channels, channels, sources, taps, stride_o,
+            stride_c, transposed);
+        packed.insert(packed.end(), group.begin(), group.end());
+      }
+      tiled_conv(planes, s.batch, s.groups, sources, channels, to_channels_last, input.data_ptr<scalar_t>(),
+                 input.strides().data(), packed, data_or_null<acc>(bias), out.data_ptr<scalar_t>());
+    });
+  });
+  return out;
 }
 
 }  // namespace conv
