@@ -23,6 +23,9 @@
 //   conv2d, conv_transpose2d at stride 1       Tiled           tiles of result channels x pixels summed in registers
 //     within uses_tiled_kernel's bounds                        from padded rows: no column matrix, no padding columns
 //     (direct_tiled.h)                                         (outside the bounds the GEMM kernels measured faster)
+//   conv2d_weight, contiguous, any stride,     Tiled           tiles of gradient channels x weight columns summed
+//     within uses_tiled_weight_kernel's bounds                 over the pixels from padded rows: no column matrix
+//     (direct_tiled_weight.h)                                  (channels_last: the NHWC GEMM reads it in place)
 //   channels_last                              GemmNHWC        NHWC read in place, one GEMM per block of grid rows
 //   everything else                            GemmNCHW        one GEMM per block of grid rows, planes in place
 //
@@ -40,6 +43,7 @@
 #include "depthwise_nhwc.h"
 #include "direct.h"
 #include "direct_tiled.h"
+#include "direct_tiled_weight.h"
 #include "shape.h"
 
 namespace torchconv {
@@ -52,10 +56,15 @@ enum class Computation { Conv2d, ConvTranspose2d, Conv2dWeight };
 
 // Whether the tiled kernel runs computation `op` of shape s in dtype: with
 // bfloat16 pairs where the GEMM would multiply bfloat16 (the same operands
-// as with_gemm_operand's), else with the accumulation type's vectors.
+// as with_gemm_operand's), else with the accumulation type's vectors. The
+// weight gradient has no bfloat16 step: there the GEMM's bfloat16 products
+// are kept.
 inline bool uses_tiles(Computation op, const ConvShape& s, bool to_channels_last, at::ScalarType dtype) {
-  if (op == Computation::Conv2dWeight || s.is_pointwise()) return false;
   const bool pairs = dtype == at::kBFloat16 && gemm_reads_bfloat16();
+  if (op == Computation::Conv2dWeight) {
+    return !pairs && kTiledVectorsBuilt && uses_tiled_weight_kernel(s, to_channels_last, tile_channels<float>());
+  }
+  if (s.is_pointwise()) return false;
   if (pairs ? pair_step_for(1) == nullptr : !kTiledVectorsBuilt) return false;
   return uses_tiled_kernel(s, op == Computation::ConvTranspose2d, to_channels_last,
                            pairs ? kPairTilePixels : kTilePixels, pairs ? kPairTileChannels : tile_channels<float>());

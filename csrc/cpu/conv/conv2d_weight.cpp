@@ -8,6 +8,7 @@
 #include "choice.h"
 #include "depthwise_nhwc.h"
 #include "direct.h"
+#include "direct_tiled_weight.h"
 #include "gemm_nchw.h"
 #include "gemm_nhwc.h"
 #include "layout.h"
@@ -51,7 +52,13 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
       });
       return grad_weight;
     }
-    case ConvKernel::Tiled:  // not chosen for the weight's gradient
+    case ConvKernel::Tiled: {
+      at::Tensor grad_weight = at::empty(weight_size, input.options());
+      TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
+        tiled_conv2d_weight<scalar_t>(s, input, grad_output, grad_weight.data_ptr<scalar_t>());
+      });
+      return in_layout(grad_weight, to_channels_last);
+    }
     case ConvKernel::Direct:
     case ConvKernel::GemmNCHW:
       break;

@@ -135,24 +135,25 @@ struct PaddedPlanes {
   int64_t padded_w;            // a padded row
   int64_t out_h, out_w;        // the result plane
   int64_t reach_h;             // padded rows a window spans below its first: (kernel_h - 1) * dilation_h
+  int64_t stride_h;            // padded rows between the windows of two result rows
   std::vector<int64_t> taps;   // each tap's offset in the padded plane, row-major over (i, j)
 
   PaddedPlanes(int64_t h, int64_t w, int64_t top, int64_t left, int64_t right, int64_t out_h, int64_t out_w,
                const Window& window)
       : h(h), w(w), top(top), left(left), padded_w(w + left + right), out_h(out_h), out_w(out_w),
-        reach_h((window.kernel_h - 1) * window.dilation_h) {
+        reach_h((window.kernel_h - 1) * window.dilation_h), stride_h(window.stride_h) {
     for (int64_t i = 0; i < window.kernel_h; ++i)
       for (int64_t j = 0; j < window.kernel_w; ++j)
         taps.push_back(i * window.dilation_h * padded_w + j * window.dilation_w);
   }
 
   int64_t out_size() const { return out_h * out_w; }
-  // The padded rows of a band of `rows` result rows: theirs, the window's
-  // reach below them, and one more that a band's last tile may run into
-  // (its pixels past the band, computed and dropped). A tile's reads end
-  // within them: rows hold a whole tile, so a tile's pixels lie in two
-  // rows, and a row's last pixel reaches the padded row's last column.
-  int64_t band_rows(int64_t rows) const { return rows + reach_h + 1; }
+  // The padded rows of a band of `rows` result rows: the windows' rows,
+  // and one more that a band's last tile may run into (its pixels past the
+  // band, computed and dropped). A tile's reads end within them: rows hold
+  // a whole tile, so a tile's pixels lie in two rows, and a row's last
+  // pixel reaches the padded row's last column.
+  int64_t band_rows(int64_t rows) const { return (rows - 1) * stride_h + reach_h + 2; }
   int64_t band_stride(int64_t rows) const { return band_rows(rows) * padded_w; }
 
   // The padded rows from y0 of a band of `rows` result rows of `planes`

@@ -1,0 +1,204 @@
+// Tiled weight gradient: conv2d_weight summed in registers, a tile of
+// result channels x weight columns at a time, from the zero-padded planes
+// of the image and the gradient's pixels. No column matrix is built.
+//
+//   dW[o, (c, i, j)] = sum over n, y, x of dy[n, o, y, x] * padded[n, c][(y * stride_h + i * dilation_h) * padded_w
+//                                                                        + x * stride_w + j * dilation_w]
+//
+// A tile is tile_channels() result channels o (vectors of them, as the
+// forward tiles of direct_tiled.h) x kTilePixels weight columns (c, i, j),
+// the GEMM micro-kernel of dW = dy . columns^T with the reduction over the
+// pixels: each pixel loads its gradient's channels as vectors (a band's
+// gradient is copied pixel-major, channels adjacent) and broadcasts the
+// padded pixel each column reads, so every stride and dilation is a fixed
+// offset per column and a step of stride_w along a row. A task is a band of
+// gradient rows of one sample and group: it pads the band's image rows and
+// copies its gradient once, then every tile passes over the band while both
+// are in L2. Each thread sums its tasks into its own partial (WeightSums),
+// added up in a fixed order at the end.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "../precision.h"
+#include "../transpose8x8.h"
+#include "direct_tiled.h"
+#include "operands.h"
+#include "shape.h"
+
+namespace torchconv {
+namespace cpu {
+namespace conv {
+
+// The tile's sums over one band: sums[m][v] += dy[p][v] * column m's padded
+// pixel of p, for the band's `rows` x out_w pixels p. dy holds the band's
+// pixels `dy_stride` apart (this block's channels adjacent); column m reads
+// columns[m] + y * row_step + x * stride_w at pixel (y, x).
+template <typename acc>
+void weight_tile_step(const acc* dy, int64_t dy_stride, const acc* const* columns, int64_t rows, int64_t out_w,
+                      int64_t row_step, int64_t stride_w, acc* tile) {
+  using V = Vector<acc>;
+  constexpr int64_t lanes = sizeof(V) / sizeof(acc);
+  V sums[kTilePixels][kTileVectors];
+  std::memcpy(sums, tile, sizeof(sums));
+  for (int64_t y = 0; y < rows; ++y) {
+    std::array<const acc*, kTilePixels> x;
+    for (int m = 0; m < kTilePixels; ++m) x[m] = columns[m] + y * row_step;
+    const acc* grad = dy + y * out_w * dy_stride;
+    for (int64_t q = 0; q < out_w; ++q, grad += dy_stride) {
+      const int64_t at = q * stride_w;
+      V g[kTileVectors];
+      for (int v = 0; v < kTileVectors; ++v) std::memcpy(&g[v], grad + v * lanes, sizeof(V));
+      for (int m = 0; m < kTilePixels; ++m) {
+        const V pixel = broadcast<V>(x[m][at]);
+        for (int v = 0; v < kTileVectors; ++v) sums[m][v] = fused_multiply_add(g[v], pixel, sums[m][v]);
+      }
+    }
+  }
+  std::memcpy(tile, sums, sizeof(sums));
+}
+
+// The gradient's rows [0, rows) x out_w pixels of `channels` planes, plane o's
+// pixel (y, x) at dy[o * strides[0] + y * strides[1] + x * strides[2]],
+// pixel-major into grad: pixel p's channels at grad[p * channels]. Planes
+// of adjacent pixels (contiguous float32) go 8 x 8 through registers, as
+// element-wise they would read or write a cache line per element.
+template <typename scalar_t>
+void band_pixel_major(const scalar_t* dy, const int64_t* strides, int64_t channels, int64_t rows, int64_t out_w,
+                      acc_t<scalar_t>* grad) {
+  const int64_t sc = strides[0], sy = strides[1], sx = strides[2], pixels = rows * out_w;
+  int64_t done_channels = 0;
+#if defined(__AVX__)
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    if (sx == 1 && sy == out_w) {
+      done_channels = channels / 8 * 8;
+      for (int64_t o = 0; o < done_channels; o += 8) {
+        int64_t p = 0;
+        for (; p + 8 <= pixels; p += 8) {
+          __m256 r[8];
+          for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(dy + (o + i) * sc + p);
+          transpose8x8(r);
+          for (int i = 0; i < 8; ++i) _mm256_storeu_ps(grad + (p + i) * channels + o, r[i]);
+        }
+        for (; p < pixels; ++p)
+          for (int64_t i = 0; i < 8; ++i) grad[p * channels + o + i] = dy[(o + i) * sc + p];
+      }
+    }
+  }
+#endif
+  if (done_channels == channels) return;
+  for (int64_t y = 0; y < rows; ++y) {
+    for (int64_t x = 0; x < out_w; ++x) {
+      const scalar_t* pixel = dy + y * sy + x * sx;
+      acc_t<scalar_t>* to = grad + (y * out_w + x) * channels;
+      if (sc == 1) {
+        convert(pixel, to, channels);
+      } else {
+        for (int64_t o = done_channels; o < channels; ++o) to[o] = static_cast<acc_t<scalar_t>>(pixel[o * sc]);
+      }
+    }
+  }
+}
+
+// conv2d's image padded by the window's padding, for any stride: its
+// result rows are the gradient's.
+inline PaddedPlanes weight_planes(const ConvShape& s) {
+  const Window& w = s.window;
+  return PaddedPlanes(s.image_h, s.image_w, w.pad_h, w.pad_w, w.pad_w, s.grid_h, s.grid_w, w);
+}
+
+// Whether the tiled weight gradient, with tiles of `tile_channels` result
+// channels, computes conv2d_weight of shape s: whole tiles of the
+// gradient's channels per group; a window that im2col would copy (a
+// pointwise one needs no copy: the GEMM reads the image in place); the
+// group's result within L2, where a tile's partial sums are added to it;
+// and contiguous operands (channels_last ones the NHWC GEMM reads in place,
+// which measured faster). Measured against the GEMM kernels shape by shape
+// on the weight gradient alone (benchmarks/README.md, "Where the time goes").
+inline bool uses_tiled_weight_kernel(const ConvShape& s, bool channels_last, int64_t tile_channels) {
+  if (channels_last || s.is_pointwise() || s.grid_group() % tile_channels != 0) return false;
+  const int64_t columns = s.column_rows(), channels = s.grid_group();
+  return columns * channels * static_cast<int64_t>(sizeof(float)) <= kMaxTiledWeightBytes;
+}
+
+// The weight gradient of shape s (uses_tiled_weight_kernel holds) from the
+// image `input` and `grad_output`, both read through their strides; the
+// result (grid_channels, image_group, kernel_h, kernel_w), contiguous.
+template <typename scalar_t>
+void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::Tensor& grad_output,
+                         scalar_t* grad_weight) {
+  using acc = acc_t<scalar_t>;
+  constexpr int64_t tile_channels_ = tile_channels<acc>();
+  const PaddedPlanes g = weight_planes(s);
+  const Window& w = s.window;
+  const int64_t sources = s.image_group(), channels = s.grid_group(), columns = s.column_rows();
+  const int64_t blocks = channels / tile_channels_, column_tiles = (columns + kTilePixels - 1) / kTilePixels;
+  const int64_t tile_size = tile_channels_ * kTilePixels, group_size = blocks * column_tiles * tile_size;
+  const int64_t taps = w.kernel_h * w.kernel_w, out_w = g.out_w;
+  // Bands of gradient rows whose padded image rows and gradient copy stay
+  // within L2 while every tile passes over them; narrower where the tasks
+  // would otherwise be too few for the threads.
+  constexpr int64_t kBandBytes = int64_t(256) << 10, kTasksPerThread = 4;
+  const int64_t row_bytes = (sources * g.padded_w * w.stride_h + channels * out_w) * static_cast<int64_t>(sizeof(acc));
+  int64_t band = std::min(g.out_h, std::max<int64_t>(1, kBandBytes / row_bytes));
+  while (band > 1 && s.batch * s.groups * ((g.out_h + band - 1) / band) < kTasksPerThread * at::get_num_threads()) {
+    band = (band + 1) / 2;
+  }
+  const int64_t bands = (g.out_h + band - 1) / band, tasks = s.batch * s.groups * bands;
+  WeightSums<acc> sums(s.groups * group_size, tasks > 1 ? at::get_num_threads() : 1);
+  const scalar_t* x = input.data_ptr<scalar_t>();
+  const scalar_t* dy = grad_output.data_ptr<scalar_t>();
+  const int64_t* xs = input.strides().data();
+  const int64_t* ds = grad_output.strides().data();
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc> padded(sources * g.band_stride(band));
+    std::vector<acc> grad(band * out_w * channels);
+    std::array<const acc*, kTilePixels> column_origins;
+    acc* sum = sums.mine();
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bi = task % bands, gi = task / bands % s.groups, n = task / (bands * s.groups);
+      const int64_t y0 = bi * band, rows = std::min(band, g.out_h - y0), stride = g.band_stride(rows);
+      g.pad_band<1>(x + n * xs[0] + gi * sources * xs[1], sources, xs + 1, y0 * w.stride_h, rows, padded.data());
+      band_pixel_major(dy + n * ds[0] + gi * channels * ds[1] + y0 * ds[2], ds + 1, channels, rows, out_w,
+                       grad.data());
+      for (int64_t ct = 0; ct < column_tiles; ++ct) {
+        for (int m = 0; m < kTilePixels; ++m) {
+          // A last tile's columns past the weight's read column 0, and are dropped.
+          const int64_t column = ct * kTilePixels + m < columns ? ct * kTilePixels + m : 0;
+          const int64_t c = column / taps, t = column % taps;
+          column_origins[m] = padded.data() + c * stride + g.taps[t];
+        }
+        for (int64_t b = 0; b < blocks; ++b) {
+          weight_tile_step(grad.data() + b * tile_channels_, channels, column_origins.data(), rows, out_w,
+                           w.stride_h * g.padded_w, w.stride_w,
+                           sum + gi * group_size + (b * column_tiles + ct) * tile_size);
+        }
+      }
+    }
+  });
+  // Tile (b, ct) of group gi holds [m][r] = dW[gi * channels + b * tile_channels + r][ct * kTilePixels + m].
+  std::vector<acc> total(s.groups * group_size);
+  sums.total_into(total.data());
+  for (int64_t gi = 0; gi < s.groups; ++gi) {
+    for (int64_t o = 0; o < channels; ++o) {
+      const int64_t b = o / tile_channels_, r = o % tile_channels_;
+      scalar_t* row = grad_weight + (gi * channels + o) * columns;
+      for (int64_t column = 0; column < columns; ++column) {
+        const int64_t ct = column / kTilePixels, m = column % kTilePixels;
+        row[column] = static_cast<scalar_t>(total[gi * group_size + (b * column_tiles + ct) * tile_size +
+                                                  m * tile_channels_ + r]);
+      }
+    }
+  }
+}
+
+}  // namespace conv
+}  // namespace cpu
+}  // namespace torchconv
