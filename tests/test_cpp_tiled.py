@@ -1,12 +1,12 @@
 """The C++ CPU tiled direct kernel (csrc/cpu/conv/direct_tiled.h), against torch.
 
-conv2d and conv_transpose2d at stride 1 with whole tiles of result channels
+conv2d at stride 1 or 2 and conv_transpose2d at stride 1 with whole tiles of result channels
 (a multiple of 32) and a moderate reduction run without im2col: a tile of
 result channels x consecutive pixels is summed in registers straight from
 zero-padded copies of the source planes (``uses_tiled_kernel`` in that file
 has the rule). The shapes here fall under the rule: rows that a tile
 straddles, a last tile past the plane's end, 5x5 and 3x1 windows,
-dilation, asymmetric padding, groups, transposed convolutions with no
+dilation, asymmetric padding, groups, stride 2, transposed convolutions with no
 padding, with output_padding and with groups, in both memory formats
 (channels_last shapes have wide rows and at most 64 channels, as the rule
 asks), each with its gradients (a conv2d's input gradient of 32 channels is
@@ -40,6 +40,15 @@ CONV_SHAPES = [
     (2, 32, 32, (12, 28), (3, 1), (1, 0), 1, 1),  # a 3x1 window; 32-channel input gradient
     (1, 32, 32, (13, 30), 3, 1, 1, 1),  # batch 1
     (2, 18, 64, (12, 30), 3, 1, 1, 2),  # an odd number of input channels per group (a bfloat16 pair short of one)
+]
+# conv2d at stride 2, the same fields
+STRIDED_SHAPES = [
+    (2, 8, 32, (14, 27), 3, 1, 1, 1),  # 14-pixel rows: tiles straddle two rows
+    (2, 16, 32, (12, 30), 4, 1, 1, 1),  # 4x4 (a k4 s2 transposed convolution's input gradient)
+    (2, 8, 32, (16, 33), 3, 2, 2, 1),  # dilation 2
+    (2, 16, 64, (10, 28), 3, 1, 1, 2),  # groups
+    (2, 9, 32, (11, 25), 5, 2, 1, 1),  # 5x5, an odd number of input channels
+    (1, 16, 32, (8, 58), 3, 1, 1, 1),  # rows wide enough for the channels_last rule
 ]
 # conv_transpose2d: (batch, in channels, out channels, image size, kernel, padding, dilation, groups, output_padding)
 CONV_T_SHAPES = [
@@ -97,6 +106,13 @@ def test_conv2d_tiled(threads, shape, memory_format):
 
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
+@pytest.mark.parametrize("shape", STRIDED_SHAPES, ids=_ids)
+def test_conv2d_tiled_at_stride_2(threads, shape, memory_format):
+    tensors, kwargs = _conv_inputs(shape)
+    _check(torchconv.conv2d, F.conv2d, tensors, kwargs | dict(stride=2), torch.float64, memory_format)
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
 @pytest.mark.parametrize("shape", CONV_T_SHAPES, ids=_ids)
 def test_conv_transpose2d_tiled(threads, shape, memory_format):
     tensors, kwargs = _conv_t_inputs(shape)
@@ -112,6 +128,8 @@ def test_tiled_in_other_dtypes(dtype, memory_format):
     _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
     tensors, kwargs = _conv_t_inputs(CONV_T_SHAPES[2])
     _check(torchconv.conv_transpose2d, F.conv_transpose2d, tensors, kwargs, dtype, memory_format)
+    tensors, kwargs = _conv_inputs(STRIDED_SHAPES[1])
+    _check(torchconv.conv2d, F.conv2d, tensors, kwargs | dict(stride=2), dtype, memory_format)
 
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)

@@ -1,4 +1,4 @@
-// Tiled direct convolution: a stride-1 window slid over zero-padded planes,
+// Tiled direct convolution: a window slid over zero-padded planes,
 // a tile of result channels x pixels held in vector registers while every
 // source channel and tap adds into it. No column matrix is built: the
 // GEMM's B operand is read straight from the padded planes.
@@ -6,8 +6,8 @@
 // Geometry. Each source plane (h x w) is copied, a band of rows at a time
 // and widened to the operand type, into a zero-padded plane of row stride
 // padded_w. Result pixel (y, x) of tap (i, j) reads padded pixel
-// (y + i * dilation_h) * padded_w + x + j * dilation_w: a fixed offset per
-// tap, whatever the kernel size or dilation.
+// (y * stride_h + i * dilation_h) * padded_w + x * stride_w + j * dilation_w:
+// a fixed offset per tap, whatever the kernel size or dilation.
 //
 // Computation. A tile is tile_channels() result channels (vectors of them)
 // x kTilePixels consecutive result pixels (raster order, so a tile may end
@@ -25,7 +25,8 @@
 // while the band's padded rows are in L2; each tile reads the group's whole
 // packed weight, which the rule keeps within L2 too.
 //
-// conv2d at stride 1 uses it as it is. conv_transpose2d at stride 1 is the
+// conv2d at stride 1 or 2 uses it as it is (a stride is a step between the
+// pixels' positions in the padded rows). conv_transpose2d at stride 1 is the
 // same sum over its input padded by dilation * (kernel - 1) - pad (plus the
 // output padding at the bottom and right) with the weight flipped and its
 // two channel axes swapped: the pack reads the weight through strides and a
@@ -127,7 +128,7 @@ constexpr int64_t tile_channels() {
   return kTileVectors * static_cast<int64_t>(sizeof(Vector<T>) / sizeof(T));
 }
 
-// Where a stride-1 window reads its source: the padded planes, and the
+// Where a window reads its source: the padded planes, and the
 // result they give. A task pads a band of the planes' rows at a time.
 struct PaddedPlanes {
   int64_t h, w;                // a source plane
@@ -135,13 +136,14 @@ struct PaddedPlanes {
   int64_t padded_w;            // a padded row
   int64_t out_h, out_w;        // the result plane
   int64_t reach_h;             // padded rows a window spans below its first: (kernel_h - 1) * dilation_h
-  int64_t stride_h;            // padded rows between the windows of two result rows
+  int64_t stride_h, stride_w;  // padded rows between the windows of two result rows, columns between two pixels'
   std::vector<int64_t> taps;   // each tap's offset in the padded plane, row-major over (i, j)
 
   PaddedPlanes(int64_t h, int64_t w, int64_t top, int64_t left, int64_t right, int64_t out_h, int64_t out_w,
                const Window& window)
       : h(h), w(w), top(top), left(left), padded_w(w + left + right), out_h(out_h), out_w(out_w),
-        reach_h((window.kernel_h - 1) * window.dilation_h), stride_h(window.stride_h) {
+        reach_h((window.kernel_h - 1) * window.dilation_h), stride_h(window.stride_h),
+        stride_w(window.stride_w) {
     for (int64_t i = 0; i < window.kernel_h; ++i)
       for (int64_t j = 0; j < window.kernel_w; ++j)
         taps.push_back(i * window.dilation_h * padded_w + j * window.dilation_w);
@@ -149,11 +151,11 @@ struct PaddedPlanes {
 
   int64_t out_size() const { return out_h * out_w; }
   // The padded rows of a band of `rows` result rows: the windows' rows,
-  // and one more that a band's last tile may run into (its pixels past the
-  // band, computed and dropped). A tile's reads end within them: rows hold
+  // and those of one more result row that a band's last tile may run into
+  // (its pixels past the band, computed and dropped). A tile's reads end within them: rows hold
   // a whole tile, so a tile's pixels lie in two rows, and a row's last
   // pixel reaches the padded row's last column.
-  int64_t band_rows(int64_t rows) const { return (rows - 1) * stride_h + reach_h + 2; }
+  int64_t band_rows(int64_t rows) const { return rows * stride_h + reach_h + 1; }
   int64_t band_stride(int64_t rows) const { return band_rows(rows) * padded_w; }
 
   // The padded rows from y0 of a band of `rows` result rows of `planes`
@@ -229,15 +231,16 @@ std::vector<operand_t> pack_tiled_weight(const acc* w, int64_t block_channels, i
 }
 
 // One tile of kTilePixels consecutive result pixels, the first `first_row`
-// of them in one row and the rest at the start of the next (a padded row is
-// `gap` positions longer than a result row):
+// of them in one row and the rest at the start of the next, of a window at
+// column stride `stride` (the next row's first window is `gap` positions
+// past where a window after the row's last would be):
 //   tile[m * tile_channels + r] = bias[r] + sum over c, t of
 //       packed[(c * taps + t) * tile_channels + r] * padded[c * plane_stride + taps[t] + position(m)]
-// with position(m) = m for m < first_row, m + gap after. Each step loads
+// with position(m) = m * stride for m < first_row, m * stride + gap after. Each step loads
 // kTileVectors vectors of weights and broadcasts one pixel per row of
 // accumulators: pixel loads never split a cache line, and no padding
 // column is computed.
-template <typename acc, int first_row>
+template <typename acc, int stride, int first_row>
 void tiled_step(const acc* padded, int64_t gap, int64_t plane_stride, int64_t sources, const int64_t* taps,
                 int64_t tap_count, const acc* packed, const acc* bias, acc* tile) {
   using V = Vector<acc>;
@@ -256,7 +259,7 @@ void tiled_step(const acc* padded, int64_t gap, int64_t plane_stride, int64_t so
       V weight[kTileVectors];
       for (int v = 0; v < kTileVectors; ++v) std::memcpy(&weight[v], packed + v * lanes, sizeof(V));
       for (int m = 0; m < kTilePixels; ++m) {
-        const V pixel = broadcast<V>(m < first_row ? x[m] : next_row[m]);
+        const V pixel = broadcast<V>(m < first_row ? x[m * stride] : next_row[m * stride]);
         for (int v = 0; v < kTileVectors; ++v) sums[m][v] = fused_multiply_add(weight[v], pixel, sums[m][v]);
       }
     }
@@ -268,14 +271,18 @@ template <typename acc>
 using TiledStep = void (*)(const acc*, int64_t, int64_t, int64_t, const int64_t*, int64_t, const acc*, const acc*,
                            acc*);
 
-// tiled_step<acc, k> at index k - 1, for k in [1, kTilePixels].
-template <typename acc, int... k>
+// tiled_step<acc, stride, k> at index k - 1, for k in [1, kTilePixels].
+template <typename acc, int stride, int... k>
 constexpr std::array<TiledStep<acc>, sizeof...(k)> tiled_steps(std::integer_sequence<int, k...>) {
-  return {&tiled_step<acc, k + 1>...};
+  return {&tiled_step<acc, stride, k + 1>...};
 }
+
+// The window strides the float step is compiled for (the same along both axes).
+constexpr int64_t kMaxTiledStride = 2;
 
 // The bounds of uses_tiled_kernel's rule.
 constexpr int64_t kMinTiledReduction = 64, kMaxTiledReduction = 1152, kMaxTiledWeightBytes = int64_t(576) << 10;
+constexpr int64_t kMaxTiledStridedWeightBytes = int64_t(192) << 10;
 constexpr int64_t kMaxTiledChannelsLast = 64, kMinTiledChannelsLastWidth = 28;
 
 // Whether the float step has the build's vectors and fused multiply-adds
@@ -316,10 +323,16 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
   using Tile = TileOf<operand_t>;
   constexpr bool pairs = Tile::lanes == 2;
   TORCH_INTERNAL_ASSERT(g.out_w >= Tile::pixels, "tiled_conv: rows narrower than a tile");
-  static constexpr std::array<TiledStep<acc>, kTilePixels> steps =
-      tiled_steps<acc>(std::make_integer_sequence<int, kTilePixels>());
+  static constexpr std::array<TiledStep<acc>, kTilePixels> unit_steps =
+      tiled_steps<acc, 1>(std::make_integer_sequence<int, kTilePixels>());
+  static constexpr std::array<TiledStep<acc>, kTilePixels> double_steps =
+      tiled_steps<acc, 2>(std::make_integer_sequence<int, kTilePixels>());
+  const int64_t stride_h = g.stride_h, stride_w = g.stride_w;
+  TORCH_INTERNAL_ASSERT(stride_w >= 1 && stride_w <= kMaxTiledStride && (!pairs || stride_w == 1),
+                        "tiled_conv: a window stride the steps are not compiled for");
+  const auto& steps = stride_w == 1 ? unit_steps : double_steps;
   const int64_t out_size = g.out_size(), sets = (sources + Tile::lanes - 1) / Tile::lanes;
-  const int64_t gap = g.padded_w - g.out_w, tap_count = static_cast<int64_t>(g.taps.size());
+  const int64_t gap = stride_h * g.padded_w - g.out_w * stride_w, tap_count = static_cast<int64_t>(g.taps.size());
   const int64_t blocks = (channels + Tile::channels - 1) / Tile::channels;
   const int64_t block_weight = sets * tap_count * Tile::channels * Tile::lanes;
   std::vector<acc> block_bias(groups * blocks * Tile::channels, acc(0));
@@ -332,7 +345,7 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
   // narrower bands where the tasks would otherwise be too few for the threads.
   constexpr int64_t kBandBytes = int64_t(256) << 10, kTasksPerThread = 4;
   const int64_t row_bytes = sets * Tile::lanes * g.padded_w * static_cast<int64_t>(sizeof(operand_t));
-  int64_t band = std::min(g.out_h, std::max<int64_t>(1, kBandBytes / row_bytes - g.reach_h - 1));
+  int64_t band = std::min(g.out_h, std::max<int64_t>(1, (kBandBytes / row_bytes - g.reach_h - 1) / stride_h));
   while (band > 1 && batch * groups * ((g.out_h + band - 1) / band) < kTasksPerThread * at::get_num_threads()) {
     band = (band + 1) / 2;
   }
@@ -344,14 +357,14 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
       const int64_t bi = task % bands, gi = task / bands % groups, n = task / (bands * groups);
       const int64_t y0 = bi * band, rows = std::min(band, g.out_h - y0), stride = g.band_stride(rows);
       g.pad_band<Tile::lanes>(source + n * source_strides[0] + gi * sources * source_strides[1], sources,
-                              source_strides + 1, y0, rows, padded.data());
+                              source_strides + 1, y0 * stride_h, rows, padded.data());
       scalar_t* out = result + n * result_channels * out_size;
       const int64_t band_pixels = rows * g.out_w;
       for (int64_t q = 0; q < band_pixels; q += Tile::pixels) {
         const int64_t y = q / g.out_w, x = q % g.out_w, at = y0 * g.out_w + q;
         const int64_t first_row = std::min<int64_t>(Tile::pixels, g.out_w - x);
         const int64_t count = std::min<int64_t>(Tile::pixels, band_pixels - q);
-        const operand_t* origin = padded.data() + (y * g.padded_w + x) * Tile::lanes;
+        const operand_t* origin = padded.data() + (y * stride_h * g.padded_w + x * stride_w) * Tile::lanes;
         for (int64_t b = 0; b < blocks; ++b) {
           const operand_t* weight = packed.data() + (gi * blocks + b) * block_weight;
           const acc* tile_bias = block_bias.data() + (gi * blocks + b) * Tile::channels;
@@ -377,7 +390,7 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
   });
 }
 
-// conv2d at stride 1: the image padded by the window's padding.
+// conv2d: the image padded by the window's padding.
 inline PaddedPlanes conv2d_planes(const ConvShape& s) {
   const Window& w = s.window;
   return PaddedPlanes(s.image_h, s.image_w, w.pad_h, w.pad_w, w.pad_w, s.grid_h, s.grid_w, w);
@@ -396,19 +409,22 @@ inline PaddedPlanes conv_transpose2d_planes(const ConvShape& s) {
 
 // Whether the tiled kernel, with tiles of `tile_pixels` x `tile_channels`,
 // computes computation `transposed ? conv_transpose2d : conv2d` of shape s
-// and is the kernel to run it: a stride-1 window whose rows hold whole
-// tiles (and for conv_transpose2d a padding no wider than the window's
+// and is the kernel to run it: a window whose rows hold whole tiles, at a
+// stride the float step is compiled for (conv_transpose2d: 1; conv2d: 1
+// or 2, the same along both axes), and for conv_transpose2d a padding no wider than the window's
 // reach: a wider one would crop its padded input), with whole tiles of
 // result channels, reductions neither too short for a tile's stores and
 // padding to pay off nor too long (the group's packed weight, which every
-// tile reads, within L2: 576 KiB is 128 channels x 1152), and in
+// tile reads, within L2: 576 KiB is 128 channels x 1152; at stride 2,
+// whose band of source rows is twice as tall, a third of that), and in
 // channels_last, where the padding also transposes the source, only small
 // channel counts over wide rows. Measured against the GEMM kernels shape by
 // shape on the forward and transposed computations alone.
 inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels_last, int64_t tile_pixels,
                               int64_t tile_channels) {
   const Window& w = s.window;
-  if (w.stride_h != 1 || w.stride_w != 1) return false;
+  const int64_t max_stride = transposed ? 1 : kMaxTiledStride;
+  if (w.stride_h != w.stride_w || w.stride_w > max_stride) return false;
   const int64_t out_w = transposed ? s.image_w : s.grid_w;
   const int64_t sources = transposed ? s.grid_group() : s.image_group();
   const int64_t channels = transposed ? s.image_group() : s.grid_group();
@@ -418,7 +434,8 @@ inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels
   }
   const int64_t reduction = sources * w.kernel_h * w.kernel_w;
   if (channels % tile_channels != 0 || reduction < kMinTiledReduction || reduction > kMaxTiledReduction) return false;
-  if (channels * reduction * static_cast<int64_t>(sizeof(float)) > kMaxTiledWeightBytes) return false;
+  const int64_t max_weight = w.stride_w == 1 ? kMaxTiledWeightBytes : kMaxTiledStridedWeightBytes;
+  if (channels * reduction * static_cast<int64_t>(sizeof(float)) > max_weight) return false;
   if (channels_last) {
     return sources <= kMaxTiledChannelsLast && channels <= kMaxTiledChannelsLast && out_w >= kMinTiledChannelsLastWidth;
   }
