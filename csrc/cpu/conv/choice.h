@@ -20,9 +20,9 @@
 //   channels_last, depthwise                   DepthwiseNHWC   one multiply-add per tap over a pixel's channels, no copies
 //   groups of one image channel (depthwise,    Direct          each group's GEMM would reduce over kH*kW only, and
 //     channel multipliers), either format                      im2col copy the image kH*kW times
-//   conv2d, conv_transpose2d at stride 1       Tiled           tiles of result channels x pixels summed in registers
-//     within uses_tiled_kernel's bounds                        from padded rows: no column matrix, no padding columns
-//     (direct_tiled.h)                                         (outside the bounds the GEMM kernels measured faster)
+//   conv2d at stride 1 or 2, conv_transpose2d  Tiled           tiles of result channels x pixels summed in registers
+//     at stride 1, within uses_tiled_kernel's                  from padded rows: no column matrix, no padding columns
+//     bounds (direct_tiled.h)                                  (outside the bounds the GEMM kernels measured faster)
 //   conv2d_weight, contiguous, any stride,     Tiled           tiles of gradient channels x weight columns summed
 //     within uses_tiled_weight_kernel's bounds                 over the pixels from padded rows: no column matrix
 //     (direct_tiled_weight.h)                                  (channels_last: the NHWC GEMM reads it in place)
