@@ -142,6 +142,10 @@ void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::
   const int64_t blocks = channels / tile_channels_, column_tiles = (columns + kTilePixels - 1) / kTilePixels;
   const int64_t tile_size = tile_channels_ * kTilePixels, group_size = blocks * column_tiles * tile_size;
   const int64_t taps = w.kernel_h * w.kernel_w, out_w = g.out_w;
+  if (s.batch == 0 || g.out_h == 0 || out_w == 0) {  // no pixels: a zero gradient
+    std::fill(grad_weight, grad_weight + s.grid_channels * columns, scalar_t(0));
+    return;
+  }
   // Bands of gradient rows whose padded image rows and gradient copy stay
   // within L2 while every tile passes over them; narrower where the tasks
   // would otherwise be too few for the threads.
