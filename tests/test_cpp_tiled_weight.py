@@ -119,3 +119,11 @@ def test_weight_gradient_is_deterministic(threads):
     x, dy, weight_size, kw = _inputs(SHAPES[6], torch.float32)
     first = _ours(x, dy, weight_size, kw)
     assert torch.equal(first, _ours(x, dy, weight_size, kw))
+
+
+def test_gradient_larger_than_the_output_is_refused():
+    """A grad_output wider than conv2d's output would read past the padded
+    rows: the op refuses it, as torch's convolution_backward does."""
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(RuntimeError, match=r"grad_output .* is larger than conv2d's output \(6x6\)"):
+        _ours(x, torch.randn(1, 32, 6, 40), [32, 3, 3, 3], dict(stride=[1, 1], padding=[0, 0], dilation=[1, 1], groups=1))
