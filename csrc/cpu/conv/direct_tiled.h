@@ -152,9 +152,9 @@ struct PaddedPlanes {
   int64_t out_size() const { return out_h * out_w; }
   // The padded rows of a band of `rows` result rows: the windows' rows,
   // and those of one more result row that a band's last tile may run into
-  // (its pixels past the band, computed and dropped). A tile's reads end within them: rows hold
-  // a whole tile, so a tile's pixels lie in two rows, and a row's last
-  // pixel reaches the padded row's last column.
+  // (its pixels past the band, computed and dropped). A tile's reads end
+  // within them: rows hold a whole tile, so a tile's pixels lie in two
+  // rows, and a row's last pixel reaches the padded row's last column.
   int64_t band_rows(int64_t rows) const { return rows * stride_h + reach_h + 1; }
   int64_t band_stride(int64_t rows) const { return band_rows(rows) * padded_w; }
 
@@ -390,7 +390,8 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
   });
 }
 
-// conv2d: the image padded by the window's padding.
+// conv2d (and its weight gradient, whose result rows are the gradient's):
+// the image padded by the window's padding.
 inline PaddedPlanes conv2d_planes(const ConvShape& s) {
   const Window& w = s.window;
   return PaddedPlanes(s.image_h, s.image_w, w.pad_h, w.pad_w, w.pad_w, s.grid_h, s.grid_w, w);

@@ -24,11 +24,9 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "../precision.h"
-#include "../transpose8x8.h"
 #include "direct_tiled.h"
 #include "operands.h"
 #include "shape.h"
@@ -65,55 +63,6 @@ void weight_tile_step(const acc* dy, int64_t dy_stride, const acc* const* column
   std::memcpy(tile, sums, sizeof(sums));
 }
 
-// The gradient's rows [0, rows) x out_w pixels of `channels` planes, plane o's
-// pixel (y, x) at dy[o * strides[0] + y * strides[1] + x * strides[2]],
-// pixel-major into grad: pixel p's channels at grad[p * channels]. Planes
-// of adjacent pixels (contiguous float32) go 8 x 8 through registers, as
-// element-wise they would read or write a cache line per element.
-template <typename scalar_t>
-void band_pixel_major(const scalar_t* dy, const int64_t* strides, int64_t channels, int64_t rows, int64_t out_w,
-                      acc_t<scalar_t>* grad) {
-  const int64_t sc = strides[0], sy = strides[1], sx = strides[2], pixels = rows * out_w;
-  int64_t done_channels = 0;
-#if defined(__AVX__)
-  if constexpr (std::is_same<scalar_t, float>::value) {
-    if (sx == 1 && sy == out_w) {
-      done_channels = channels / 8 * 8;
-      for (int64_t o = 0; o < done_channels; o += 8) {
-        int64_t p = 0;
-        for (; p + 8 <= pixels; p += 8) {
-          __m256 r[8];
-          for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(dy + (o + i) * sc + p);
-          transpose8x8(r);
-          for (int i = 0; i < 8; ++i) _mm256_storeu_ps(grad + (p + i) * channels + o, r[i]);
-        }
-        for (; p < pixels; ++p)
-          for (int64_t i = 0; i < 8; ++i) grad[p * channels + o + i] = dy[(o + i) * sc + p];
-      }
-    }
-  }
-#endif
-  if (done_channels == channels) return;
-  for (int64_t y = 0; y < rows; ++y) {
-    for (int64_t x = 0; x < out_w; ++x) {
-      const scalar_t* pixel = dy + y * sy + x * sx;
-      acc_t<scalar_t>* to = grad + (y * out_w + x) * channels;
-      if (sc == 1) {
-        convert(pixel, to, channels);
-      } else {
-        for (int64_t o = done_channels; o < channels; ++o) to[o] = static_cast<acc_t<scalar_t>>(pixel[o * sc]);
-      }
-    }
-  }
-}
-
-// conv2d's image padded by the window's padding, for any stride: its
-// result rows are the gradient's.
-inline PaddedPlanes weight_planes(const ConvShape& s) {
-  const Window& w = s.window;
-  return PaddedPlanes(s.image_h, s.image_w, w.pad_h, w.pad_w, w.pad_w, s.grid_h, s.grid_w, w);
-}
-
 // Whether the tiled weight gradient, with tiles of `tile_channels` result
 // channels, computes conv2d_weight of shape s: whole tiles of the
 // gradient's channels per group; a window that im2col would copy (a
@@ -136,7 +85,7 @@ void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::
                          scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   constexpr int64_t tile_channels_ = tile_channels<acc>();
-  const PaddedPlanes g = weight_planes(s);
+  const PaddedPlanes g = conv2d_planes(s);
   const Window& w = s.window;
   const int64_t sources = s.image_group(), channels = s.grid_group(), columns = s.column_rows();
   const int64_t blocks = channels / tile_channels_, column_tiles = (columns + kTilePixels - 1) / kTilePixels;
@@ -158,9 +107,8 @@ void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::
   const int64_t bands = (g.out_h + band - 1) / band, tasks = s.batch * s.groups * bands;
   WeightSums<acc> sums(s.groups * group_size, tasks > 1 ? at::get_num_threads() : 1);
   const scalar_t* x = input.data_ptr<scalar_t>();
-  const scalar_t* dy = grad_output.data_ptr<scalar_t>();
+  const GridOperand<scalar_t, acc> dy(grad_output, false);
   const int64_t* xs = input.strides().data();
-  const int64_t* ds = grad_output.strides().data();
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc> padded(sources * g.band_stride(band));
     std::vector<acc> grad(band * out_w * channels);
@@ -170,8 +118,7 @@ void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::
       const int64_t bi = task % bands, gi = task / bands % s.groups, n = task / (bands * s.groups);
       const int64_t y0 = bi * band, rows = std::min(band, g.out_h - y0), stride = g.band_stride(rows);
       g.pad_band<1>(x + n * xs[0] + gi * sources * xs[1], sources, xs + 1, y0 * w.stride_h, rows, padded.data());
-      band_pixel_major(dy + n * ds[0] + gi * channels * ds[1] + y0 * ds[2], ds + 1, channels, rows, out_w,
-                       grad.data());
+      dy.pixels(n, y0, y0 + rows, out_w, channels, grad.data(), gi * channels);
       for (int64_t ct = 0; ct < column_tiles; ++ct) {
         for (int m = 0; m < kTilePixels; ++m) {
           // A last tile's columns past the weight's read column 0, and are dropped.

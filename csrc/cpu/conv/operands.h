@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../gemm.h"
+#include "../transpose8x8.h"
 #include "shape.h"
 
 namespace torchconv {
@@ -154,16 +155,42 @@ struct GridOperand {
       }
     }
   }
-  // The same block as pixels (pixel-major, `channels` values each) into dst.
-  void pixels(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, operand_t* dst) const {
+  // The same block as pixels (pixel-major, `channels` values each) into
+  // dst, from channel first_channel on. Planes of adjacent pixels (float32)
+  // go 8 x 8 through registers, as element-wise they would read or write a
+  // cache line per element.
+  void pixels(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, operand_t* dst,
+              int64_t first_channel = 0) const {
+    const scalar_t* block = data + n * sn + first_channel * sc + y0 * sh;
+    int64_t done = 0;  // channels already copied
+#if defined(__AVX__)
+    if constexpr (std::is_same<scalar_t, float>::value && std::is_same<operand_t, float>::value) {
+      if (sw == 1 && sh == grid_w) {
+        const int64_t count = (y1 - y0) * grid_w;
+        done = channels / 8 * 8;
+        for (int64_t c = 0; c < done; c += 8) {
+          int64_t p = 0;
+          for (; p + 8 <= count; p += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(block + (c + i) * sc + p);
+            transpose8x8(r);
+            for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (p + i) * channels + c, r[i]);
+          }
+          for (; p < count; ++p)
+            for (int64_t i = 0; i < 8; ++i) dst[p * channels + c + i] = block[(c + i) * sc + p];
+        }
+      }
+    }
+#endif
+    if (done == channels) return;
     for (int64_t y = y0; y < y1; ++y) {
       for (int64_t x = 0; x < grid_w; ++x) {
-        const scalar_t* src = data + n * sn + y * sh + x * sw;
+        const scalar_t* src = block + (y - y0) * sh + x * sw;
         operand_t* out = dst + ((y - y0) * grid_w + x) * channels;
         if (sc == 1) {
           convert(src, out, channels);
         } else {
-          for (int64_t c = 0; c < channels; ++c) out[c] = static_cast<operand_t>(src[c * sc]);
+          for (int64_t c = done; c < channels; ++c) out[c] = static_cast<operand_t>(src[c * sc]);
         }
       }
     }
