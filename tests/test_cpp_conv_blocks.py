@@ -18,14 +18,9 @@ import torch.nn.functional as F
 import torchconv
 from torchconv.testing import assert_close_to_torch
 
-pytestmark = [
-    pytest.mark.skipif(
-        "cpp" not in torchconv.backends.available("cpu"),
-        reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
-    ),
-    # Every test runs at each CPU capability level this machine supports.
-    pytest.mark.usefixtures("capability"),
-]
+from cpp_kernel_marks import CPP_KERNEL_MARKS
+
+pytestmark = CPP_KERNEL_MARKS
 
 CL = torch.channels_last
 

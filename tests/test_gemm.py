@@ -31,14 +31,9 @@ import torch
 import torchconv
 from torchconv.testing import tolerance
 
-pytestmark = [
-    pytest.mark.skipif(
-        "cpp" not in torchconv.backends.available("cpu"),
-        reason="the C++ extension is not built (pip install --no-build-isolation -e .)",
-    ),
-    # Every test runs at each CPU capability level this machine supports.
-    pytest.mark.usefixtures("capability"),
-]
+from cpp_kernel_marks import CPP_KERNEL_MARKS
+
+pytestmark = CPP_KERNEL_MARKS
 
 # (m, n, k, transpose_a, transpose_b, alpha, beta, pad): pad is how much
 # wider than its width each stored matrix is (its leading dimension).
