@@ -6,8 +6,9 @@ forward and the backward (gradients for every tensor input, for a random
 ``torch.nn.functional`` on the same inputs, and prints, per dtype:
 
 * ``abs``: max |torchconv - torch| over all outputs and gradients;
-* ``rel``: that, divided by max |torch| of the same tensor (a scale-free
-  figure: the error as a fraction of the tensor's magnitude);
+* ``scaled``: the error that ``torchconv.testing.TOLERANCES`` bounds,
+  ``torchconv.testing.scaled_error``: max |torchconv - torch| / max(1,
+  max |torch|) of each tensor, the worst over the tensors;
 * for float32, ``ours~f64`` and ``torch~f64``: the same scaled error of
   torchconv and of torch against torch's float64 result on the same inputs
   (how far each is from the exact answer), forward and backward together.
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv
+from torchconv.testing import scaled_error
 
 # (name, input shape, weight shape, kwargs) for convolutions; (name, input shape, kwargs) for pools
 CONV2D = [
@@ -65,14 +67,12 @@ AVGPOOL = [
 
 
 def compare(pairs):
-    """(max abs error, max abs error / max |reference|) over pairs of tensors."""
-    worst_abs = worst_rel = 0.0
+    """(max abs error, max scaled_error) over pairs (ours, reference) of tensors."""
+    worst_abs = worst_scaled = 0.0
     for ours, ref in pairs:
-        ours, ref = ours.double(), ref.double()
-        diff = (ours - ref).abs().max()
-        worst_abs = max(worst_abs, diff.item())
-        worst_rel = max(worst_rel, (diff / ref.abs().max().clamp_min(1e-300)).item())
-    return worst_abs, worst_rel
+        worst_abs = max(worst_abs, (ours.double() - ref.double()).abs().max().item())
+        worst_scaled = max(worst_scaled, scaled_error(ours, ref))
+    return worst_abs, worst_scaled
 
 
 def _forward_backward(fn, inputs, grad_output):
@@ -123,22 +123,22 @@ def main():
         cases.append(("avg_pool2d", name, lambda x, kw=kw: torchconv.avg_pool2d(x, **kw),
                       lambda x, kw=kw: F.avg_pool2d(x, **kw), (xs,)))
 
-    cols = ["fwd abs", "fwd rel", "bwd abs", "bwd rel", "ours~f64", "torch~f64"]
+    cols = ["fwd abs", "fwd scaled", "bwd abs", "bwd scaled", "ours~f64", "torch~f64"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend "
           f"{args.backend or torchconv.backends.current('cpu')}, weights "
           f"{'N(0,1)' if args.unscaled else 'N(0,1)/sqrt(fan_in)'}")
-    print(f"{'op':<17} {'case':<20} {'dtype':<8} " + " ".join(f"{c:>9}" for c in cols))
+    print(f"{'op':<17} {'case':<20} {'dtype':<8} " + " ".join(f"{c:>10}" for c in cols))
     start = time.perf_counter()
     worst = {}
     for op, name, ours, ref, shapes in cases:
         for dtype in (torch.float32, torch.float64):
             with torchconv.backends.use(args.backend) if args.backend else contextlib.nullcontext():
                 row = run(ours, ref, shapes, dtype, not args.unscaled)
-            print(f"{op:<17} {name:<20} {str(dtype)[6:]:<8} " + " ".join(f"{v:9.2e}" for v in row), flush=True)
+            print(f"{op:<17} {name:<20} {str(dtype)[6:]:<8} " + " ".join(f"{v:10.2e}" for v in row), flush=True)
             w = worst.setdefault(dtype, [0.0] * len(row))
             worst[dtype] = [max(a, b) for a, b in zip(w, row)]
     for dtype, w in worst.items():
-        print(f"{'worst':<17} {'':<20} {str(dtype)[6:]:<8} " + " ".join(f"{v:9.2e}" for v in w))
+        print(f"{'worst':<17} {'':<20} {str(dtype)[6:]:<8} " + " ".join(f"{v:10.2e}" for v in w))
     print(f"({time.perf_counter() - start:.1f} s)")
 
 if __name__ == "__main__":
