@@ -98,6 +98,19 @@ def test_conv_memory_format_and_gradients_are_torchs(input_format, weight_format
     assert conv_grads_in_memory_format(x, w, None, None) == (None, None)
 
 
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=str)
+@pytest.mark.parametrize("weight_format", FORMATS, ids=str)
+@pytest.mark.parametrize("input_format", FORMATS, ids=str)
+def test_complex_gradients_are_contiguous_as_torchs(input_format, weight_format, dtype):
+    x = torch.randn(2, 3, 6, 6, dtype=dtype).contiguous(memory_format=input_format).requires_grad_()
+    w = torch.randn(4, 3, 3, 3, dtype=dtype).contiguous(memory_format=weight_format).requires_grad_()
+    y = F.conv2d(x, w)
+    expected = torch.autograd.grad(y, (x, w), torch.randn_like(y))
+    ours = conv_grads_in_memory_format(x, w, torch.ones_like(x), torch.ones_like(w))
+    assert [g.stride() for g in ours] == [g.stride() for g in expected]
+    assert all(g.is_contiguous() for g in expected)
+
+
 def test_output_padding_is_big():
     assert output_padding_is_big([2, 2], [1, 2]) and output_padding_is_big([1, 3], [1, 0])
     assert not output_padding_is_big([2, 2], [1, 1])

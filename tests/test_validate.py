@@ -59,6 +59,21 @@ def test_checks_cover_every_op_and_tensor_input():
         assert any(case.bias for case in validate.OPS[op].grad_cases), op
 
 
+def test_every_op_has_a_channels_last_case():
+    for op, spec in validate.OPS.items():
+        assert any(case.channels_last for case in spec.cases), op
+
+
+def test_agreement_checks_compare_memory_format_and_strides():
+    expected = torch.randn(2, 3, 4, 5)
+    tally = validate._Tally()
+    tally.compare("output", expected.contiguous(memory_format=torch.channels_last), expected)
+    assert len(tally.problems) == 1 and "memory format" in tally.problems[0] and "strides" in tally.problems[0]
+    tally = validate._Tally()
+    tally.compare("output", expected.clone(), expected)
+    assert tally.problems == []
+
+
 def test_main_in_process(capsys):
     code = validate.main(["--quick"])
     output = capsys.readouterr().out

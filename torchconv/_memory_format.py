@@ -127,6 +127,12 @@ def conv_grads_in_memory_format(
     """A convolution's input and weight gradients (either may be None) in the
     memory format torch's convolutions give them (:func:`conv_memory_format`
     of the forward's operands), whatever the memory format of the incoming
-    gradient."""
-    memory_format = conv_memory_format(input, weight, slow_transposed)
+    gradient. Complex gradients are contiguous whatever the operands: torch
+    computes a complex convolution as real ones on ``view_as_real`` views,
+    and the gradients leave through that view's backward as fresh
+    contiguous tensors (its forward result keeps the operands' format)."""
+    if input.is_complex():
+        memory_format = torch.contiguous_format
+    else:
+        memory_format = conv_memory_format(input, weight, slow_transposed)
     return tuple(None if g is None else in_memory_format(g, memory_format) for g in (grad_input, grad_weight))

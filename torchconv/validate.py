@@ -22,7 +22,8 @@ registered backend and each device type where that backend is available
     gradgradcheck, the output gradient), at torch's default tolerances.
 
 An agreement check passes when every tensor compared passes
-:func:`torchconv.testing.assert_close_to_torch` (values only):
+:func:`torchconv.testing.assert_close_to_torch`: shape, dtype, memory
+format and strides equal to torch's, and the values
 ``max|ours - torch| <= c(dtype) * max(1, max|torch|)`` with ``c`` from
 :data:`torchconv.testing.TOLERANCES`, integers equal. The error is measured
 against the tensor's own scale, so the limit holds for any magnitude (see
@@ -119,6 +120,8 @@ class Case:
         kwargs: keyword arguments of the op, as given to torch.nn.functional.
         weight: weight shape (convolutions), or None for pooling.
         bias: whether the convolution has a bias.
+        channels_last: the input and weight in ``torch.channels_last``, as
+            ``model.to(memory_format=torch.channels_last)`` leaves them.
     """
 
     label: str
@@ -126,6 +129,7 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     weight: tuple[int, ...] | None = None
     bias: bool = False
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ OPS: dict[str, OpSpec] = {
             Case("padding='same', even kernel, bias", (1, 2, 5, 6), dict(padding="same"), (2, 2, 2, 4), True),
             Case("unbatched, stride (2,1)", (3, 6, 6), dict(stride=(2, 1)), (2, 3, 3, 3), True),
             Case("32->32 channels (reduction 288), bias", (4, 32, 16, 16), dict(padding=1), (32, 32, 3, 3), True),
+            Case("channels_last, 3x3 stride 2 pad 1, bias", (2, 8, 9, 9), dict(stride=2, padding=1), (16, 8, 3, 3), True,
+                 channels_last=True),
         ],
         grad_cases=[
             Case("3x3 pad 1, bias", (1, 2, 4, 4), dict(padding=1), (2, 2, 3, 3), True),
@@ -206,6 +212,8 @@ OPS: dict[str, OpSpec] = {
             Case("output_padding 1 < dilation 2, stride 1", (1, 2, 3, 3), dict(dilation=2, output_padding=1), (2, 2, 3, 3)),
             Case("unbatched", (3, 4, 4), dict(stride=2), (3, 2, 2, 2), True),
             Case("32->32 channels, 4x4 stride 2, bias", (4, 32, 8, 8), dict(stride=2, padding=1), (32, 32, 4, 4), True),
+            Case("channels_last, 4x4 stride 2 pad 1, bias", (2, 8, 5, 5), dict(stride=2, padding=1), (8, 16, 4, 4), True,
+                 channels_last=True),
         ],
         grad_cases=[
             Case(
@@ -238,6 +246,8 @@ OPS: dict[str, OpSpec] = {
             ),
             Case("unbatched, 3x3 stride 1", (2, 5, 5), dict(kernel_size=3, stride=1)),
             Case("8x32x32x32, 3x3 stride 2 pad 1", (8, 32, 32, 32), dict(kernel_size=3, stride=2, padding=1)),
+            Case("channels_last, 3x3 stride 2 pad 1", (2, 16, 9, 9), dict(kernel_size=3, stride=2, padding=1),
+                 channels_last=True),
         ],
         grad_cases=[
             Case("2x2", (1, 2, 4, 4), dict(kernel_size=2)),
@@ -266,6 +276,7 @@ OPS: dict[str, OpSpec] = {
             ),
             Case("unbatched, 3x3 stride 1 pad 1", (2, 5, 5), dict(kernel_size=3, stride=1, padding=1)),
             Case("8x32x32x32, 3x3 stride 1 pad 1", (8, 32, 32, 32), dict(kernel_size=3, stride=1, padding=1)),
+            Case("channels_last, 2x2", (2, 16, 8, 8), dict(kernel_size=2), channels_last=True),
         ],
         grad_cases=[
             Case("2x2", (1, 2, 4, 4), dict(kernel_size=2)),
@@ -328,7 +339,10 @@ def _inputs(op: str, case: Case, dtype: torch.dtype, device: str) -> list[torch.
         tensors = [torch.complex(t, torch.randn(t.shape, generator=gen, dtype=torch.float64)) for t in tensors]
     elif not dtype.is_floating_point:  # small integers, large enough sums to wrap in 8 bits
         tensors = [(t * 20).round().abs() if dtype == torch.uint8 else (t * 20).round() for t in tensors]
-    return [t.to(device=device, dtype=dtype) for t in tensors]
+    tensors = [t.to(device=device, dtype=dtype) for t in tensors]
+    if case.channels_last:
+        tensors = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors]
+    return tensors
 
 
 def _case_supported(op: str, case: Case, dtype: torch.dtype) -> bool:
@@ -363,8 +377,7 @@ class _Tally:
 
     def compare(self, what: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
         try:
-            # Values only: the cases' operands are contiguous, and layouts are the tests' concern.
-            assert_close_to_torch(ours, ref, check_memory_format=False, check_strides=False, msg=what)
+            assert_close_to_torch(ours, ref, msg=what)
         except AssertionError as error:
             self.problems.append(str(error))
         if ours.shape != ref.shape or not (ref.dtype.is_floating_point or ref.dtype.is_complex):
