@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
 import torchconv
+from conftest import CPU_BACKENDS
 from torchconv.testing import assert_close_to_torch
 
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -214,3 +215,30 @@ def test_max_pool2d_picks_torchs_nan(backend, dtype, layout):
         got = torchconv.max_pool2d(x, return_indices=True, **kwargs)
         expected = F.max_pool2d(x, return_indices=True, **kwargs)
         assert_close_to_torch(got, expected, atol=0, msg=str(kwargs))  # NaN where torch has NaN
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("module", ["Conv2d", "ConvTranspose2d"])
+def test_complex32_module_backward_as_torchs(module, backend):
+    # torch's modules compute every gradient in complex32, the bias's too,
+    # although torch's CPU sum has no ComplexHalf kernel.
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, module)(2, 3, 3).to(torch.complex32)
+    ours = getattr(torchconv, module)(2, 3, 3).to(torch.complex32)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 2, 5, 5, dtype=torch.complex64).to(torch.complex32)
+    x_theirs, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_theirs = theirs(x_theirs)
+    with torchconv.backends.use(backend):
+        y_ours = ours(x_ours)
+        grad = torch.randn(y_theirs.shape, dtype=torch.complex64).to(torch.complex32)
+        y_theirs.backward(grad)
+        y_ours.backward(grad)
+    pairs = [(y_ours, y_theirs), (x_ours.grad, x_theirs.grad), (ours.weight.grad, theirs.weight.grad),
+             (ours.bias.grad, theirs.bias.grad)]
+    for actual, expected in pairs:
+        assert actual.dtype == torch.complex32
+        # Both sides round half-precision sums: held to the float16 limit against each other.
+        limit = 2 * torchconv.testing.tolerance(torch.float16) * torchconv.testing.error_scale(expected.to(torch.complex64))
+        assert_close_to_torch(actual.to(torch.complex64), expected.to(torch.complex64), atol=limit)

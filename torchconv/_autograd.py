@@ -88,6 +88,9 @@ def _conv_transpose2d_sized(x, weight, size, stride, padding, dilation, groups):
 
 
 def _bias_grad(grad_output):
+    if grad_output.dtype == torch.complex32:
+        # torch's CPU sum has no ComplexHalf kernel: sum in complex64, round once.
+        return grad_output.to(torch.complex64).sum((0, 2, 3)).to(torch.complex32)
     return grad_output.sum((0, 2, 3))
 
 
