@@ -21,7 +21,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import torchconv
 from conftest import CPU_BACKENDS
-from torchconv.testing import assert_close_to_torch
+from torchconv.testing import assert_close_to_torch, error_scale, tolerance
 
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 COMPLEX_DTYPES = (torch.complex64, torch.complex128)
@@ -240,5 +240,5 @@ def test_complex32_module_backward_as_torchs(module, backend):
     for actual, expected in pairs:
         assert actual.dtype == torch.complex32
         # Both sides round half-precision sums: held to the float16 limit against each other.
-        limit = 2 * torchconv.testing.tolerance(torch.float16) * torchconv.testing.error_scale(expected.to(torch.complex64))
+        limit = 2 * tolerance(torch.float16) * error_scale(expected.to(torch.complex64))
         assert_close_to_torch(actual.to(torch.complex64), expected.to(torch.complex64), atol=limit)
