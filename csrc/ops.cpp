@@ -11,6 +11,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "python/eager.h"
 #include "schemas.h"
 
 TORCH_LIBRARY(torchconv_cpp, m) {
@@ -18,8 +19,10 @@ TORCH_LIBRARY(torchconv_cpp, m) {
   m.def(torchconv::kGemmSchema);
 }
 
-// A module with no Python functions: importing it loads the library above.
+// The module: importing it loads the library above; its functions are the
+// public functions' compiled entries (python/eager.cpp).
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "torchconv's compiled kernels", -1, nullptr};
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "torchconv's compiled kernels", -1,
+                                      torchconv::python::eager_methods()};
   return PyModule_Create(&module);
 }

@@ -197,8 +197,15 @@ class Dist:
 
     def close(self) -> None:
         if self.enabled:
+            import gc
+
             import torch.distributed as dist
 
+            # DistributedDataParallel's reducer holds the process group and
+            # lives in reference cycles: collected here, while the group is
+            # alive, its gloo work is not left to interpreter shutdown, where
+            # tearing it down can abort the process after a finished run.
+            gc.collect()
             dist.destroy_process_group()
 
 

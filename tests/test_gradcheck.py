@@ -501,14 +501,15 @@ def test_avg_pool2d_function_apply(backend):
 
 
 class _OpRecorder(TorchDispatchMode):
-    """Records the torchconv:: ops that run."""
+    """Records the torchconv:: ops that run, and the torchconv_cpp:: ops the
+    C++ autograd Functions call (csrc/autograd/functions.cpp), by name."""
 
     def __init__(self):
         super().__init__()
         self.ops = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "torchconv":
+        if func.namespace in ("torchconv", "torchconv_cpp"):
             self.ops.append(func._opname)
         return func(*args, **(kwargs or {}))
 

@@ -24,6 +24,7 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import _args
 from . import _library as ops
+from ._eager import entries
 from ._autograd import (
     AvgPool2dFunction,
     Conv2dFunction,
@@ -137,6 +138,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         >>> torchconv.conv2d(x, torch.randn(1, 3, 5, 5), padding=2).shape
         torch.Size([10, 1, 32, 32])
     """
+    compiled = entries()
+    if compiled is not None:
+        out = compiled.conv2d(input, weight, bias, stride, padding, dilation, groups)
+        if out is not NotImplemented:
+            return out
     if has_torch_function_variadic(input, weight, bias):
         return handle_torch_function(
             conv2d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups
@@ -211,6 +217,11 @@ def conv_transpose2d(
         ...                            torch.tensor([[[[1., 10., 100.]]]]), stride=2)
         tensor([[[[  1.,  10., 102.,  20., 200.]]]])
     """
+    compiled = entries()
+    if compiled is not None:
+        out = compiled.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        if out is not NotImplemented:
+            return out
     if has_torch_function_variadic(input, weight, bias):
         return handle_torch_function(
             conv_transpose2d, (input, weight, bias), input, weight, bias, stride, padding, output_padding, groups,
@@ -275,6 +286,11 @@ def max_pool2d(
         >>> torchconv.max_pool2d(torch.randn(64, 32, 28, 28), 2).shape
         torch.Size([64, 32, 14, 14])
     """
+    compiled = entries()
+    if compiled is not None:
+        out = compiled.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        if out is not NotImplemented:
+            return out
     if has_torch_function_variadic(input):
         return handle_torch_function(
             max_pool2d, (input,), input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
@@ -335,6 +351,11 @@ def avg_pool2d(
         >>> torchconv.avg_pool2d(torch.randn(32, 64, 28, 28), 2).shape
         torch.Size([32, 64, 14, 14])
     """
+    compiled = entries()
+    if compiled is not None:
+        out = compiled.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        if out is not NotImplemented:
+            return out
     if has_torch_function_variadic(input):
         return handle_torch_function(
             avg_pool2d, (input,), input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override

@@ -1,0 +1,431 @@
+// Autograd of the torchconv_cpp:: ops: one torch::autograd::Function per op,
+// registered on the ops' Autograd dispatch key (as torchvision registers the
+// autograd of its C++ ops).
+//
+// These are the formulas of torchconv/_autograd.py, whose docstring derives
+// them, written again for the compiled backends' real dtypes (no conjugates:
+// the compiled kernels take float32, float64, float16 and bfloat16 only).
+// Every backward calls the ops through the dispatcher (calls.h), so it is
+// itself recorded when the graph is built for a higher order.
+//
+// What the Python Functions do and these do not: forward-mode AD (a C++
+// Function has no jvp; a call with a tangent raises torch's "jvp is not
+// implemented for the c++ API of custom Function yet") and the torch.func
+// transforms. torchconv's public functions send such calls to the Python
+// Functions (docs/architecture.md, "Call paths").
+//
+// Gradients get the memory formats torch's convolutions and poolings give
+// them, as torchconv/_memory_format.py's rules say: a convolution's input
+// and weight gradients take the forward output's memory format, a pooling's
+// input gradient the input's.
+#include <ATen/ATen.h>
+#include <c10/util/strides.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <vector>
+
+#include "../calls.h"
+
+namespace torchconv {
+namespace autograd {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using Ints = std::vector<int64_t>;
+
+// ------------------------------------------------------------ memory formats
+
+bool is_channels_last(const at::Tensor& t) {
+  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+// torchconv/_memory_format.py's conv_memory_format: channels_last if either
+// operand is, except on CUDA for float64 and for a transposed convolution
+// whose output_padding reaches its stride (torch runs those contiguously).
+at::MemoryFormat conv_memory_format(const at::Tensor& a, const at::Tensor& b, bool slow_transposed = false) {
+  if (a.is_cuda() && (a.scalar_type() == at::kDouble || b.scalar_type() == at::kDouble || slow_transposed)) {
+    return at::MemoryFormat::Contiguous;
+  }
+  return is_channels_last(a) || is_channels_last(b) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// `t` with exactly the strides of a fresh tensor in `format` (size-1
+// dimensions included); copied only when its strides differ.
+at::Tensor in_memory_format(const at::Tensor& t, at::MemoryFormat format) {
+  if (!t.defined()) return t;
+  const bool fresh = format == at::MemoryFormat::ChannelsLast
+                         ? t.strides() == at::IntArrayRef(c10::get_channels_last_strides_2d(t.sizes()))
+                         : t.strides() == at::IntArrayRef(c10::contiguous_strides(t.sizes()));
+  return fresh ? t : t.clone(format);
+}
+
+// ------------------------------------------------------------ shared formulas
+
+// conv_transpose2d's output size along one axis (ATen's formula).
+int64_t transposed_size(int64_t in, int64_t kernel, int64_t stride, int64_t padding, int64_t output_padding,
+                        int64_t dilation) {
+  return (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1;
+}
+
+// conv_transpose2d(x, weight) with the output_padding that yields spatial
+// `size`: the adjoint of conv2d, which drops the rows a stride skips.
+at::Tensor conv_transpose2d_sized(const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef size,
+                                  const Ints& stride, const Ints& padding, const Ints& dilation, int64_t groups) {
+  Ints output_padding(2);
+  for (int i = 0; i < 2; ++i) {
+    output_padding[i] = size[i] - transposed_size(x.size(2 + i), weight.size(2 + i), stride[i], padding[i], 0,
+                                                  dilation[i]);
+  }
+  return calls::conv_transpose2d(x, weight, std::nullopt, stride, padding, output_padding, groups, dilation);
+}
+
+// conv2d(x, weight) cut to spatial `size`: as the adjoint of
+// conv_transpose2d, conv2d computes rows past it when output_padding >=
+// stride (allowed below dilation); they are no part of the adjoint.
+at::Tensor conv2d_sized(const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef size, const Ints& stride,
+                        const Ints& padding, const Ints& dilation, int64_t groups) {
+  at::Tensor y = calls::conv2d(x, weight, std::nullopt, stride, padding, dilation, groups);
+  if (y.size(2) != size[0] || y.size(3) != size[1]) y = y.slice(2, 0, size[0]).slice(3, 0, size[1]);
+  return y;
+}
+
+at::Tensor bias_grad(const at::Tensor& grad_output) { return grad_output.sum({0, 2, 3}); }
+
+Ints ints(AutogradContext* ctx, const char* key) { return ctx->saved_data[key].toIntVector(); }
+
+// Whether the bias of a convolution needs its gradient. The context counts
+// only the tensors passed (a None bias has no place among them), so the bias
+// is the third only when there is one.
+bool bias_needs_grad(AutogradContext* ctx) {
+  return ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
+}
+
+// ------------------------------------------------------------ convolutions
+
+struct Conv2d : torch::autograd::Function<Conv2d> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation, int64_t groups) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    return calls::conv2d(input, weight, bias, stride, padding, dilation, groups);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
+    const Ints stride = ints(ctx, "stride"), padding = ints(ctx, "padding"), dilation = ints(ctx, "dilation");
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+    at::Tensor grad_input, grad_weight, grad_bias;
+    if (ctx->needs_input_grad(0)) {
+      grad_input = conv_transpose2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation,
+                                          groups);
+    }
+    if (ctx->needs_input_grad(1)) {
+      grad_weight = calls::conv2d_weight(input, grad_output, weight.sizes(), stride, padding, dilation, groups);
+    }
+    if (bias_needs_grad(ctx)) grad_bias = bias_grad(grad_output);
+    const at::MemoryFormat format = conv_memory_format(input, weight);
+    return {in_memory_format(grad_input, format), in_memory_format(grad_weight, format), grad_bias,
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    // ATen's is_output_padding_big: torch's fallback for it is contiguous-only.
+    ctx->saved_data["slow"] = output_padding[0] >= stride[0] || output_padding[1] >= stride[1];
+    return calls::conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
+    const Ints stride = ints(ctx, "stride"), padding = ints(ctx, "padding"), dilation = ints(ctx, "dilation");
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+    at::Tensor grad_input, grad_weight, grad_bias;
+    if (ctx->needs_input_grad(0)) {
+      grad_input = conv2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation, groups);
+    }
+    if (ctx->needs_input_grad(1)) {
+      grad_weight = calls::conv2d_weight(grad_output, input, weight.sizes(), stride, padding, dilation, groups);
+    }
+    if (bias_needs_grad(ctx)) grad_bias = bias_grad(grad_output);
+    const at::MemoryFormat format = conv_memory_format(input, weight, ctx->saved_data["slow"].toBool());
+    return {in_memory_format(grad_input, format), in_memory_format(grad_weight, format), grad_bias,
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// G = conv2d_weight(x, g), bilinear: each gradient is a convolution with dL/dG.
+struct Conv2dWeight : torch::autograd::Function<Conv2dWeight> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& grad_output,
+                            at::IntArrayRef weight_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation, int64_t groups) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ctx->save_for_backward({input, grad_output});
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["groups"] = groups;
+    return calls::conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &grad_output = saved[1], &grad_grad_weight = grads[0];
+    const Ints stride = ints(ctx, "stride"), padding = ints(ctx, "padding"), dilation = ints(ctx, "dilation");
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+    at::Tensor grad_input, grad_grad_output;
+    if (ctx->needs_input_grad(0)) {
+      grad_input = conv_transpose2d_sized(grad_output, grad_grad_weight, input.sizes().slice(2), stride, padding,
+                                          dilation, groups);
+    }
+    if (ctx->needs_input_grad(1)) {
+      grad_grad_output = conv2d_sized(input, grad_grad_weight, grad_output.sizes().slice(2), stride, padding,
+                                      dilation, groups);
+    }
+    return {grad_input, grad_grad_output, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// ------------------------------------------------------------ max pooling
+
+// values[n, c].flatten()[indices[n, c]]: the adjoint of max pooling's
+// scatter. An index past the plane marks a window that saw no input: it
+// gathers 0.
+at::Tensor gather_at(const at::Tensor& values, const at::Tensor& indices) {
+  const int64_t plane = values.size(2) * values.size(3);
+  const at::Tensor flat = indices.reshape({indices.size(0), indices.size(1), indices.size(2) * indices.size(3)});
+  const at::Tensor outside = flat >= plane;
+  const at::Tensor gathered =
+      values.reshape({values.size(0), values.size(1), plane}).gather(2, flat.clamp_max(std::max<int64_t>(plane - 1, 0)));
+  return gathered.masked_fill(outside, 0).reshape(indices.sizes());
+}
+
+// gx = scatter(g, idx), linear in g; its backward gathers at idx (gather_at,
+// whose own backward, through torch's gather, is this scatter again).
+struct MaxPool2dBackward : torch::autograd::Function<MaxPool2dBackward> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& indices,
+                            at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ctx->save_for_backward({indices});
+    return calls::max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor indices = ctx->get_saved_variables()[0];
+    return {gather_at(grads[0], indices), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+// (y, idx) = max_pool2d(x); backward: scatter dL/dy to idx.
+struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
+                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                               bool ceil_mode) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [values, indices] = calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode);
+    ctx->mark_non_differentiable({indices});
+    ctx->save_for_backward({indices});
+    ctx->saved_data["input_size"] = input.sizes().slice(2).vec();
+    ctx->saved_data["channels_last"] = is_channels_last(input);
+    ctx->saved_data["kernel_size"] = kernel_size.vec();
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    return {values, indices};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor indices = ctx->get_saved_variables()[0];
+    at::Tensor grad_input = calls::max_pool2d_backward(grads[0], indices, ints(ctx, "input_size"),
+                                                       ints(ctx, "kernel_size"), ints(ctx, "stride"),
+                                                       ints(ctx, "padding"), ints(ctx, "dilation"));
+    const bool channels_last = ctx->saved_data["channels_last"].toBool();
+    grad_input = in_memory_format(grad_input, channels_last ? at::MemoryFormat::ChannelsLast
+                                                            : at::MemoryFormat::Contiguous);
+    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// ------------------------------------------------------------ average pooling
+
+void save_pool(AutogradContext* ctx, at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+               bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
+  ctx->saved_data["kernel_size"] = kernel_size.vec();
+  ctx->saved_data["stride"] = stride.vec();
+  ctx->saved_data["padding"] = padding.vec();
+  ctx->saved_data["ceil_mode"] = ceil_mode;
+  ctx->saved_data["count_include_pad"] = count_include_pad;
+  ctx->saved_data["divisor_override"] = divisor_override;
+}
+
+std::optional<int64_t> divisor_override(AutogradContext* ctx) {
+  return ctx->saved_data["divisor_override"].toOptional<int64_t>();
+}
+
+// gx = avg_pool2d_backward(g): linear in g; its adjoint is avg_pool2d.
+struct AvgPool2dBackward : torch::autograd::Function<AvgPool2dBackward> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, at::IntArrayRef input_size,
+                            at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                            bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    save_pool(ctx, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
+    return calls::avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
+                                      count_include_pad, divisor);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor grad_grad_output = calls::avg_pool2d(
+        grads[0], ints(ctx, "kernel_size"), ints(ctx, "stride"), ints(ctx, "padding"),
+        ctx->saved_data["ceil_mode"].toBool(), ctx->saved_data["count_include_pad"].toBool(), divisor_override(ctx));
+    return {grad_grad_output, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+// y = avg_pool2d(x): linear; backward spreads dL/dy over the windows.
+struct AvgPool2d : torch::autograd::Function<AvgPool2d> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
+                            at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
+                            std::optional<int64_t> divisor) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    save_pool(ctx, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
+    ctx->saved_data["input_size"] = input.sizes().slice(2).vec();
+    ctx->saved_data["channels_last"] = is_channels_last(input);
+    return calls::avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    at::Tensor grad_input = calls::avg_pool2d_backward(
+        grads[0], ints(ctx, "input_size"), ints(ctx, "kernel_size"), ints(ctx, "stride"), ints(ctx, "padding"),
+        ctx->saved_data["ceil_mode"].toBool(), ctx->saved_data["count_include_pad"].toBool(), divisor_override(ctx));
+    const bool channels_last = ctx->saved_data["channels_last"].toBool();
+    grad_input = in_memory_format(grad_input, channels_last ? at::MemoryFormat::ChannelsLast
+                                                            : at::MemoryFormat::Contiguous);
+    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// ------------------------------------------------------------ registration
+
+// Whether a call with these tensors records anything: grad mode on and one
+// requiring grad, or one carrying a forward-mode tangent (which the Function
+// then refuses, in torch's words, rather than dropping it). Otherwise the op
+// runs its kernel directly, without building a graph node.
+bool records(std::initializer_list<const at::Tensor*> tensors) {
+  const bool grad_mode = at::GradMode::is_enabled();
+  for (const at::Tensor* t : tensors) {
+    if (!t->defined()) continue;
+    if ((grad_mode && t->requires_grad()) || t->_fw_grad(/*level=*/0).defined()) return true;
+  }
+  return false;
+}
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const at::Tensor none;
+  if (!records({&input, &weight, bias.has_value() ? &*bias : &none})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return calls::conv2d(input, weight, bias, stride, padding, dilation, groups);
+  }
+  return Conv2d::apply(input, weight, bias, stride, padding, dilation, groups);
+}
+
+at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+                            int64_t groups, at::IntArrayRef dilation) {
+  const at::Tensor none;
+  if (!records({&input, &weight, bias.has_value() ? &*bias : &none})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return calls::conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  }
+  return ConvTranspose2d::apply(input, weight, bias, stride, padding, output_padding, groups, dilation);
+}
+
+at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output, at::IntArrayRef weight_size,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  if (!records({&input, &grad_output})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return calls::conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
+  }
+  return Conv2dWeight::apply(input, grad_output, weight_size, stride, padding, dilation, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                              at::IntArrayRef stride, at::IntArrayRef padding,
+                                              at::IntArrayRef dilation, bool ceil_mode) {
+  if (!records({&input})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode);
+  }
+  const variable_list out = MaxPool2d::apply(input, kernel_size, stride, padding, dilation, ceil_mode);
+  return {out[0], out[1]};
+}
+
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
+                               at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation) {
+  if (!records({&grad_output})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return calls::max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation);
+  }
+  return MaxPool2dBackward::apply(grad_output, indices, input_size, kernel_size, stride, padding, dilation);
+}
+
+at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                      at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
+                      std::optional<int64_t> divisor) {
+  if (!records({&input})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return calls::avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
+  }
+  return AvgPool2d::apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
+}
+
+at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                               at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode,
+                               bool count_include_pad, std::optional<int64_t> divisor) {
+  if (!records({&grad_output})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return calls::avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
+                                      count_include_pad, divisor);
+  }
+  return AvgPool2dBackward::apply(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
+                                  count_include_pad, divisor);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torchconv_cpp, Autograd, m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv_transpose2d", &conv_transpose2d);
+  m.impl("conv2d_weight", &conv2d_weight);
+  m.impl("max_pool2d", &max_pool2d);
+  m.impl("max_pool2d_backward", &max_pool2d_backward);
+  m.impl("avg_pool2d", &avg_pool2d);
+  m.impl("avg_pool2d_backward", &avg_pool2d_backward);
+}
+
+}  // namespace autograd
+}  // namespace torchconv
