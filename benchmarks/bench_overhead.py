@@ -29,14 +29,21 @@ Three measurements per op:
   a precomputed gradient of ones, for every input that requires grad (no
   ``.grad`` accumulation, so the region holds only the two passes).
 
-The targets the table is checked against: a forward at most 2.0 times
-torch's, a forward+backward at most 1.5 times.
+Then whole small models at batch 1 under ``torch.inference_mode``, where
+every layer pays its call's fixed cost: the MNIST example's CNN (28x28) and
+torchvision's ResNet-18 at 64x64, each converted with ``torchconv.convert``
+against the original (the same weights), one forward per region.
+
+The targets the table is checked against: conv2d and conv_transpose2d at
+most 1.5 times torch's forward without grad, 2.0 times with requires_grad,
+1.5 times forward+backward; the poolings at most 2.0 times torch's forward
+(either kind) and 1.5 times forward+backward; the models at most 1.0 times.
 
 Usage::
 
     python benchmarks/bench_overhead.py                 # every op, default backend
     python benchmarks/bench_overhead.py --backend reference --pairs 100
-    python benchmarks/bench_overhead.py --ops conv2d,max_pool2d
+    python benchmarks/bench_overhead.py --ops conv2d,max_pool2d --models none
 """
 
 from __future__ import annotations
@@ -57,8 +64,16 @@ import torchconv
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import capability  # noqa: E402  (benchmarks/capability.py)
 
-TARGETS = {"fwd": 2.0, "fwd (rg)": 2.0, "fwd+bwd": 1.5}
+KINDS = ("fwd", "fwd (rg)", "fwd+bwd")
+CONV_TARGETS = {"fwd": 1.5, "fwd (rg)": 2.0, "fwd+bwd": 1.5}
+POOL_TARGETS = {"fwd": 2.0, "fwd (rg)": 2.0, "fwd+bwd": 1.5}
+MODEL_TARGET = 1.0
 OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d")
+MODELS = ("mnist_cnn", "resnet18_64")
+
+
+def target(op: str, kind: str) -> float:
+    return (CONV_TARGETS if op.startswith("conv") else POOL_TARGETS)[kind]
 
 
 def _inputs(op: str, requires_grad: bool) -> tuple[tuple, dict]:
@@ -132,24 +147,51 @@ def measure(ours: Callable, theirs: Callable, pairs: int, inner: int, warmup: in
     }
 
 
-def run(ops=OPS, pairs: int = 300, inner: int = 5, out=None) -> list[dict]:
+def model_calls(name: str) -> tuple[Callable[[], object], Callable[[], object]]:
+    """The (torchconv, torch) batch-1 inference callables of model ``name``."""
+    if name == "mnist_cnn":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+        from mnist_train import build_model  # noqa: E402  (examples/mnist_train.py)
+
+        original, x = build_model("cnn", "torch.nn"), torch.randn(1, 1, 28, 28)
+    elif name == "resnet18_64":
+        import torchvision
+
+        original, x = torchvision.models.resnet18(), torch.randn(1, 3, 64, 64)
+    else:
+        raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+    original.eval()
+    converted = torchconv.convert(original)  # a copy with the same weights
+
+    def forward(model):
+        def run():
+            with torch.inference_mode():
+                return model(x)
+
+        return run
+
+    return forward(converted), forward(original)
+
+
+def run(ops=OPS, pairs: int = 300, inner: int = 5, out=None, models=MODELS) -> list[dict]:
     """Measures every (op, kind) and prints the table (to ``out``, default
     stdout); returns its rows."""
     out = out or sys.stdout
     rows = []
     print(f"{'op':<18} {'kind':<9} {'torchconv us':>12} {'torch us':>9} {'ratio':>6} {'target':>7}", file=out)
-    for op in ops:
-        for kind in TARGETS:
-            result = measure(*calls(op, kind), pairs=pairs, inner=inner)
-            target = TARGETS[kind]
-            mark = "ok" if result["ratio"] <= target else "OVER"
-            print(
-                f"{op:<18} {kind:<9} {result['ours_us']:>12.1f} {result['torch_us']:>9.1f} "
-                f"{result['ratio']:>6.2f} {'<= ' + str(target):>7} {mark}",
-                file=out,
-                flush=True,
-            )
-            rows.append({"op": op, "kind": kind, "target": target, **result})
+    measurements = [(op, kind, calls(op, kind), target(op, kind), pairs, inner) for op in ops for kind in KINDS]
+    # A model's forward is milliseconds long: one per region, fewer pairs.
+    measurements += [(m, "inference", model_calls(m), MODEL_TARGET, max(5, pairs // 10), 1) for m in models]
+    for name, kind, sides, goal, n_pairs, n_inner in measurements:
+        result = measure(*sides, pairs=n_pairs, inner=n_inner)
+        mark = "ok" if result["ratio"] <= goal else "OVER"
+        print(
+            f"{name:<18} {kind:<9} {result['ours_us']:>12.1f} {result['torch_us']:>9.1f} "
+            f"{result['ratio']:>6.2f} {'<= ' + str(goal):>7} {mark}",
+            file=out,
+            flush=True,
+        )
+        rows.append({"op": name, "kind": kind, "target": goal, **result})
     return rows
 
 
@@ -159,6 +201,8 @@ def main(argv=None) -> None:
     parser.add_argument("--inner", type=int, default=5, help="calls per timed region (default 5)")
     parser.add_argument("--backend", default=None, help="torchconv backend to run (default: the fastest available)")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated subset of {','.join(MODELS)}, or none")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     capability.add_argument(parser)
     args = parser.parse_args(argv)
@@ -169,6 +213,10 @@ def main(argv=None) -> None:
     for op in ops:
         if op not in OPS:
             parser.error(f"unknown op {op!r}; choose from {','.join(OPS)}")
+    models = [m for m in args.models.split(",") if m and m != "none"]
+    for model in models:
+        if model not in MODELS:
+            parser.error(f"unknown model {model!r}; choose from {','.join(MODELS)} or none")
     backend = args.backend or torchconv.backends.current("cpu")
     print(
         f"torch {torch.__version__}, backend {backend}, {torch.get_num_threads()} threads, "
@@ -177,7 +225,7 @@ def main(argv=None) -> None:
     print(capability.describe())
     try:
         with torchconv.backends.use(args.backend) if args.backend else contextlib.nullcontext():
-            run(ops, args.pairs, args.inner)
+            run(ops, args.pairs, args.inner, models=models)
     finally:
         torch.set_num_threads(threads)
 

@@ -4,6 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import torch
+
 import torchconv
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_overhead.py"
@@ -20,22 +22,36 @@ def _load():
 bench = _load()
 
 
-def test_every_op_and_kind_prints_a_row(capsys):
+def _rows(out, name, kind):
+    return [line for line in out.splitlines() if line[:18].strip() == name and line[19:28].strip() == kind]
+
+
+def test_every_op_kind_and_model_prints_a_row(capsys):
     bench.main(["--pairs", "2", "--inner", "1"])
     out = capsys.readouterr().out
     assert "ratio = torchconv / torch" in out
     for op in bench.OPS:
-        for kind in bench.TARGETS:
-            rows = [line for line in out.splitlines() if line[:18].strip() == op and line[19:28].strip() == kind]
+        for kind in bench.KINDS:
+            rows = _rows(out, op, kind)
             assert len(rows) == 1, (op, kind, out)
-            assert "<= " in rows[0]
+            assert f"<= {bench.target(op, kind)}" in rows[0]
+    for model in bench.MODELS:
+        rows = _rows(out, model, "inference")
+        assert len(rows) == 1 and "<= 1.0" in rows[0], (model, out)
+
+
+def test_model_sides_agree():
+    for model in bench.MODELS:
+        ours, theirs = bench.model_calls(model)
+        torch.testing.assert_close(ours(), theirs(), rtol=1e-4, atol=1e-4)
 
 
 def test_backend_option_runs_that_backend(capsys):
-    bench.main(["--pairs", "1", "--inner", "1", "--backend", "reference", "--ops", "conv2d"])
+    bench.main(["--pairs", "1", "--inner", "1", "--backend", "reference", "--ops", "conv2d", "--models", "none"])
     out = capsys.readouterr().out
     assert "backend reference" in out
-    assert sum(line.startswith("conv2d ") for line in out.splitlines()) == len(bench.TARGETS)
+    assert sum(line.startswith("conv2d ") for line in out.splitlines()) == len(bench.KINDS)
+    assert not any(line.startswith(bench.MODELS) for line in out.splitlines())
 
 
 def test_measure_returns_a_ratio():

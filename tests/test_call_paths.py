@@ -1,12 +1,9 @@
-"""The short paths an ordinary eager call takes, and that every other call still
-takes the full one.
-
-An ordinary call (plain int or pair arguments, 4-d floating tensors) skips the
-full argument checks (``_args.fast_conv_args``, ``_args.fast_pool_args``); a
-call that records nothing for autograd and that nothing watches runs the op's
-body without its ``autograd.Function`` (``_library.bare_body``); the backend
-lookup keeps the priority order between registry changes. Each test here fails
-if one of those shortcuts takes a call it must not, or gives another result.
+"""The paths an eager call takes: an ordinary call of the cpp backend goes to
+its compiled entry (torchconv._C, see torchconv._eager and
+tests/test_eager_path.py), every other one to the Python path; both give
+torch's results, layouts and gradients, and see the backend choice, the
+FLOP counter, the profiler, autocast and the torch.func transforms. Each
+test here fails if a call takes a path it must not, or gives another result.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import torchconv
-from torchconv import _args, _library, backends
+from torchconv import _eager, backends
 from torchconv.backends import reference
 
 ENV = backends.ENV_VAR
@@ -219,44 +216,15 @@ def test_environment_choice_reads_os_environ(monkeypatch):
     ],
     ids=str,
 )
-def test_fast_conv_args_leave_the_unusual_to_the_full_checks(kwargs):
+def test_the_compiled_entry_leaves_the_unusual_to_the_python_checks(kwargs):
     args = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **kwargs}
     x, w = torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3)
-    assert _args.fast_conv_args(x, w, None, args["stride"], args["padding"], args["dilation"], args["groups"]) is None
-
-
-def test_fast_conv_args_leave_other_tensors_to_the_full_checks():
-    x, w = torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3)
-    fast = _args.fast_conv_args
-    assert fast(x, w, None, 1, 0, 1, 1) == [[1, 1], [0, 0], [1, 1]]
-    assert fast(x[0], w, None, 1, 0, 1, 1) is None  # unbatched
-    assert fast(x.double(), w, None, 1, 0, 1, 1) is None  # mixed dtypes
-    assert fast(x.long(), w.long(), None, 1, 0, 1, 1) is None  # integer
-    assert fast(x[:0], w, None, 1, 0, 1, 1) is None  # empty
-    assert fast(x, w, torch.randn(3), 1, 0, 1, 1) is None  # bias of the wrong size
-    assert fast(x, w, None, 1, 0, 1, 1, output_padding=0) is None  # not conv_transpose2d's channels
-    assert _args.fast_pool_args(x, 2, None, 0, 1, 0) is None  # ceil_mode not a bool
-    assert _args.fast_pool_args(x, 2, [], 0, 1, False) is None  # empty stride: full checks
-    assert _args.fast_pool_args(x, 2, None, 0, 1, False) == [[2, 2], [2, 2], [0, 0], [1, 1]]
-
-
-def test_short_and_full_checks_agree_on_normalised_arguments():
-    x, w = torch.randn(1, 3, 7, 7), torch.randn(2, 3, 3, 3)
-    for stride, padding, dilation in [(1, 0, 1), ((2, 1), [1, 2], (1, 2)), ([3, 3], (0, 0), [2, 1])]:
-        fast = _args.fast_conv_args(x, w, None, stride, padding, dilation, 1)
-        full = [_args.pair(v, n, "conv2d") for v, n in ((stride, "stride"), (padding, "padding"), (dilation, "dilation"))]
-        assert fast == full
-
-
-def test_bare_body_only_when_nothing_watches():
-    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
-    args = (x, w, None, [1, 1], [0, 0], [1, 1], 1)
-    assert _library.bare_body(_library.conv2d, args) is not None
-    assert _library.bare_body(_library.conv2d, (x, w.requires_grad_(), *args[2:])) is None
-    with torch.no_grad():
-        assert _library.bare_body(_library.conv2d, (x, w, *args[2:])) is not None
-    with fwAD.dual_level():
-        assert _library.bare_body(_library.conv2d, args) is None
-    with FlopCounterMode(display=False):
-        assert _library.bare_body(_library.conv2d, args) is None
-    assert _library.bare_body(_library.conv2d, (x.to("meta"), *args[1:])) is None
+    if _eager._C is not None:
+        assert _eager._C.conv2d(x, w, None, *args.values()) is NotImplemented
+    try:
+        expected = F.conv2d(x, w, None, **args)
+    except (RuntimeError, TypeError) as error:
+        with pytest.raises(type(error)):
+            torchconv.conv2d(x, w, None, **args)
+    else:
+        torch.testing.assert_close(torchconv.conv2d(x, w, None, **args), expected)

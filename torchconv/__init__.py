@@ -7,13 +7,17 @@ model. The arithmetic runs in ``torchconv::`` custom ops on the backend of
 torch's at the tolerances ``python -m torchconv.validate`` enforces.
 """
 
-from . import backends, functional, nn, testing
-from . import _flops  # noqa: F401  (registers the ops' FLOP formulas)
-from . import _torchscript  # noqa: F401  (defines the ops TorchScript calls)
-from ._onnx import onnx_translation_table  # (registers the ONNX translations when an exporter loads)
-from .convert import convert
-from .functional import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
-from .nn import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d
+from . import _torch_version
+
+_torch_version.check()  # before anything that needs a recent torch
+
+from . import backends, functional, nn, testing  # noqa: E402
+from . import _flops  # noqa: E402,F401  (registers the ops' FLOP formulas)
+from . import _torchscript  # noqa: E402,F401  (defines the ops TorchScript calls)
+from ._onnx import onnx_translation_table  # noqa: E402 (registers the ONNX translations when an exporter loads)
+from .convert import convert  # noqa: E402
+from .functional import avg_pool2d, conv2d, conv_transpose2d, max_pool2d  # noqa: E402
+from .nn import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d  # noqa: E402
 
 __version__ = "0.1.0"
 

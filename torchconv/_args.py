@@ -358,7 +358,9 @@ def check_conv_shapes(
             )
         out_h = conv_transpose_output_size(h, kh, sh, ph, oh, dh)
         out_w = conv_transpose_output_size(w, kw, sw, pw, ow, dw)
-        if out_h < 0 or out_w < 0 or (not empty and (out_h == 0 or out_w == 0)):
+        zero_size = not empty and (out_h == 0 or out_w == 0)
+        if out_h < 0 or out_w < 0 or (zero_size and not torch_cpu_convolves_with_onednn(
+                input, weight, stride, dilation, groups, output_padding)):
             raise RuntimeError(
                 f"{op}: Given input size per channel: ({h} x {w}). Calculated "
                 f"output size per channel: ({out_h} x {out_w}). Output size is too small"
@@ -376,6 +378,36 @@ def check_conv_shapes(
         out_h = conv_output_size(h, kh, sh, ph, dh)
         out_w = conv_output_size(w, kw, sw, pw, dw)
     return [n, out_channels, out_h, out_w]
+
+
+def torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, output_padding=None) -> bool:
+    """Whether torch runs this CPU convolution with oneDNN (ATen's
+    ``ConvParams::use_mkldnn``), which matters where torch's kernels differ
+    in what they accept: oneDNN returns an empty output for a transposed
+    convolution whose output has a 0-size side; torch's other kernels raise.
+
+    The rule is ATen's, heuristics included: float32 (complex64 runs as
+    float32 convolutions) unless the call is a tiny single-threaded one,
+    bfloat16 and float16 where oneDNN has them on this CPU, nothing else;
+    never a transposed convolution whose output_padding reaches its stride.
+    """
+    if input.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    if output_padding is not None and any(o >= s for o, s in zip(output_padding, stride)):
+        return False
+    dtype = input.dtype
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if dtype == torch.float16:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    if dtype not in (torch.float32, torch.complex64):
+        return False
+    n, c, h, w = input.shape
+    kh, kw = weight.shape[2:]
+    strided_or_dilated = any(s != 1 for s in stride) or any(d != 1 for d in dilation)
+    worth_it = strided_or_dilated or n >= 16 or kh != 1 or kw != 1 or torch.get_num_threads() > 1
+    native_faster = not (groups > 1 or (kh > 3 and kw > 3) or n > 1 or n * c * h * w > 20480)
+    return worth_it and not native_faster
 
 
 def _check_nonempty_planes(op: str, input) -> None:
@@ -502,98 +534,3 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
             f"({channels}x{out_h}x{out_w}). Output size is too small"
         )
     _check_pool_dtype(op, input)
-
-
-# ------------------------------------------------------------------ fast paths
-#
-# Every call pays for its checks, and on small tensors they cost as much as the
-# arithmetic (the full checks above: about 4 us a conv2d call, against 4.5 us
-# for all of F.conv2d). The functions below accept the ordinary call (plain
-# ints or pairs of ints, 4-d non-empty tensors of one floating dtype on one
-# device, sizes that fit) in a few comparisons and return its normalised
-# arguments; anything else returns None and goes through the full checks,
-# which give torch's errors. So each accepts a subset of what the full checks
-# accept, with the same result.
-
-
-def _same_floating(input, weight, bias) -> bool:
-    """Tensors (bias may be None) of one floating or complex dtype on one device."""
-    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)):
-        return False
-    dtype = input.dtype
-    if weight.dtype != dtype or not (dtype.is_floating_point or dtype.is_complex):
-        return False
-    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype != dtype or bias.dim() != 1):
-        return False
-    if input.is_cpu and weight.is_cpu and (bias is None or bias.is_cpu):
-        return True  # no torch.device objects to build and compare
-    return input.device == weight.device and (bias is None or bias.device == input.device)
-
-
-def fast_conv_args(input, weight, bias, stride, padding, dilation, groups, output_padding=None):
-    """``[stride, padding, dilation]`` (and ``output_padding`` appended, for a
-    transposed convolution) as lists of two ints, when the call is an ordinary
-    one that the full checks pass as is; None otherwise."""
-    if type(groups) is not int or groups <= 0 or not _same_floating(input, weight, bias):
-        return None
-    if input.dim() != 4 or weight.dim() != 4:
-        return None
-    stride, padding, dilation = _plain_pair(stride), _plain_pair(padding), _plain_pair(dilation)
-    if stride is None or padding is None or dilation is None:
-        return None
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    if sh <= 0 or sw <= 0 or ph < 0 or pw < 0 or dh <= 0 or dw <= 0:
-        return None
-    n, c, h, w = input.shape
-    w0, w1, kh, kw = weight.shape
-    if n == 0 or c == 0 or h == 0 or w == 0 or w0 < groups or w0 % groups:
-        return None
-    if output_padding is None:
-        if c != w1 * groups or (bias is not None and bias.shape[0] != w0):
-            return None
-        if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
-            return None
-        return [stride, padding, dilation]
-    output_padding = _plain_pair(output_padding)
-    if output_padding is None:
-        return None
-    oh, ow = output_padding
-    if oh < 0 or ow < 0 or (oh >= sh and oh >= dh) or (ow >= sw and ow >= dw):
-        return None
-    if c != w0 or (bias is not None and bias.shape[0] != w1 * groups):
-        return None
-    if (
-        conv_transpose_output_size(h, kh, sh, ph, oh, dh) <= 0
-        or conv_transpose_output_size(w, kw, sw, pw, ow, dw) <= 0
-    ):
-        return None
-    return [stride, padding, dilation, output_padding]
-
-
-def fast_pool_args(input, kernel_size, stride, padding, dilation, ceil_mode):
-    """``[kernel, stride, padding, dilation]`` as lists of two ints for an
-    ordinary pooling call (a 4-d floating input without empty planes, sizes
-    that fit) that the full checks pass as is; None otherwise."""
-    if type(ceil_mode) is not bool or not isinstance(input, torch.Tensor) or input.dim() != 4:
-        return None
-    if not input.dtype.is_floating_point:
-        return None
-    kernel, padding, dilation = _plain_pair(kernel_size), _plain_pair(padding), _plain_pair(dilation)
-    stride = kernel if stride is None else _plain_pair(stride)
-    if kernel is None or stride is None or padding is None or dilation is None:
-        return None
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    if kh <= 0 or kw <= 0 or sh <= 0 or sw <= 0 or dh <= 0 or dw <= 0:
-        return None
-    # pad <= k // 2 also keeps it within half the effective (dilated) kernel.
-    if ph < 0 or pw < 0 or ph > kh // 2 or pw > kw // 2:
-        return None
-    _, c, h, w = input.shape
-    if c == 0 or h == 0 or w == 0:
-        return None
-    if (
-        pool_output_size(h, kh, sh, ph, dh, ceil_mode) < 1
-        or pool_output_size(w, kw, sw, pw, dw, ceil_mode) < 1
-    ):
-        return None
-    return [kernel, stride if stride is not kernel else list(kernel), padding, dilation]

@@ -211,11 +211,6 @@ class _Function(torch.autograd.Function):
     def apply(cls, *args):
         if torch._C._are_functorch_transforms_active():
             return super().apply(*args)
-        if not ops.records_graph(args):
-            # Nothing to record: the forward alone, as torch's own ops do
-            # under no_grad (a Function's apply costs about 10 us even then;
-            # it also runs setup_context).
-            return cls.forward(*args)
         args = torch._functorch.utils.unwrap_dead_wrappers(args)
         return super(torch.autograd.Function, cls).apply(*args)
 

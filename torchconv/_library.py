@@ -29,14 +29,13 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
-import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from . import backends
 from ._args import autocast_dtype, conv_output_hw, conv_transpose_output_hw, pool_output_hw
 from ._memory_format import conv_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
-__all__ = ["Op", "OPS", "AUTOCAST_OPS", "autocast_operands", "call", "bare_body", "records_graph"]
+__all__ = ["Op", "OPS", "AUTOCAST_OPS", "autocast_operands", "call"]
 
 
 def _owned(out: Tensor) -> Tensor:
@@ -103,35 +102,6 @@ def call(op, *args):
     if _plain(args):
         return _BODIES[op](*args)
     return op(*args)
-
-
-def records_graph(args) -> bool:
-    """Whether applying an autograd Function to ``args`` outside torch.func
-    transforms records anything: a backward node (grad mode on and a tensor
-    that requires grad) or a forward-mode tangent (a dual level is open:
-    ``torch.autograd.forward_ad.dual_level``, the only way to make dual
-    tensors outside ``torch.func.jvp``, which is a transform)."""
-    if _forward_ad._current_level >= 0:
-        return True
-    if torch.is_grad_enabled():
-        for a in args:
-            if isinstance(a, Tensor) and a.requires_grad:
-                return True
-    return False
-
-
-def bare_body(op, args):
-    """The body of ``op`` when ``op(*args)`` needs neither its autograd
-    Function (see :func:`records_graph`) nor the dispatcher (see
-    :func:`_plain`), else None: the checks of both in one pass over ``args``,
-    the eager path of every ordinary call."""
-    if _forward_ad._current_level >= 0 or _dispatcher_watched():
-        return None
-    grad = torch.is_grad_enabled()
-    for a in args:
-        if isinstance(a, Tensor) and (type(a) not in _PLAIN_TYPES or a.is_meta or (grad and a.requires_grad)):
-            return None
-    return _BODIES[op]
 
 
 def _formatted_by(kernels, first: Tensor) -> bool:

@@ -25,6 +25,7 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 from . import _args
 from . import _library as ops
 from ._eager import entries
+from ._memory_format import conv_memory_format, in_memory_format
 from ._autograd import (
     AvgPool2dFunction,
     Conv2dFunction,
@@ -53,23 +54,13 @@ def _run(function, op, *args):
     """
     if torch.compiler.is_compiling():
         return op(*args)
-    if torch._C._is_tracing():  # torch.jit.is_tracing() without its frame
+    if torch.jit.is_tracing():
         # Sizes read off tensors while tracing are traced values; the op's
         # int[] arguments take the numbers (constants in the graph, as the
         # arguments of torch's own convolutions are).
         return op(*(_as_ints(a) if isinstance(a, (list, tuple)) else a for a in args))
-    if (
-        op in _AUTOCAST_OPS
-        and torch._C._is_any_autocast_enabled()  # one call, where the device's costs three
-        and torch.is_autocast_enabled(args[0].device.type)
-    ):
+    if op in _AUTOCAST_OPS and torch.is_autocast_enabled(args[0].device.type):
         args = ops.autocast_operands(args)
-    body = ops.bare_body(op, args)
-    if body is not None:
-        # Nothing for the Function to record and nothing watching the
-        # dispatcher: the op's body alone, as ``function.apply`` would run
-        # it, without its four frames and two passes over the arguments.
-        return body(*args)
     return function.apply(*args)
 
 
@@ -147,9 +138,6 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         return handle_torch_function(
             conv2d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups
         )
-    fast = _args.fast_conv_args(input, weight, bias, stride, padding, dilation, groups)
-    if fast is not None:
-        return _run(Conv2dFunction, ops.conv2d, input, weight, bias, *fast, groups)
     op = "conv2d"
     sizes = [("stride", stride), ("dilation", dilation)] + ([] if isinstance(padding, str) else [("padding", padding)])
     _args.check_types(op, int_lists=sizes, ints=[("groups", groups)])
@@ -227,13 +215,6 @@ def conv_transpose2d(
             conv_transpose2d, (input, weight, bias), input, weight, bias, stride, padding, output_padding, groups,
             dilation,
         )
-    fast = _args.fast_conv_args(input, weight, bias, stride, padding, dilation, groups, output_padding)
-    if fast is not None:
-        stride, padding, dilation, output_padding = fast
-        return _run(
-            ConvTranspose2dFunction, ops.conv_transpose2d, input, weight, bias, stride, padding, output_padding,
-            groups, dilation,
-        )
     op = "conv_transpose2d"
     if isinstance(padding, str):
         raise TypeError(f"{op}(): argument 'padding' must be tuple of ints, not str")
@@ -251,6 +232,15 @@ def conv_transpose2d(
     _args.check_conv_dtype(x, dilation, transposed=True)
     if x.numel() == 0:
         y = _empty_conv(shape, x, weight, bias)
+    elif 0 in shape[2:]:
+        # An output side of size 0 that torch's oneDNN kernel returns empty
+        # (its other kernels raise, and so did check_conv_shapes then). Its
+        # result and its input and weight gradients come in the operands'
+        # convolution memory format (complex ones contiguous): the operands
+        # are given it first, so that their zero gradients have it too.
+        memory_format = torch.contiguous_format if x.is_complex() else conv_memory_format(x, weight)
+        operands = in_memory_format(x, memory_format), in_memory_format(weight, memory_format)
+        y = in_memory_format(_empty_conv(shape, *operands, bias), memory_format)
     else:
         y = _run(
             ConvTranspose2dFunction, ops.conv_transpose2d, x, weight, bias, stride, padding, output_padding, groups,
@@ -295,10 +285,6 @@ def max_pool2d(
         return handle_torch_function(
             max_pool2d, (input,), input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
         )
-    fast = _args.fast_pool_args(input, kernel_size, stride, padding, dilation, ceil_mode)
-    if fast is not None:
-        values, indices = _run(MaxPool2dFunction, ops.max_pool2d, input, *fast, ceil_mode)
-        return (values, indices) if return_indices else values
     op = "max_pool2d"
     sizes = [("kernel_size", kernel_size), ("padding", padding), ("dilation", dilation)]
     _args.check_types(op, int_lists=sizes + ([] if stride is None else [("stride", stride)]), bools=[("ceil_mode", ceil_mode)])
@@ -360,13 +346,6 @@ def avg_pool2d(
         return handle_torch_function(
             avg_pool2d, (input,), input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         )
-    if type(count_include_pad) is bool and divisor_override is None:
-        fast = _args.fast_pool_args(input, kernel_size, stride, padding, 1, ceil_mode)
-        if fast is not None:
-            kernel, stride, padding, _ = fast
-            return _run(
-                AvgPool2dFunction, ops.avg_pool2d, input, kernel, stride, padding, ceil_mode, count_include_pad, None
-            )
     op = "avg_pool2d"
     sizes = [("kernel_size", kernel_size), ("padding", padding)] + ([] if stride is None else [("stride", stride)])
     _args.check_types(

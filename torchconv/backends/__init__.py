@@ -158,21 +158,9 @@ def chosen() -> str | None:
     return choices[-1] if choices else None
 
 
-# os.environ's own dict and the variable's key in it (bytes on POSIX).
-_ENVIRON = os.environ
-_ENVIRON_DATA = getattr(_ENVIRON, "_data", None) if type(_ENVIRON) is os._Environ else None
-_ENVIRON_KEY = _ENVIRON.encodekey(ENV_VAR) if _ENVIRON_DATA is not None else None
-
-
 def _environment_choice() -> str | None:
-    """``os.environ.get(ENV_VAR)``, read at every op call. ``os.environ.get``
-    raises and catches a KeyError when the variable is unset (the usual case:
-    about 1 us); the mapping's own dict, which every change through
-    ``os.environ`` updates, answers without one."""
-    if _ENVIRON_DATA is None or os.environ is not _ENVIRON:
-        return os.environ.get(ENV_VAR)
-    value = _ENVIRON_DATA.get(_ENVIRON_KEY)
-    return None if value is None else _ENVIRON.decodevalue(value)
+    """The backend the ``TORCHCONV_BACKEND`` variable names, read at every call."""
+    return os.environ.get(ENV_VAR)
 
 
 def _requested() -> str | None:

@@ -39,7 +39,7 @@ except (ImportError, OSError) as error:  # not built, or built against another t
 
 HOW_TO_ENABLE = (
     "Build it with `pip install --no-build-isolation -e .` from the repository root "
-    "(needs g++ and torch==2.13.0)."
+    "(needs g++; it compiles against the installed torch, so rebuild after changing torch)."
 )
 COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Inputs of these dtypes get their outputs in the memory format torch gives
@@ -98,16 +98,6 @@ def use_capability(level: str) -> Iterator[str]:
         torch.ops.torchconv_cpp.set_capability(previous)
 
 
-def _op_entry(namespace: str, name: str):
-    """The callable that runs ``<namespace>::<name>`` (its one overload) with
-    the least Python in between: the overload's own C++ entry where torch
-    exposes it (``OpOverload._op``), else the OpOverload itself. Calling it
-    directly skips the ``OpOverloadPacket.__call__`` frame and the overload
-    resolution: about 1 us of the 4 us a tiny call of the op costs."""
-    overload = getattr(getattr(torch.ops, namespace), name).default
-    return getattr(overload, "_op", overload)
-
-
 def compiled_kernel(name: str, dtypes: tuple[torch.dtype, ...], device: str, namespace: str = "torchconv_cpp"):
     """The compiled kernel ``<namespace>::<name>`` with the reference
     kernel's signature, for inputs of ``dtypes``; inputs of another dtype
@@ -123,7 +113,7 @@ def compiled_kernel(name: str, dtypes: tuple[torch.dtype, ...], device: str, nam
         if first.dtype not in dtypes:
             return fallback(first, *args)
         if entry is None:
-            entry = _op_entry(namespace, name)
+            entry = getattr(getattr(torch.ops, namespace), name).default
         return entry(first, *args)
 
     kernel.__name__ = kernel.__qualname__ = name
