@@ -1,10 +1,15 @@
 """The public functional ops, with ``torch.nn.functional``'s signatures.
 
-Each function checks its arguments as torch does (same exception types, torch's
-wording, the offending argument named), normalises them, gives unbatched
-(C, H, W) inputs a batch dimension, and calls the ``torchconv::`` op that
-does the work. Gradients flow through the ops' autograd formulas
-(``torchconv._autograd``), to any order.
+Each function first offers the call to its compiled entry
+(``torchconv._C``, when ``torchconv._eager.entries()`` allows it), which
+takes the ordinary eager call of the cpp backend whole: checks, kernel and,
+when an input requires grad, the C++ autograd Function. Every other call
+takes the Python path: the function checks its arguments as torch does
+(same exception types, torch's wording, the offending argument named),
+normalises them, gives unbatched (C, H, W) inputs a batch dimension, and
+calls the ``torchconv::`` op that does the work. Gradients flow through the
+ops' autograd formulas (``torchconv._autograd``, or their C++ twins), to any
+order. docs/architecture.md traces both paths.
 
 Like torch's functions, each takes part in the ``__torch_function__``
 protocol: a tensor-like argument that overrides it (``torch.fx.Proxy`` while

@@ -37,8 +37,12 @@ def _fx_leaf(module: torch.nn.Module, *args):
     rule; a tracer with a rule of its own has decided to trace into it, and
     the functional op then records itself as a ``call_function`` node.
     """
-    proxy = next((a for a in args if isinstance(a, torch.fx.Proxy)), None)
-    if proxy is None or type(proxy.tracer).is_leaf_module is not torch.fx.Tracer.is_leaf_module:
+    for proxy in args:  # a loop, not a generator: this runs at every layer call
+        if isinstance(proxy, torch.fx.Proxy):
+            break
+    else:
+        return None
+    if type(proxy.tracer).is_leaf_module is not torch.fx.Tracer.is_leaf_module:
         return None
     tracer = proxy.tracer
     return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})

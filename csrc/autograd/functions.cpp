@@ -103,6 +103,27 @@ bool bias_needs_grad(AutogradContext* ctx) {
   return ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
 }
 
+// What a convolution's backward needs besides its two tensor operands.
+struct ConvArgs {
+  Ints stride, padding, dilation;
+  int64_t groups;
+};
+
+// Saves the operands `a`, `b` (the tensors a bilinear convolution's
+// gradients each need the other of) and the convolution's arguments.
+void save_conv(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, at::IntArrayRef stride,
+               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  ctx->save_for_backward({a, b});
+  ctx->saved_data["stride"] = stride.vec();
+  ctx->saved_data["padding"] = padding.vec();
+  ctx->saved_data["dilation"] = dilation.vec();
+  ctx->saved_data["groups"] = groups;
+}
+
+ConvArgs saved_conv(AutogradContext* ctx) {
+  return {ints(ctx, "stride"), ints(ctx, "padding"), ints(ctx, "dilation"), ctx->saved_data["groups"].toInt()};
+}
+
 // ------------------------------------------------------------ convolutions
 
 struct Conv2d : torch::autograd::Function<Conv2d> {
@@ -110,11 +131,7 @@ struct Conv2d : torch::autograd::Function<Conv2d> {
                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation, int64_t groups) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    ctx->save_for_backward({input, weight});
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
-    ctx->saved_data["dilation"] = dilation.vec();
-    ctx->saved_data["groups"] = groups;
+    save_conv(ctx, input, weight, stride, padding, dilation, groups);
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     return calls::conv2d(input, weight, bias, stride, padding, dilation, groups);
   }
@@ -122,8 +139,7 @@ struct Conv2d : torch::autograd::Function<Conv2d> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
-    const Ints stride = ints(ctx, "stride"), padding = ints(ctx, "padding"), dilation = ints(ctx, "dilation");
-    const int64_t groups = ctx->saved_data["groups"].toInt();
+    const auto [stride, padding, dilation, groups] = saved_conv(ctx);
     at::Tensor grad_input, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
       grad_input = conv_transpose2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation,
@@ -144,11 +160,7 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    ctx->save_for_backward({input, weight});
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
-    ctx->saved_data["dilation"] = dilation.vec();
-    ctx->saved_data["groups"] = groups;
+    save_conv(ctx, input, weight, stride, padding, dilation, groups);
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     // ATen's is_output_padding_big: torch's fallback for it is contiguous-only.
     ctx->saved_data["slow"] = output_padding[0] >= stride[0] || output_padding[1] >= stride[1];
@@ -158,8 +170,7 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
-    const Ints stride = ints(ctx, "stride"), padding = ints(ctx, "padding"), dilation = ints(ctx, "dilation");
-    const int64_t groups = ctx->saved_data["groups"].toInt();
+    const auto [stride, padding, dilation, groups] = saved_conv(ctx);
     at::Tensor grad_input, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
       grad_input = conv2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation, groups);
@@ -180,19 +191,14 @@ struct Conv2dWeight : torch::autograd::Function<Conv2dWeight> {
                             at::IntArrayRef weight_size, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation, int64_t groups) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    ctx->save_for_backward({input, grad_output});
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
-    ctx->saved_data["dilation"] = dilation.vec();
-    ctx->saved_data["groups"] = groups;
+    save_conv(ctx, input, grad_output, stride, padding, dilation, groups);
     return calls::conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &grad_output = saved[1], &grad_grad_weight = grads[0];
-    const Ints stride = ints(ctx, "stride"), padding = ints(ctx, "padding"), dilation = ints(ctx, "dilation");
-    const int64_t groups = ctx->saved_data["groups"].toInt();
+    const auto [stride, padding, dilation, groups] = saved_conv(ctx);
     at::Tensor grad_input, grad_grad_output;
     if (ctx->needs_input_grad(0)) {
       grad_input = conv_transpose2d_sized(grad_output, grad_grad_weight, input.sizes().slice(2), stride, padding,
