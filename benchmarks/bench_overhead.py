@@ -149,15 +149,14 @@ def measure(ours: Callable, theirs: Callable, pairs: int, inner: int, warmup: in
 
 def model_calls(name: str) -> tuple[Callable[[], object], Callable[[], object]]:
     """The (torchconv, torch) batch-1 inference callables of model ``name``."""
+    # bench_models' builders: the same torch.nn models (torchvision's imported
+    # even where a plain `import torchvision` fails beside a CPU torch).
+    import bench_models  # noqa: E402  (benchmarks/bench_models.py)
+
     if name == "mnist_cnn":
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
-        from mnist_train import build_model  # noqa: E402  (examples/mnist_train.py)
-
-        original, x = build_model("cnn", "torch.nn"), torch.randn(1, 1, 28, 28)
+        original, x = bench_models.MODELS["mnist_cnn"].build(), torch.randn(1, 1, 28, 28)
     elif name == "resnet18_64":
-        import torchvision
-
-        original, x = torchvision.models.resnet18(), torch.randn(1, 3, 64, 64)
+        original, x = bench_models.MODELS["resnet18"].build(), torch.randn(1, 3, 64, 64)
     else:
         raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
     original.eval()

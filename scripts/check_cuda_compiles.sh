@@ -33,7 +33,7 @@ DEFINES=(-DTORCHCONV_WITH_CUDA -DTORCH_EXTENSION_NAME=_C -DTORCH_API_INCLUDE_EXT
 status=0
 for source in $(find csrc/cuda -name '*.cu' | sort); do
   echo "nvcc  $source"
-  "$NVCC" -c "$source" -o "$OBJECTS/$(basename "$source").o" -std=c++17 -O3 \
+  "$NVCC" -c "$source" -o "$OBJECTS/$(basename "$source").o" -std=c++20 -O3 \
     -gencode "arch=compute_$ARCH,code=sm_$ARCH" \
     -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
     -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr -Xcompiler -fPIC \
@@ -41,7 +41,7 @@ for source in $(find csrc/cuda -name '*.cu' | sort); do
 done
 for source in $(find csrc/cuda -name '*.cpp' | sort); do
   echo "g++   $source"
-  g++ -c "$source" -o "$OBJECTS/$(basename "$source").o" -std=c++17 -O3 -fPIC \
+  g++ -c "$source" -o "$OBJECTS/$(basename "$source").o" -std=c++20 -O3 -fPIC \
     "${DEFINES[@]}" "${INCLUDES[@]}" -isystem "$CUDA_INCLUDE" || status=1
 done
 if [ "$status" -eq 0 ]; then echo "all CUDA sources compile (sm_$ARCH)"; fi

@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import torchconv
@@ -22,11 +23,19 @@ def _load():
 bench = _load()
 
 
+def _needs_torchvision():
+    # find_spec, not importorskip: a plain `import torchvision` fails beside a
+    # CPU torch, while bench_models' builders import its models anyway.
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed (the test extra has torchvision==0.28.0)")
+
+
 def _rows(out, name, kind):
     return [line for line in out.splitlines() if line[:18].strip() == name and line[19:28].strip() == kind]
 
 
 def test_every_op_kind_and_model_prints_a_row(capsys):
+    _needs_torchvision()
     bench.main(["--pairs", "2", "--inner", "1"])
     out = capsys.readouterr().out
     assert "ratio = torchconv / torch" in out
@@ -41,6 +50,7 @@ def test_every_op_kind_and_model_prints_a_row(capsys):
 
 
 def test_model_sides_agree():
+    _needs_torchvision()
     for model in bench.MODELS:
         ours, theirs = bench.model_calls(model)
         torch.testing.assert_close(ours(), theirs(), rtol=1e-4, atol=1e-4)
