@@ -94,34 +94,36 @@ at::Tensor conv2d_sized(const at::Tensor& x, const at::Tensor& weight, at::IntAr
 
 at::Tensor bias_grad(const at::Tensor& grad_output) { return grad_output.sum({0, 2, 3}); }
 
-Ints ints(AutogradContext* ctx, const char* key) { return ctx->saved_data[key].toIntVector(); }
+// A Function's arguments other than tensors are saved as one list of ints,
+// one entry of the context's map (each entry is a hash-map insert at every
+// call that records a graph).
+constexpr const char* kArgs = "args";
 
-// Whether the bias of a convolution needs its gradient. The context counts
-// only the tensors passed (a None bias has no place among them), so the bias
-// is the third only when there is one.
-bool bias_needs_grad(AutogradContext* ctx) {
-  return ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
-}
+Ints saved_args(AutogradContext* ctx) { return ctx->saved_data[kArgs].toIntVector(); }
+
+Ints pair_at(const Ints& args, size_t at) { return {args[at], args[at + 1]}; }
 
 // What a convolution's backward needs besides its two tensor operands.
 struct ConvArgs {
   Ints stride, padding, dilation;
   int64_t groups;
+  bool has_bias;  // the context counts only the tensors passed: a None bias has no place among them
+  bool slow;      // conv_transpose2d with output_padding >= stride (torch: contiguous-only)
 };
 
 // Saves the operands `a`, `b` (the tensors a bilinear convolution's
 // gradients each need the other of) and the convolution's arguments.
 void save_conv(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, at::IntArrayRef stride,
-               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool has_bias = false,
+               bool slow = false) {
   ctx->save_for_backward({a, b});
-  ctx->saved_data["stride"] = stride.vec();
-  ctx->saved_data["padding"] = padding.vec();
-  ctx->saved_data["dilation"] = dilation.vec();
-  ctx->saved_data["groups"] = groups;
+  ctx->saved_data[kArgs] = Ints{stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups,
+                                has_bias, slow};
 }
 
 ConvArgs saved_conv(AutogradContext* ctx) {
-  return {ints(ctx, "stride"), ints(ctx, "padding"), ints(ctx, "dilation"), ctx->saved_data["groups"].toInt()};
+  const Ints args = saved_args(ctx);
+  return {pair_at(args, 0), pair_at(args, 2), pair_at(args, 4), args[6], args[7] != 0, args[8] != 0};
 }
 
 // ------------------------------------------------------------ convolutions
@@ -131,15 +133,14 @@ struct Conv2d : torch::autograd::Function<Conv2d> {
                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation, int64_t groups) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    save_conv(ctx, input, weight, stride, padding, dilation, groups);
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    save_conv(ctx, input, weight, stride, padding, dilation, groups, bias.has_value() && bias->defined());
     return calls::conv2d(input, weight, bias, stride, padding, dilation, groups);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
-    const auto [stride, padding, dilation, groups] = saved_conv(ctx);
+    const auto [stride, padding, dilation, groups, has_bias, slow] = saved_conv(ctx);
     at::Tensor grad_input, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
       grad_input = conv_transpose2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation,
@@ -148,7 +149,7 @@ struct Conv2d : torch::autograd::Function<Conv2d> {
     if (ctx->needs_input_grad(1)) {
       grad_weight = calls::conv2d_weight(input, grad_output, weight.sizes(), stride, padding, dilation, groups);
     }
-    if (bias_needs_grad(ctx)) grad_bias = bias_grad(grad_output);
+    if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
     const at::MemoryFormat format = conv_memory_format(input, weight);
     return {in_memory_format(grad_input, format), in_memory_format(grad_weight, format), grad_bias,
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -160,17 +161,16 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    save_conv(ctx, input, weight, stride, padding, dilation, groups);
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     // ATen's is_output_padding_big: torch's fallback for it is contiguous-only.
-    ctx->saved_data["slow"] = output_padding[0] >= stride[0] || output_padding[1] >= stride[1];
+    const bool slow = output_padding[0] >= stride[0] || output_padding[1] >= stride[1];
+    save_conv(ctx, input, weight, stride, padding, dilation, groups, bias.has_value() && bias->defined(), slow);
     return calls::conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
-    const auto [stride, padding, dilation, groups] = saved_conv(ctx);
+    const auto [stride, padding, dilation, groups, has_bias, slow] = saved_conv(ctx);
     at::Tensor grad_input, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
       grad_input = conv2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation, groups);
@@ -178,8 +178,8 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
     if (ctx->needs_input_grad(1)) {
       grad_weight = calls::conv2d_weight(grad_output, input, weight.sizes(), stride, padding, dilation, groups);
     }
-    if (bias_needs_grad(ctx)) grad_bias = bias_grad(grad_output);
-    const at::MemoryFormat format = conv_memory_format(input, weight, ctx->saved_data["slow"].toBool());
+    if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
+    const at::MemoryFormat format = conv_memory_format(input, weight, slow);
     return {in_memory_format(grad_input, format), in_memory_format(grad_weight, format), grad_bias,
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -198,7 +198,7 @@ struct Conv2dWeight : torch::autograd::Function<Conv2dWeight> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &grad_output = saved[1], &grad_grad_weight = grads[0];
-    const auto [stride, padding, dilation, groups] = saved_conv(ctx);
+    const auto [stride, padding, dilation, groups, has_bias, slow] = saved_conv(ctx);
     at::Tensor grad_input, grad_grad_output;
     if (ctx->needs_input_grad(0)) {
       grad_input = conv_transpose2d_sized(grad_output, grad_grad_weight, input.sizes().slice(2), stride, padding,
@@ -212,7 +212,35 @@ struct Conv2dWeight : torch::autograd::Function<Conv2dWeight> {
   }
 };
 
-// ------------------------------------------------------------ max pooling
+// ------------------------------------------------------------ pooling
+
+// What a pooling's backward needs besides tensors: the window, the input's
+// spatial size and memory format (its gradient's), and average pooling's
+// divisor rule. Max pooling's window has a dilation, average pooling's not.
+struct PoolArgs {
+  Ints kernel_size, stride, padding, dilation, input_size;
+  bool channels_last, ceil_mode, count_include_pad;
+  std::optional<int64_t> divisor_override;
+};
+
+void save_pool(AutogradContext* ctx, at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+               at::IntArrayRef dilation, const at::Tensor& input, bool ceil_mode, bool count_include_pad = false,
+               std::optional<int64_t> divisor_override = std::nullopt) {
+  ctx->saved_data[kArgs] = Ints{kernel_size[0], kernel_size[1], stride[0], stride[1], padding[0], padding[1],
+                                dilation[0], dilation[1], input.size(2), input.size(3), is_channels_last(input),
+                                ceil_mode, count_include_pad, divisor_override.has_value(),
+                                divisor_override.value_or(0)};
+}
+
+PoolArgs saved_pool(AutogradContext* ctx) {
+  const Ints a = saved_args(ctx);
+  return {pair_at(a, 0), pair_at(a, 2), pair_at(a, 4), pair_at(a, 6), pair_at(a, 8), a[10] != 0, a[11] != 0,
+          a[12] != 0, a[13] != 0 ? std::optional<int64_t>(a[14]) : std::nullopt};
+}
+
+at::Tensor in_input_memory_format(const at::Tensor& grad_input, const PoolArgs& p) {
+  return in_memory_format(grad_input, p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+}
 
 // values[n, c].flatten()[indices[n, c]]: the adjoint of max pooling's
 // scatter. An index past the plane marks a window that saw no input: it
@@ -253,42 +281,19 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
     auto [values, indices] = calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode);
     ctx->mark_non_differentiable({indices});
     ctx->save_for_backward({indices});
-    ctx->saved_data["input_size"] = input.sizes().slice(2).vec();
-    ctx->saved_data["channels_last"] = is_channels_last(input);
-    ctx->saved_data["kernel_size"] = kernel_size.vec();
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
-    ctx->saved_data["dilation"] = dilation.vec();
+    save_pool(ctx, kernel_size, stride, padding, dilation, input, ceil_mode);
     return {values, indices};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor indices = ctx->get_saved_variables()[0];
-    at::Tensor grad_input = calls::max_pool2d_backward(grads[0], indices, ints(ctx, "input_size"),
-                                                       ints(ctx, "kernel_size"), ints(ctx, "stride"),
-                                                       ints(ctx, "padding"), ints(ctx, "dilation"));
-    const bool channels_last = ctx->saved_data["channels_last"].toBool();
-    grad_input = in_memory_format(grad_input, channels_last ? at::MemoryFormat::ChannelsLast
-                                                            : at::MemoryFormat::Contiguous);
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const PoolArgs p = saved_pool(ctx);
+    const at::Tensor grad_input = calls::max_pool2d_backward(grads[0], indices, p.input_size, p.kernel_size,
+                                                             p.stride, p.padding, p.dilation);
+    return {in_input_memory_format(grad_input, p), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
-
-// ------------------------------------------------------------ average pooling
-
-void save_pool(AutogradContext* ctx, at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-               bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
-  ctx->saved_data["kernel_size"] = kernel_size.vec();
-  ctx->saved_data["stride"] = stride.vec();
-  ctx->saved_data["padding"] = padding.vec();
-  ctx->saved_data["ceil_mode"] = ceil_mode;
-  ctx->saved_data["count_include_pad"] = count_include_pad;
-  ctx->saved_data["divisor_override"] = divisor_override;
-}
-
-std::optional<int64_t> divisor_override(AutogradContext* ctx) {
-  return ctx->saved_data["divisor_override"].toOptional<int64_t>();
-}
 
 // gx = avg_pool2d_backward(g): linear in g; its adjoint is avg_pool2d.
 struct AvgPool2dBackward : torch::autograd::Function<AvgPool2dBackward> {
@@ -296,15 +301,15 @@ struct AvgPool2dBackward : torch::autograd::Function<AvgPool2dBackward> {
                             at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                             bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    save_pool(ctx, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
+    save_pool(ctx, kernel_size, stride, padding, {1, 1}, grad_output, ceil_mode, count_include_pad, divisor);
     return calls::avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
                                       count_include_pad, divisor);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const at::Tensor grad_grad_output = calls::avg_pool2d(
-        grads[0], ints(ctx, "kernel_size"), ints(ctx, "stride"), ints(ctx, "padding"),
-        ctx->saved_data["ceil_mode"].toBool(), ctx->saved_data["count_include_pad"].toBool(), divisor_override(ctx));
+    const PoolArgs p = saved_pool(ctx);
+    const at::Tensor grad_grad_output = calls::avg_pool2d(grads[0], p.kernel_size, p.stride, p.padding, p.ceil_mode,
+                                                          p.count_include_pad, p.divisor_override);
     return {grad_grad_output, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};
   }
@@ -316,20 +321,17 @@ struct AvgPool2d : torch::autograd::Function<AvgPool2d> {
                             at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                             std::optional<int64_t> divisor) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    save_pool(ctx, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
-    ctx->saved_data["input_size"] = input.sizes().slice(2).vec();
-    ctx->saved_data["channels_last"] = is_channels_last(input);
+    save_pool(ctx, kernel_size, stride, padding, {1, 1}, input, ceil_mode, count_include_pad, divisor);
     return calls::avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    at::Tensor grad_input = calls::avg_pool2d_backward(
-        grads[0], ints(ctx, "input_size"), ints(ctx, "kernel_size"), ints(ctx, "stride"), ints(ctx, "padding"),
-        ctx->saved_data["ceil_mode"].toBool(), ctx->saved_data["count_include_pad"].toBool(), divisor_override(ctx));
-    const bool channels_last = ctx->saved_data["channels_last"].toBool();
-    grad_input = in_memory_format(grad_input, channels_last ? at::MemoryFormat::ChannelsLast
-                                                            : at::MemoryFormat::Contiguous);
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const PoolArgs p = saved_pool(ctx);
+    const at::Tensor grad_input = calls::avg_pool2d_backward(grads[0], p.input_size, p.kernel_size, p.stride,
+                                                             p.padding, p.ceil_mode, p.count_include_pad,
+                                                             p.divisor_override);
+    return {in_input_memory_format(grad_input, p), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor()};
   }
 };
 
