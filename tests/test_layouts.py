@@ -221,22 +221,28 @@ def test_size1_output_strides(backend, op):
     assert got.stride() == expected.stride()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("w_layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("op", CONV_OPS)
-def test_pointwise_weight_grad_strides(backend, op, request):
-    """A 1x1 weight is contiguous in both formats whatever its strides. After a
-    channels_last input torch's float64 CPU kernels give its gradient the
-    weight's own strides (C, 1, 1, 1); torchconv gives (C, 1, C, C). (torch's
-    float32 kernels give either, depending on the thread count.)"""
-    request.applymarker(pytest.mark.xfail(
-        # Known on the CPU; torch's CUDA rule is not pinned here.
-        strict=torch.get_default_device().type == "cpu",
-        reason="torch's float64 CPU kernels keep a 1x1 weight's strides for its gradient; torchconv does not",
-    ))
-    x = make((2, 4, 5, 6), torch.float64, "channels_last")
-    w = make((6, 4, 1, 1) if op == "conv2d" else (4, 6, 1, 1), torch.float64)
-    got, expected = run(op, [x, w], {})
-    grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape, dtype=torch.float64))
-    assert_close_to_torch(grads(got, [x, w], grad_output), grads(expected, [x, w], grad_output), msg="grads")
+def test_pointwise_weight_grad_strides(backend, op, w_layout, dtype, threads):
+    """A 1x1 weight is laid out in both memory formats whatever its strides.
+    After a channels_last input, torch's native CPU kernels give its gradient
+    the weight's own strides, oneDNN the channels_last ones ((C, 1, C, C));
+    which kernel runs depends on the dtype and, in float32, on the thread
+    count (torchconv._args.torch_cpu_convolves_with_onednn)."""
+    if torch.get_default_device().type != "cpu":
+        pytest.skip("torch's CUDA rule is not pinned here")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = make((2, 4, 5, 6), dtype, "channels_last")
+        w = make((6, 4, 1, 1) if op == "conv2d" else (4, 6, 1, 1), dtype, w_layout)
+        got, expected = run(op, [x, w], {})
+        grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape, dtype=dtype))
+        assert_close_to_torch(grads(got, [x, w], grad_output), grads(expected, [x, w], grad_output), msg="grads")
+    finally:
+        torch.set_num_threads(previous)
 
 
 # (op, x_layout, w_layout): with a contiguous output gradient, each gradient still

@@ -123,6 +123,7 @@ def conv_grads_in_memory_format(
     grad_input: Optional[Tensor],
     grad_weight: Optional[Tensor],
     slow_transposed: bool = False,
+    native: bool = False,
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """A convolution's input and weight gradients (either may be None) in the
     memory format torch's convolutions give them (:func:`conv_memory_format`
@@ -130,9 +131,22 @@ def conv_grads_in_memory_format(
     gradient. Complex gradients are contiguous whatever the operands: torch
     computes a complex convolution as real ones on ``view_as_real`` views,
     and the gradients leave through that view's backward as fresh
-    contiguous tensors (its forward result keeps the operands' format)."""
+    contiguous tensors (its forward result keeps the operands' format).
+
+    ``native``: torch ran the convolution on its native CPU kernels, not
+    oneDNN (``_args.torch_cpu_convolves_with_onednn`` says which). They
+    give the weight gradient the weight's own strides when the weight is
+    already laid out in that memory format (which a 1x1 weight is in both,
+    whatever its strides), where oneDNN gives the format's fresh strides."""
     if input.is_complex():
         memory_format = torch.contiguous_format
     else:
         memory_format = conv_memory_format(input, weight, slow_transposed)
-    return tuple(None if g is None else in_memory_format(g, memory_format) for g in (grad_input, grad_weight))
+    grad_input = None if grad_input is None else in_memory_format(grad_input, memory_format)
+    if grad_weight is not None:
+        if native and not input.is_complex() and weight.is_contiguous(memory_format=memory_format):
+            if grad_weight.stride() != weight.stride():
+                grad_weight = torch.empty_like(weight, dtype=grad_weight.dtype).copy_(grad_weight)
+        else:
+            grad_weight = in_memory_format(grad_weight, memory_format)
+    return grad_input, grad_weight

@@ -19,6 +19,8 @@
 // and weight gradients take the forward output's memory format, a pooling's
 // input gradient the input's.
 #include <ATen/ATen.h>
+#include <ATen/Config.h>
+#include <ATen/Parallel.h>
 #include <c10/util/strides.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -60,6 +62,46 @@ at::Tensor in_memory_format(const at::Tensor& t, at::MemoryFormat format) {
                          ? t.strides() == at::IntArrayRef(c10::get_channels_last_strides_2d(t.sizes()))
                          : t.strides() == at::IntArrayRef(c10::contiguous_strides(t.sizes()));
   return fresh ? t : t.clone(format);
+}
+
+// Whether torch runs this CPU convolution with oneDNN rather than its native
+// kernels: torchconv/_args.py's torch_cpu_convolves_with_onednn (ATen's
+// ConvParams::use_mkldnn, heuristics included), for the compiled dtypes.
+bool torch_cpu_convolves_with_onednn(const at::Tensor& input, const at::Tensor& weight, const Ints& stride,
+                                     const Ints& dilation, int64_t groups, bool output_padding_big) {
+#if AT_MKLDNN_ENABLED()
+  if (!input.device().is_cpu() || !at::globalContext().userEnabledMkldnn() || output_padding_big) return false;
+  const at::ScalarType dtype = input.scalar_type();
+  if (dtype == at::kBFloat16 || dtype == at::kHalf) {
+    // torch's own answer, as its ops give it (looked up once).
+    static const bool bf16 = calls::find<bool()>("mkldnn::_is_mkldnn_bf16_supported").call();
+    static const bool fp16 = calls::find<bool()>("mkldnn::_is_mkldnn_fp16_supported").call();
+    return dtype == at::kBFloat16 ? bf16 : fp16;
+  }
+  if (dtype != at::kFloat) return false;
+  const int64_t n = input.size(0), kh = weight.size(2), kw = weight.size(3);
+  const bool strided_or_dilated = stride[0] != 1 || stride[1] != 1 || dilation[0] != 1 || dilation[1] != 1;
+  const bool worth_it = strided_or_dilated || n >= 16 || kh != 1 || kw != 1 || at::get_num_threads() > 1;
+  const bool native_faster = !(groups > 1 || (kh > 3 && kw > 3) || n > 1 || input.numel() > 20480);
+  return worth_it && !native_faster;
+#else
+  return false;
+#endif
+}
+
+// A convolution's weight gradient as torch lays it out: torch's native CPU
+// kernels keep the weight's own strides when the weight is already laid out
+// in the gradients' memory format (a 1x1 weight is, in both formats,
+// whatever its strides); oneDNN and the other devices give the format's
+// fresh strides (torchconv/_memory_format.py, conv_grads_in_memory_format).
+at::Tensor weight_grad_in_memory_format(const at::Tensor& grad_weight, const at::Tensor& weight,
+                                        at::MemoryFormat format, bool native) {
+  if (!grad_weight.defined()) return grad_weight;
+  if (native && weight.is_contiguous(format)) {
+    return grad_weight.strides() == weight.strides() ? grad_weight
+                                                     : at::empty_like(weight, grad_weight.options()).copy_(grad_weight);
+  }
+  return in_memory_format(grad_weight, format);
 }
 
 // ------------------------------------------------------------ shared formulas
@@ -151,8 +193,10 @@ struct Conv2d : torch::autograd::Function<Conv2d> {
     }
     if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
     const at::MemoryFormat format = conv_memory_format(input, weight);
-    return {in_memory_format(grad_input, format), in_memory_format(grad_weight, format), grad_bias,
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const bool native =
+        input.device().is_cpu() && !torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, false);
+    return {in_memory_format(grad_input, format), weight_grad_in_memory_format(grad_weight, weight, format, native),
+            grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -180,8 +224,10 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
     }
     if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
     const at::MemoryFormat format = conv_memory_format(input, weight, slow);
-    return {in_memory_format(grad_input, format), in_memory_format(grad_weight, format), grad_bias,
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const bool native =
+        input.device().is_cpu() && !torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, slow);
+    return {in_memory_format(grad_input, format), weight_grad_in_memory_format(grad_weight, weight, format, native),
+            grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
