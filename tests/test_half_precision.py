@@ -42,10 +42,15 @@ def _randn(*shape, dtype, generator):
     return torch.randn(*shape, generator=generator).to(dtype)
 
 
-def _assert_rounded_from(got, expected32, dtype, msg=None):
-    """got (dtype) is expected32 (float32) rounded, at torchconv.testing's tolerance for dtype."""
+def _assert_rounded_from(got, expected32, dtype, msg=None, strides=None):
+    """got (dtype) is expected32 (float32) rounded, at torchconv.testing's tolerance
+    for dtype; with the strides ``strides`` if given, else expected32's."""
     assert got.dtype == dtype
-    assert_close_to_torch(got, expected32.to(dtype), msg=msg)
+    if strides is None:
+        assert_close_to_torch(got, expected32.to(dtype), msg=msg)
+        return
+    assert_close_to_torch(got, expected32.to(dtype), msg=msg, check_memory_format=False, check_strides=False)
+    assert got.stride() == strides, f"{msg}: strides {got.stride()} differ from torch's {strides}"
 
 
 def _forward_and_grads(fn, tensors, grad_output_seed=1):
@@ -64,9 +69,14 @@ def _check_against_float32(ours, theirs, tensors, dtype):
     with torchconv.backends.use("cpp"):
         got, got_grads = _forward_and_grads(ours, tensors)
     expected, expected_grads = _forward_and_grads(theirs, [t.float() for t in tensors])
+    # The layouts are those of torch's own call in the dtype: where the
+    # weight gradient's strides depend on torch's kernel (oneDNN or not,
+    # torchconv._args.torch_cpu_convolves_with_onednn), the float32 call may
+    # take the other one.
+    _, torch_grads = _forward_and_grads(theirs, tensors)
     _assert_rounded_from(got, expected, dtype, msg="output")
-    for k, (g, e) in enumerate(zip(got_grads, expected_grads)):
-        _assert_rounded_from(g, e, dtype, msg=f"grad {k}")
+    for k, (g, e, t) in enumerate(zip(got_grads, expected_grads, torch_grads)):
+        _assert_rounded_from(g, e, dtype, msg=f"grad {k}", strides=t.stride())
 
 
 # ------------------------------------------------------------------ convolutions

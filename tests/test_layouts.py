@@ -221,16 +221,18 @@ def test_size1_output_strides(backend, op):
     assert got.stride() == expected.stride()
 
 
+@pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("w_layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("op", CONV_OPS)
-def test_pointwise_weight_grad_strides(backend, op, w_layout, dtype, threads):
+def test_pointwise_weight_grad_strides(backend, op, w_layout, dtype, threads, dilation):
     """A 1x1 weight is laid out in both memory formats whatever its strides.
     After a channels_last input, torch's native CPU kernels give its gradient
     the weight's own strides, oneDNN the channels_last ones ((C, 1, C, C));
     which kernel runs depends on the dtype and, in float32, on the thread
-    count (torchconv._args.torch_cpu_convolves_with_onednn)."""
+    count (torchconv._args.torch_cpu_convolves_with_onednn); torch's dilated
+    native conv2d kernel gives the channels_last ones too."""
     if torch.get_default_device().type != "cpu":
         pytest.skip("torch's CUDA rule is not pinned here")
     previous = torch.get_num_threads()
@@ -238,7 +240,7 @@ def test_pointwise_weight_grad_strides(backend, op, w_layout, dtype, threads):
     try:
         x = make((2, 4, 5, 6), dtype, "channels_last")
         w = make((6, 4, 1, 1) if op == "conv2d" else (4, 6, 1, 1), dtype, w_layout)
-        got, expected = run(op, [x, w], {})
+        got, expected = run(op, [x, w], {"dilation": dilation})
         grad_output = torch.empty_like(expected).copy_(torch.randn(expected.shape, dtype=dtype))
         assert_close_to_torch(grads(got, [x, w], grad_output), grads(expected, [x, w], grad_output), msg="grads")
     finally:

@@ -249,7 +249,13 @@ class Conv2dFunction(_Function):
             )
         if need_bias:
             grad_bias = _bias_grad(grad_output)
-        native = input.is_cpu and not torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups)
+        # torch's native CPU kernel of an undilated convolution (slow_conv2d)
+        # keeps the weight's layout for its gradient; the dilated one does not.
+        native = (
+            input.is_cpu
+            and all(d == 1 for d in dilation)
+            and not torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups)
+        )
         grads = conv_grads_in_memory_format(input, weight, grad_input, grad_weight, native=native)
         return (*grads, grad_bias, None, None, None, None)
 

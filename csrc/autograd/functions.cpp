@@ -90,7 +90,8 @@ bool torch_cpu_convolves_with_onednn(const at::Tensor& input, const at::Tensor& 
 }
 
 // A convolution's weight gradient as torch lays it out: torch's native CPU
-// kernels keep the weight's own strides when the weight is already laid out
+// kernels of the undilated conv2d and of conv_transpose2d (`native`) keep the
+// weight's own strides when the weight is already laid out
 // in the gradients' memory format (a 1x1 weight is, in both formats,
 // whatever its strides); oneDNN and the other devices give the format's
 // fresh strides (torchconv/_memory_format.py, conv_grads_in_memory_format).
@@ -193,8 +194,10 @@ struct Conv2d : torch::autograd::Function<Conv2d> {
     }
     if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
     const at::MemoryFormat format = conv_memory_format(input, weight);
-    const bool native =
-        input.device().is_cpu() && !torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, false);
+    // torch's native kernel of an undilated convolution (slow_conv2d) keeps
+    // the weight's layout for its gradient; the dilated one does not.
+    const bool native = input.device().is_cpu() && dilation[0] == 1 && dilation[1] == 1 &&
+                        !torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, false);
     return {in_memory_format(grad_input, format), weight_grad_in_memory_format(grad_weight, weight, format, native),
             grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
