@@ -16,8 +16,9 @@
 //    them (torchconv/_library.py's autocast rule: floating but float64 to
 //    autocast's dtype); poolings run in the input's dtype;
 //  * sizes as an int or a tuple or list of two ints, every value valid and
-//    the output non-empty: exactly what the Python checks pass unchanged
-//    (torchconv/_args.py's fast_conv_args and fast_pool_args, the same rules);
+//    the output non-empty: a subset of what the Python checks
+//    (torchconv/_args.py) pass unchanged, so both paths agree on every call
+//    the entry takes;
 //  * nothing watching the dispatcher: no TorchDispatchMode, torch.func
 //    transform, profiler or tracer, no forward-mode tangent, and
 //    the TORCHCONV_BACKEND variable unset or "cpp".
