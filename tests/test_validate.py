@@ -155,6 +155,19 @@ def test_unavailable_backend_is_listed_not_run(capsys):
     assert "nothing was validated" in output
 
 
+def test_unavailable_backend_says_why(capsys):
+    torchconv.backends.register(
+        Backend("ghost", reference, devices=("cpu",), priority=-100, is_available=lambda: False,
+                how_to_enable="Build it.", why_unavailable=lambda: "its library failed to load (OSError: gone)")
+    )
+    try:
+        assert torchconv.backends.unavailable_reason("ghost") == "its library failed to load (OSError: gone)"
+        validate.main(["--quick", "--backend", "ghost"])
+    finally:
+        torchconv.backends._REGISTRY.pop("ghost", None)
+    assert "ghost [cpu]: its library failed to load (OSError: gone). Build it." in capsys.readouterr().out
+
+
 def test_unknown_backend_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         validate.main(["--backend", "no-such-backend"])

@@ -677,7 +677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Registered but unavailable backends (not validated):")
         for backend in unavailable:
             how = backend.how_to_enable or "(no instructions given)"
-            print(f"  {backend.name} [{', '.join(backend.devices)}]: {how}")
+            why = backend.why_unavailable()
+            print(f"  {backend.name} [{', '.join(backend.devices)}]: {why + '. ' if why else ''}{how}")
     for device, why in unusable.items():
         print(f"Device {device} skipped: {why}")
     for device in devices:

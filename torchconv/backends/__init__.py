@@ -41,7 +41,10 @@ import torch
 
 from . import cpp, cuda, reference
 
-__all__ = ["Backend", "register", "registered", "available", "use", "chosen", "current", "kernels", "ENV_VAR"]
+__all__ = [
+    "Backend", "register", "registered", "available", "unavailable_reason", "use", "chosen", "current", "kernels",
+    "ENV_VAR",
+]
 
 ENV_VAR = "TORCHCONV_BACKEND"
 
@@ -58,6 +61,7 @@ class Backend:
         priority: among available backends, the highest runs by default.
         is_available: says whether it can run now (e.g. its extension is built).
         how_to_enable: shown to users when it is not available.
+        why_unavailable: the reason it is not available, or None.
     """
 
     name: str
@@ -66,6 +70,9 @@ class Backend:
     priority: int = 0
     is_available: Callable[[], bool] = field(default=lambda: True)
     how_to_enable: str = ""
+    #: Says why it is not available (e.g. the error that stopped its
+    #: extension from loading), or None.
+    why_unavailable: Callable[[], str | None] = field(default=lambda: None)
 
 
 class _Registry(dict):
@@ -150,6 +157,24 @@ def available(device="cpu") -> list[str]:
     kind = _device_type(device)
     usable = [b for b in _REGISTRY.values() if kind in b.devices and b.is_available()]
     return [b.name for b in sorted(usable, key=lambda b: -b.priority)]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` is not available (e.g. ``"the C++ extension
+    torchconv._C failed to load (...)"``), or None when it is.
+
+    Example::
+
+        >>> torchconv.backends.available("cpu")  # the one-line check of a build
+        ['cpp', 'reference']
+        >>> torchconv.backends.unavailable_reason("cpp") is None
+        True
+    """
+    _check_name(name)
+    backend = _REGISTRY[name]
+    if backend.is_available():
+        return None
+    return backend.why_unavailable() or "not available"
 
 
 def chosen() -> str | None:
@@ -275,6 +300,7 @@ register(
         priority=10,
         is_available=cpp.is_available,
         how_to_enable=cpp.HOW_TO_ENABLE,
+        why_unavailable=cpp.load_problem,
     )
 )
 register(

@@ -24,7 +24,11 @@ process (the names of :func:`supported_capabilities`, as
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -41,6 +45,50 @@ HOW_TO_ENABLE = (
     "Build it with `pip install --no-build-isolation -e .` from the repository root "
     "(needs g++; it compiles against the installed torch, so rebuild after changing torch)."
 )
+#: The build's switch for a pure-Python install (setup.py): set to 0, the
+#: missing extension is what was asked for.
+BUILD_VARIABLE = "TORCHCONV_BUILD_CPP"
+
+
+def _not_built() -> bool:
+    """Whether there is no extension file at all (rather than one that fails to load)."""
+    return importlib.util.find_spec(f"{__package__.rsplit('.', 1)[0]}._C") is None
+
+
+def _sources_beside_package() -> bool:
+    """Whether the package runs from a source checkout with C++ sources (an
+    editable install), whose build should have made the extension."""
+    return any((Path(__file__).resolve().parents[2] / "csrc").glob("**/*.cpp"))
+
+
+def load_problem() -> str | None:
+    """Why the extension did not load, for a user: None when it loaded."""
+    if LOAD_ERROR is None:
+        return None
+    if _not_built():
+        return "the C++ extension torchconv._C is not built"
+    return f"the C++ extension torchconv._C failed to load ({type(LOAD_ERROR).__name__}: {LOAD_ERROR})"
+
+
+def _warn_if_unexpected() -> None:
+    """One warning at import when the extension exists but fails to load, or
+    a source checkout's build did not make it (unless TORCHCONV_BUILD_CPP=0
+    asked for that): every op then runs on the reference backend, 10 to 100
+    times slower, which nothing else would tell."""
+    if LOAD_ERROR is None:
+        return
+    if _not_built() and (os.environ.get(BUILD_VARIABLE) == "0" or not _sources_beside_package()):
+        return
+    warnings.warn(
+        f"torchconv: {load_problem()}; every op runs on the reference backend (pure PyTorch, 10-100x slower). "
+        + HOW_TO_ENABLE
+        + f" To silence this on purpose, set {BUILD_VARIABLE}=0.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+_warn_if_unexpected()
 COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Inputs of these dtypes get their outputs in the memory format torch gives
 # them (csrc/cpu/conv/layout.h's channels_last), strides included: the ops skip
