@@ -12,6 +12,7 @@ from . import _torch_version
 _torch_version.check()  # before anything that needs a recent torch
 
 from . import backends, functional, nn, testing  # noqa: E402
+from . import _vmap  # noqa: E402,F401  (attaches the batching rules to torchconv._autograd's Functions)
 from . import _flops  # noqa: E402,F401  (registers the ops' FLOP formulas)
 from . import _torchscript  # noqa: E402,F401  (defines the ops TorchScript calls)
 from ._onnx import onnx_translation_table  # noqa: E402 (registers the ONNX translations when an exporter loads)

@@ -538,5 +538,3 @@ def _register() -> None:
 
 
 _register()
-
-from . import _vmap  # noqa: E402,F401  (batching rules: attaches each Function's vmap)
