@@ -11,6 +11,7 @@ The shape rules mirror ATen's ``ConvUtils.h`` (``check_shape_forward``) and
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Sequence
 
@@ -396,10 +397,8 @@ def torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, out
     if output_padding is not None and any(o >= s for o, s in zip(output_padding, stride)):
         return False
     dtype = input.dtype
-    if dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if dtype == torch.float16:
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    if dtype in (torch.bfloat16, torch.float16):
+        return _onednn_has(dtype)
     if dtype not in (torch.float32, torch.complex64):
         return False
     n, c, h, w = input.shape
@@ -408,6 +407,26 @@ def torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, out
     worth_it = strided_or_dilated or n >= 16 or kh != 1 or kw != 1 or torch.get_num_threads() > 1
     native_faster = not (groups > 1 or (kh > 3 and kw > 3) or n > 1 or n * c * h * w > 20480)
     return worth_it and not native_faster
+
+
+@functools.cache
+def _onednn_has(dtype: torch.dtype) -> bool:
+    """Whether torch's oneDNN computes in half dtype ``dtype`` on this CPU (torch's own answer, asked once)."""
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+
+
+def torch_keeps_weight_layout(input, weight, stride, dilation, groups, output_padding=None) -> bool:
+    """Whether torch's kernel for this convolution gives the weight gradient
+    the weight's own layout (its strides, where the weight is already laid
+    out in the gradients' memory format): torch's native CPU kernels of the
+    undilated conv2d (slow_conv2d) and of conv_transpose2d do; the dilated
+    native conv2d, oneDNN and the other devices give fresh strides.
+    ``output_padding`` is None for conv2d."""
+    if input.device.type != "cpu" or (output_padding is None and any(d != 1 for d in dilation)):
+        return False
+    return not torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, output_padding)
 
 
 def _check_nonempty_planes(op: str, input) -> None:

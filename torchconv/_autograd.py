@@ -48,7 +48,7 @@ import torch
 
 from . import _library as ops
 from . import backends
-from ._args import conv_transpose_output_size, torch_cpu_convolves_with_onednn
+from ._args import conv_transpose_output_size, torch_keeps_weight_layout
 from ._memory_format import conv_grads_in_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
 __all__ = [
@@ -249,13 +249,7 @@ class Conv2dFunction(_Function):
             )
         if need_bias:
             grad_bias = _bias_grad(grad_output)
-        # torch's native CPU kernel of an undilated convolution (slow_conv2d)
-        # keeps the weight's layout for its gradient; the dilated one does not.
-        native = (
-            input.is_cpu
-            and all(d == 1 for d in dilation)
-            and not torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups)
-        )
+        native = torch_keeps_weight_layout(input, weight, stride, dilation, groups)
         grads = conv_grads_in_memory_format(input, weight, grad_input, grad_weight, native=native)
         return (*grads, grad_bias, None, None, None, None)
 
@@ -294,9 +288,7 @@ class ConvTranspose2dFunction(_Function):
             grad_bias = _bias_grad(grad_output)
         stride, output_padding = ctx.transposed[0], ctx.transposed[2]
         slow = output_padding_is_big(stride, output_padding)
-        native = input.is_cpu and not torch_cpu_convolves_with_onednn(
-            input, weight, stride, ctx.conv[2], ctx.conv[3], output_padding
-        )
+        native = torch_keeps_weight_layout(input, weight, stride, dilation, groups, output_padding)
         grads = conv_grads_in_memory_format(input, weight, grad_input, grad_weight, slow, native)
         return (*grads, grad_bias, None, None, None, None, None)
 

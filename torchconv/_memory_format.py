@@ -133,13 +133,11 @@ def conv_grads_in_memory_format(
     and the gradients leave through that view's backward as fresh
     contiguous tensors (its forward result keeps the operands' format).
 
-    ``native``: torch ran the convolution on one of its native CPU kernels
-    that keep the weight's layout (the undilated conv2d and the transposed
-    one), not oneDNN (``_args.torch_cpu_convolves_with_onednn`` says which).
-    They give the weight gradient the weight's own strides when the weight
-    is already laid out in that memory format (which a 1x1 weight is in
-    both, whatever its strides), where oneDNN gives the format's fresh
-    strides."""
+    ``native``: torch ran the convolution on a kernel that keeps the
+    weight's layout (``_args.torch_keeps_weight_layout``): the weight
+    gradient then has the weight's own strides when the weight is already
+    laid out in that memory format (which a 1x1 weight is in both, whatever
+    its strides), where other kernels give the format's fresh strides."""
     if input.is_complex():
         memory_format = torch.contiguous_format
     else:

@@ -89,12 +89,23 @@ bool torch_cpu_convolves_with_onednn(const at::Tensor& input, const at::Tensor& 
 #endif
 }
 
-// A convolution's weight gradient as torch lays it out: torch's native CPU
-// kernels of the undilated conv2d and of conv_transpose2d (`native`) keep the
-// weight's own strides when the weight is already laid out
-// in the gradients' memory format (a 1x1 weight is, in both formats,
-// whatever its strides); oneDNN and the other devices give the format's
-// fresh strides (torchconv/_memory_format.py, conv_grads_in_memory_format).
+// torchconv/_args.py's torch_keeps_weight_layout: whether torch's kernel for
+// this convolution gives the weight gradient the weight's own layout (the
+// native CPU kernels of the undilated conv2d, slow_conv2d, and of
+// conv_transpose2d do; the dilated native conv2d, oneDNN and the other
+// devices do not). `slow`: a transposed convolution's output_padding >= stride.
+bool torch_keeps_weight_layout(const at::Tensor& input, const at::Tensor& weight, const Ints& stride,
+                               const Ints& dilation, int64_t groups, bool transposed, bool slow) {
+  if (!input.device().is_cpu() || (!transposed && (dilation[0] != 1 || dilation[1] != 1))) return false;
+  return !torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, slow);
+}
+
+// A convolution's weight gradient as torch lays it out: the weight's own
+// strides where torch's kernel keeps its layout (`native`, see
+// torch_keeps_weight_layout) and the weight is already laid out in the
+// gradients' memory format (a 1x1 weight is, in both formats, whatever its
+// strides); else the format's fresh strides (torchconv/_memory_format.py,
+// conv_grads_in_memory_format).
 at::Tensor weight_grad_in_memory_format(const at::Tensor& grad_weight, const at::Tensor& weight,
                                         at::MemoryFormat format, bool native) {
   if (!grad_weight.defined()) return grad_weight;
@@ -194,10 +205,7 @@ struct Conv2d : torch::autograd::Function<Conv2d> {
     }
     if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
     const at::MemoryFormat format = conv_memory_format(input, weight);
-    // torch's native kernel of an undilated convolution (slow_conv2d) keeps
-    // the weight's layout for its gradient; the dilated one does not.
-    const bool native = input.device().is_cpu() && dilation[0] == 1 && dilation[1] == 1 &&
-                        !torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, false);
+    const bool native = torch_keeps_weight_layout(input, weight, stride, dilation, groups, false, false);
     return {in_memory_format(grad_input, format), weight_grad_in_memory_format(grad_weight, weight, format, native),
             grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -227,8 +235,7 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
     }
     if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
     const at::MemoryFormat format = conv_memory_format(input, weight, slow);
-    const bool native =
-        input.device().is_cpu() && !torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, slow);
+    const bool native = torch_keeps_weight_layout(input, weight, stride, dilation, groups, true, slow);
     return {in_memory_format(grad_input, format), weight_grad_in_memory_format(grad_weight, weight, format, native),
             grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
