@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../calls.h"
+#include "../window.h"
 
 namespace torchconv {
 namespace autograd {
@@ -118,20 +119,14 @@ at::Tensor weight_grad_in_memory_format(const at::Tensor& grad_weight, const at:
 
 // ------------------------------------------------------------ shared formulas
 
-// conv_transpose2d's output size along one axis (ATen's formula).
-int64_t transposed_size(int64_t in, int64_t kernel, int64_t stride, int64_t padding, int64_t output_padding,
-                        int64_t dilation) {
-  return (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1;
-}
-
 // conv_transpose2d(x, weight) with the output_padding that yields spatial
 // `size`: the adjoint of conv2d, which drops the rows a stride skips.
 at::Tensor conv_transpose2d_sized(const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef size,
                                   const Ints& stride, const Ints& padding, const Ints& dilation, int64_t groups) {
   Ints output_padding(2);
   for (int i = 0; i < 2; ++i) {
-    output_padding[i] = size[i] - transposed_size(x.size(2 + i), weight.size(2 + i), stride[i], padding[i], 0,
-                                                  dilation[i]);
+    output_padding[i] = size[i] - conv_transpose_output_size(x.size(2 + i), weight.size(2 + i), stride[i],
+                                                             padding[i], dilation[i], /*output_padding=*/0);
   }
   return calls::conv_transpose2d(x, weight, std::nullopt, stride, padding, output_padding, groups, dilation);
 }

@@ -42,6 +42,7 @@
 #include <optional>
 
 #include "../calls.h"
+#include "../window.h"
 #include "eager.h"
 
 namespace torchconv {
@@ -107,19 +108,6 @@ bool plain_pair(PyObject* object, int64_t (&pair)[2]) {
   if (PySequence_Fast_GET_SIZE(object) != 2) return false;
   PyObject** items = PySequence_Fast_ITEMS(object);
   return plain_int(items[0], pair[0]) && plain_int(items[1], pair[1]);
-}
-
-int64_t floor_div(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
-// ATen's pooling_output_shape (torchconv/_args.py pool_output_size).
-int64_t pool_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
-                         bool ceil_mode) {
-  int64_t out = floor_div(size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0), stride) + 1;
-  if (ceil_mode && (out - 1) * stride >= size + pad) --out;
-  return out;
 }
 
 PyObject* declined() { Py_RETURN_NOTIMPLEMENTED; }
@@ -214,8 +202,7 @@ PyObject* conv_transpose2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   for (int i = 0; i < 2; ++i) {
     const int64_t op = output_padding[i], s = call.stride[i], d = call.dilation[i];
     if (op < 0 || (op >= s && op >= d)) return declined();
-    const int64_t out = (x.size(2 + i) - 1) * s - 2 * call.padding[i] + d * (w.size(2 + i) - 1) + op + 1;
-    if (out <= 0) return declined();
+    if (conv_transpose_output_size(x.size(2 + i), w.size(2 + i), s, call.padding[i], d, op) <= 0) return declined();
   }
   at::Tensor out;
   {
