@@ -195,6 +195,7 @@ _MODULES = {
     for name in (
         "functional", "convert", "testing", "validate", "backends", "_args", "_library", "_autograd",
         "_vmap", "_flops", "_onnx", "_torchscript", "_precision", "_memory_format",
+        "_dtypes", "_output_size", "_torch_kernels", "_eager",
     )
 }
 _MODULES.update(reference="torchconv.backends.reference", cpp="torchconv.backends.cpp", cuda="torchconv.backends.cuda")

@@ -71,7 +71,7 @@ def _check_against_float32(ours, theirs, tensors, dtype):
     expected, expected_grads = _forward_and_grads(theirs, [t.float() for t in tensors])
     # The layouts are those of torch's own call in the dtype: where the
     # weight gradient's strides depend on torch's kernel (oneDNN or not,
-    # torchconv._args.torch_cpu_convolves_with_onednn), the float32 call may
+    # torchconv._torch_kernels.torch_cpu_convolves_with_onednn), the float32 call may
     # take the other one.
     _, torch_grads = _forward_and_grads(theirs, tensors)
     _assert_rounded_from(got, expected, dtype, msg="output")

@@ -231,7 +231,7 @@ def test_pointwise_weight_grad_strides(backend, op, w_layout, dtype, threads, di
     After a channels_last input, torch's native CPU kernels give its gradient
     the weight's own strides, oneDNN the channels_last ones ((C, 1, C, C));
     which kernel runs depends on the dtype and, in float32, on the thread
-    count (torchconv._args.torch_cpu_convolves_with_onednn); torch's dilated
+    count (torchconv._torch_kernels.torch_cpu_convolves_with_onednn); torch's dilated
     native conv2d kernel gives the channels_last ones too."""
     if torch.get_default_device().type != "cpu":
         pytest.skip("torch's CUDA rule is not pinned here")

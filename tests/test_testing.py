@@ -38,7 +38,7 @@ def test_is_public_and_documented():
 
 
 def test_tolerance_table_is_the_documented_one():
-    """README's "Tolerances": float32/complex64 1e-5, float64/complex128 1e-13,
+    """docs/tolerances.md's table: float32/complex64 1e-5, float64/complex128 1e-13,
     half precision two units in the last place of the scale."""
     assert TOLERANCES == {
         torch.float16: 2 * 2**-10,

@@ -2,7 +2,7 @@
 depends on its kernel (oneDNN returns an empty tensor, its other kernels
 raise "Output size is too small"), so on the dtype, the batch and the
 thread count; torchconv follows the same rule
-(torchconv._args.torch_cpu_convolves_with_onednn)."""
+(torchconv._torch_kernels.torch_cpu_convolves_with_onednn)."""
 
 from __future__ import annotations
 

@@ -1,37 +1,44 @@
-"""Argument normalisation, validation and output shapes, to torch's letter.
+"""Argument normalisation and validation, to torch's letter.
 
 Every public op checks its arguments here before any kernel runs, so that a
 bad argument fails the same way on every backend: with the exception type
 torch raises, and a message that contains torch's own wording (so code and
 tests that match torch's messages keep working) and names the argument.
 
-The shape rules mirror ATen's ``ConvUtils.h`` (``check_shape_forward``) and
-``Pool.h`` (``pooling_output_shape``, ``pool2d_shape_check``).
+The checks are ATen's, in ATen's order: ``ConvUtils.h``
+(``check_shape_forward``) for the convolutions, ``Pool.h``
+(``pool2d_shape_check``) for pooling. Output sizes are
+``torchconv._output_size``'s, dtype rules ``torchconv._dtypes``'.
 """
 
 from __future__ import annotations
 
-import functools
 import numbers
 from typing import Sequence
 
 import torch
 
+from ._dtypes import autocast_dtype, c10_name, check_pool_dtype, is_inexact, scalar_name
+from ._output_size import conv_output_size, conv_transpose_output_size, pool_output_size
+from ._torch_kernels import torch_cpu_convolves_with_onednn
+
 __all__ = [
+    "as_int",
+    "check_types",
     "pair",
-    "conv_output_size",
-    "conv_transpose_output_size",
-    "pool_output_size",
-    "conv_output_hw",
-    "conv_transpose_output_hw",
-    "pool_output_hw",
+    "check_tensors",
+    "check_conv_params",
+    "check_conv_shapes",
+    "pool_args",
+    "check_pool",
 ]
 
 
 def _is_int(value) -> bool:
     # bool is an int to Python but not to torch's int[] parser, which does
     # take 0-d integer tensors. A plain int is answered first: the ABC check
-    # of numbers.Integral below costs about 0.3 us, paid several times a call.
+    # of numbers.Integral is slow, and this runs several times a call
+    # (benchmarks/bench_overhead.py measures the Python path's overhead).
     if type(value) is int:
         return True
     if isinstance(value, torch.Tensor):
@@ -40,6 +47,7 @@ def _is_int(value) -> bool:
 
 
 def as_int(value):
+    """A 0-d integer tensor as a Python int; anything else as it is."""
     return int(value) if isinstance(value, torch.Tensor) else value
 
 
@@ -120,41 +128,6 @@ def pair(value, name: str, op: str, message: str | None = None) -> list[int]:
     return items
 
 
-def _trunc_div(a: int, b: int) -> int:
-    """Integer division rounding toward zero, as C++ does it (ATen's checks rely on it)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-# --------------------------------------------------------------------------- conv
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """Output length of a convolution along one axis."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def conv_transpose_output_size(
-    size: int, kernel: int, stride: int, padding: int, output_padding: int, dilation: int
-) -> int:
-    """Output length of a transposed convolution along one axis."""
-    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
-
-
-def conv_output_hw(input_hw, kernel_hw, stride, padding, dilation) -> list[int]:
-    """:func:`conv_output_size` along both spatial axes: ``[outH, outW]`` for
-    an input of spatial size ``input_hw`` and a kernel of ``kernel_hw``."""
-    return [conv_output_size(*axis) for axis in zip(input_hw, kernel_hw, stride, padding, dilation)]
-
-
-def conv_transpose_output_hw(input_hw, kernel_hw, stride, padding, output_padding, dilation) -> list[int]:
-    """:func:`conv_transpose_output_size` along both spatial axes."""
-    return [
-        conv_transpose_output_size(*axis)
-        for axis in zip(input_hw, kernel_hw, stride, padding, output_padding, dilation)
-    ]
-
-
 def check_tensors(op: str, input, weight, bias) -> None:
     """Types, dtypes and devices of conv inputs; dimensions of input and weight."""
     for name, t in (("input", input), ("weight", weight)):
@@ -179,29 +152,18 @@ def check_tensors(op: str, input, weight, bias) -> None:
         _check_same_kind(op, input, "bias", bias)
 
 
-def autocast_dtype(tensor: torch.Tensor) -> torch.dtype:
-    """The dtype a convolution operand has once autocast has cast it: under
-    ``torch.autocast`` for its device, a floating-point tensor other than
-    float64 takes autocast's dtype (the cast itself is done by the ops'
-    autocast rule, ``torchconv._library``); otherwise its own dtype."""
-    dtype = tensor.dtype
-    if dtype.is_floating_point and dtype != torch.float64 and torch.is_autocast_enabled(tensor.device.type):
-        return torch.get_autocast_dtype(tensor.device.type)
-    return dtype
-
-
 def _check_same_kind(op: str, input: torch.Tensor, name: str, other: torch.Tensor) -> None:
     if other.dtype == input.dtype and other.device == input.device:
         return  # the common case: autocast maps equal dtypes on one device alike
     input_dtype, other_dtype = autocast_dtype(input), autocast_dtype(other)
-    if name == "weight" and other_dtype != input_dtype and not (_is_inexact(input_dtype) and _is_inexact(other_dtype)):
+    if name == "weight" and other_dtype != input_dtype and not (is_inexact(input_dtype) and is_inexact(other_dtype)):
         # torch's integer convolution kernels word a weight of another dtype so.
         raise RuntimeError(
             f"{op}: expected scalar type {scalar_name(input_dtype)} but found {scalar_name(other_dtype)}"
         )
     if other_dtype != input_dtype:
         raise RuntimeError(
-            f"{op}: Input type ({_short(input_dtype)}) and {name} type ({_short(other_dtype)}) "
+            f"{op}: Input type ({c10_name(input_dtype)}) and {name} type ({c10_name(other_dtype)}) "
             f"should be the same"
         )
     if other.device != input.device:
@@ -209,78 +171,6 @@ def _check_same_kind(op: str, input: torch.Tensor, name: str, other: torch.Tenso
             f"{op}: Input and {name} should be on the same device, but got input on "
             f"{input.device} and {name} on {other.device}"
         )
-
-
-def _is_inexact(dtype: torch.dtype) -> bool:
-    return dtype.is_floating_point or dtype.is_complex
-
-
-# (C++ type name, ScalarType name): how torch's messages name a dtype.
-_DTYPE_NAMES = {
-    torch.float32: ("float", "Float"),
-    torch.float64: ("double", "Double"),
-    torch.float16: ("c10::Half", "Half"),
-    torch.bfloat16: ("c10::BFloat16", "BFloat16"),
-    torch.complex32: ("c10::complex<c10::Half>", "ComplexHalf"),
-    torch.complex64: ("c10::complex<float>", "ComplexFloat"),
-    torch.complex128: ("c10::complex<double>", "ComplexDouble"),
-    torch.uint8: ("unsigned char", "Byte"),
-    torch.int8: ("signed char", "Char"),
-    torch.int16: ("short int", "Short"),
-    torch.int32: ("int", "Int"),
-    torch.int64: ("long int", "Long"),
-    torch.bool: ("bool", "Bool"),
-}
-
-
-def _short(dtype: torch.dtype) -> str:
-    """The name torch's messages give a dtype (its C++ scalar type)."""
-    return _DTYPE_NAMES.get(dtype, (str(dtype)[len("torch.") :],))[0]
-
-
-def scalar_name(dtype: torch.dtype) -> str:
-    """torch's ScalarType name of a dtype ("Float", "Long", ...), as its kernels' messages give it."""
-    names = _DTYPE_NAMES.get(dtype)
-    return names[1] if names else str(dtype)[len("torch.") :]
-
-
-# ------------------------------------------------------------------------ dtypes
-#
-# Which dtypes torch's CPU kernels compute, and how they refuse the others
-# (NotImplementedError naming the kernel torch picked): floating point and
-# complex convolutions everywhere; integer convolutions only where torch
-# has an integer kernel (conv2d without dilation for every integer type,
-# with dilation and transposed for int64 alone); max pooling of every real
-# dtype; average pooling of floating point and int64.
-
-
-def _not_implemented(kernel: str, dtype: torch.dtype) -> NotImplementedError:
-    return NotImplementedError(f'"{kernel}" not implemented for \'{scalar_name(dtype)}\'')
-
-
-def check_conv_dtype(input, dilation, transposed: bool) -> None:
-    """Raises torch's NotImplementedError for a dtype its CPU convolutions do
-    not compute. An input without elements is never computed, so never refused."""
-    dtype = input.dtype
-    if dtype.is_floating_point or dtype.is_complex:
-        return  # computed (autocast only maps floating point to floating point)
-    dtype = autocast_dtype(input)
-    if _is_inexact(dtype) or dtype == torch.int64 or input.numel() == 0:
-        return
-    if transposed:
-        raise _not_implemented("slow_conv_transpose2d_out_cpu", dtype)
-    if dtype == torch.bool:
-        raise _not_implemented("slow_conv2d_cpu", dtype)
-    if any(d != 1 for d in dilation):
-        raise _not_implemented("slow_conv_dilated<>", dtype)
-
-
-def _check_pool_dtype(op: str, input) -> None:
-    dtype = input.dtype
-    if dtype == torch.bool or dtype.is_complex:
-        raise _not_implemented(op, dtype)
-    if op == "avg_pool2d" and not dtype.is_floating_point and dtype != torch.int64:
-        raise _not_implemented(op, dtype)
 
 
 def check_conv_params(op: str, stride, padding, dilation, groups, output_padding=None, input_is_empty=False) -> None:
@@ -317,7 +207,7 @@ def check_conv_shapes(
     ``input`` is 4-d here (unbatched inputs are given a batch dimension first).
     """
     # Unrolled over the two spatial axes, the messages' lists built only on
-    # failure: this runs at every call (about 1 us instead of 3).
+    # failure: this runs at every call of the Python path.
     transposed = output_padding is not None
     w0, w1, kh, kw = weight.shape
     n, c, h, w = input.shape
@@ -381,54 +271,6 @@ def check_conv_shapes(
     return [n, out_channels, out_h, out_w]
 
 
-def torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, output_padding=None) -> bool:
-    """Whether torch runs this CPU convolution with oneDNN (ATen's
-    ``ConvParams::use_mkldnn``), which matters where torch's kernels differ
-    in what they accept: oneDNN returns an empty output for a transposed
-    convolution whose output has a 0-size side; torch's other kernels raise.
-
-    The rule is ATen's, heuristics included: float32 (complex64 runs as
-    float32 convolutions) unless the call is a tiny single-threaded one,
-    bfloat16 and float16 where oneDNN has them on this CPU, nothing else;
-    never a transposed convolution whose output_padding reaches its stride.
-    """
-    if input.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-        return False
-    if output_padding is not None and any(o >= s for o, s in zip(output_padding, stride)):
-        return False
-    dtype = input.dtype
-    if dtype in (torch.bfloat16, torch.float16):
-        return _onednn_has(dtype)
-    if dtype not in (torch.float32, torch.complex64):
-        return False
-    n, c, h, w = input.shape
-    kh, kw = weight.shape[2:]
-    strided_or_dilated = any(s != 1 for s in stride) or any(d != 1 for d in dilation)
-    worth_it = strided_or_dilated or n >= 16 or kh != 1 or kw != 1 or torch.get_num_threads() > 1
-    native_faster = not (groups > 1 or (kh > 3 and kw > 3) or n > 1 or n * c * h * w > 20480)
-    return worth_it and not native_faster
-
-
-@functools.cache
-def _onednn_has(dtype: torch.dtype) -> bool:
-    """Whether torch's oneDNN computes in half dtype ``dtype`` on this CPU (torch's own answer, asked once)."""
-    if dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-
-
-def torch_keeps_weight_layout(input, weight, stride, dilation, groups, output_padding=None) -> bool:
-    """Whether torch's kernel for this convolution gives the weight gradient
-    the weight's own layout (its strides, where the weight is already laid
-    out in the gradients' memory format): torch's native CPU kernels of the
-    undilated conv2d (slow_conv2d) and of conv_transpose2d do; the dilated
-    native conv2d, oneDNN and the other devices give fresh strides.
-    ``output_padding`` is None for conv2d."""
-    if input.device.type != "cpu" or (output_padding is None and any(d != 1 for d in dilation)):
-        return False
-    return not torch_cpu_convolves_with_onednn(input, weight, stride, dilation, groups, output_padding)
-
-
 def _check_nonempty_planes(op: str, input) -> None:
     # An empty batch or channel set is fine (an empty result); empty planes are not.
     if input.shape[0] != 0 and input.shape[1] != 0 and 0 in input.shape[2:]:
@@ -436,42 +278,6 @@ def _check_nonempty_planes(op: str, input) -> None:
             f"{op}: Only zero batch or zero channel inputs are supported, but got input shape: "
             f"{list(input.shape)}"
         )
-
-
-def same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Padding for ``padding='same'``: (symmetric part, extra on the bottom/right).
-
-    An even effective kernel needs one more row or column on one side; torch
-    puts it at the end, and so do we.
-    """
-    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-    return [t // 2 for t in total], [t % 2 for t in total]
-
-
-# --------------------------------------------------------------------------- pool
-
-
-def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
-    """ATen's ``pooling_output_shape``: with ceil_mode, the last window must start
-    inside the input or its left padding."""
-    if stride == 0:
-        raise RuntimeError("stride should not be zero")
-    if pad < 0:
-        raise RuntimeError(f"pad must be non-negative, but got pad: {pad}")
-    if pad > _trunc_div((kernel - 1) * dilation + 1, 2):
-        raise RuntimeError(
-            f"pad should be at most half of effective kernel size, but got pad={pad}, "
-            f"kernel_size={kernel} and dilation={dilation}"
-        )
-    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def pool_output_hw(input_hw, kernel, stride, padding, dilation, ceil_mode: bool) -> list[int]:
-    """:func:`pool_output_size` along both spatial axes."""
-    return [pool_output_size(*axis, ceil_mode) for axis in zip(input_hw, kernel, stride, padding, dilation)]
 
 
 # torch's wording of a pooling size argument of the wrong length.
@@ -552,4 +358,4 @@ def check_pool(op: str, input, kernel, stride, padding, dilation, ceil_mode) -> 
             f"{op}: Given input size: ({channels}x{height}x{width}). Calculated output size: "
             f"({channels}x{out_h}x{out_w}). Output size is too small"
         )
-    _check_pool_dtype(op, input)
+    check_pool_dtype(op, input)

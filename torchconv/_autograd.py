@@ -46,9 +46,10 @@ import functools
 
 import torch
 
-from . import _library as ops
+from . import _library
 from . import backends
-from ._args import conv_transpose_output_size, torch_keeps_weight_layout
+from ._output_size import conv_transpose_output_size
+from ._torch_kernels import torch_keeps_weight_layout
 from ._memory_format import conv_grads_in_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "EmptyConvFunction",
     "GatherAtFunction",
     "TangentSumFunction",
+    "FUNCTIONS",
 ]
 
 
@@ -187,8 +189,9 @@ class _Function(torch.autograd.Function):
 
     For a Function with ``setup_context``, torch's ``apply`` binds the
     arguments to ``forward``'s signature with ``inspect.signature`` on every
-    call (about 20 us, a fifth of a small convolution's whole call), only to
-    fill in defaults. These forwards have none and are always called with
+    call, a large part of a small convolution's whole call
+    (``benchmarks/bench_overhead.py`` measures it), only to fill in
+    defaults. These forwards have none and are always called with
     every argument positionally, so outside functorch transforms ``apply``
     goes straight to the autograd engine's entry, as torch's does after
     binding; under ``torch.func`` transforms it is torch's own ``apply``.
@@ -220,7 +223,7 @@ class Conv2dFunction(_Function):
 
     @staticmethod
     def forward(input, weight, bias, stride, padding, dilation, groups):
-        return ops.call(ops.conv2d, input, weight, bias, stride, padding, dilation, groups)
+        return _library.call(_library.conv2d, input, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -259,7 +262,7 @@ class ConvTranspose2dFunction(_Function):
 
     @staticmethod
     def forward(input, weight, bias, stride, padding, output_padding, groups, dilation):
-        return ops.call(ops.conv_transpose2d, input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return _library.call(_library.conv_transpose2d, input, weight, bias, stride, padding, output_padding, groups, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -298,7 +301,7 @@ class Conv2dWeightFunction(_Function):
 
     @staticmethod
     def forward(input, grad_output, weight_size, stride, padding, dilation, groups):
-        return ops.call(ops.conv2d_weight, input, grad_output, weight_size, stride, padding, dilation, groups)
+        return _library.call(_library.conv2d_weight, input, grad_output, weight_size, stride, padding, dilation, groups)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -332,7 +335,7 @@ class MaxPool2dFunction(_Function):
 
     @staticmethod
     def forward(input, kernel_size, stride, padding, dilation, ceil_mode):
-        return ops.call(ops.max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)
+        return _library.call(_library.max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -378,7 +381,7 @@ class MaxPool2dBackwardFunction(_AtPoolIndices):
 
     @staticmethod
     def forward(grad_output, indices, input_size, kernel_size, stride, padding, dilation):
-        return ops.call(ops.max_pool2d_backward, grad_output, indices, input_size, kernel_size, stride, padding, dilation)
+        return _library.call(_library.max_pool2d_backward, grad_output, indices, input_size, kernel_size, stride, padding, dilation)
 
     @staticmethod
     def jvp(ctx, grad_output_t, *_):
@@ -414,7 +417,7 @@ class AvgPool2dFunction(_Function):
 
     @staticmethod
     def forward(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        return ops.call(ops.avg_pool2d, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        return _library.call(_library.avg_pool2d, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -437,7 +440,7 @@ class AvgPool2dBackwardFunction(_Function):
 
     @staticmethod
     def forward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        return ops.call(ops.avg_pool2d_backward,
+        return _library.call(_library.avg_pool2d_backward,
             grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         )
 
@@ -508,7 +511,7 @@ class TangentSumFunction(_Function):
         return (None, grad_bias, *(grad_output if needed else None for needed in ctx.needs_input_grad[2:]))
 
 
-#: The autograd.Function of every op of ``ops.OPS``, by the op's name. (The
+#: The autograd.Function of every op of ``_library.OPS``, by the op's name. (The
 #: other Functions, EmptyConvFunction, GatherAtFunction and
 #: TangentSumFunction, run no op.)
 FUNCTIONS: dict[str, type[_Function]] = {
@@ -524,7 +527,7 @@ FUNCTIONS: dict[str, type[_Function]] = {
 
 def _register() -> None:
     """The ops' autograd formulas are their Functions' (see the module's docstring)."""
-    for name, entry in ops.OPS.items():
+    for name, entry in _library.OPS.items():
         function = FUNCTIONS[name]
         entry.custom_op.register_autograd(function.backward, setup_context=function.setup_context)
 

@@ -14,6 +14,10 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
+# Imported for what it does (registers the ops' FLOP formulas): nothing
+# to import from it.
+__all__: list[str] = []
+
 
 def _t(shape):
     """(A, B, ...) -> (B, A, ...): the weight gradient as a convolution over the batch."""

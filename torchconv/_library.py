@@ -32,10 +32,25 @@ import torch
 from torch import Tensor
 
 from . import backends
-from ._args import autocast_dtype, conv_output_hw, conv_transpose_output_hw, pool_output_hw
+from ._dtypes import autocast_dtype
+from ._output_size import conv_output_hw, conv_transpose_output_hw, pool_output_hw
 from ._memory_format import conv_memory_format, in_memory_format, memory_format_of, output_padding_is_big
 
-__all__ = ["Op", "OPS", "AUTOCAST_OPS", "autocast_operands", "call"]
+__all__ = [
+    "Op",
+    "OPS",
+    "AUTOCAST_OPS",
+    "autocast_operands",
+    "call",
+    # the ops themselves (torchconv::<name>)
+    "conv2d",
+    "conv_transpose2d",
+    "conv2d_weight",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+]
 
 
 def _owned(out: Tensor) -> Tensor:
@@ -376,7 +391,7 @@ AUTOCAST_OPS = frozenset(entry.custom_op for entry in OPS.values() if entry.auto
 
 def autocast_operands(args) -> tuple:
     """``args`` as autocast gives them to a convolution: each tensor in the
-    dtype ``_args.autocast_dtype`` gives it (floating point but float64, on a
+    dtype ``_dtypes.autocast_dtype`` gives it (floating point but float64, on a
     device where autocast is on: autocast's dtype), everything else as is.
     ``.to`` is differentiable, so gradients come back in each operand's own
     dtype."""

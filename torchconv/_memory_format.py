@@ -134,7 +134,7 @@ def conv_grads_in_memory_format(
     contiguous tensors (its forward result keeps the operands' format).
 
     ``native``: torch ran the convolution on a kernel that keeps the
-    weight's layout (``_args.torch_keeps_weight_layout``): the weight
+    weight's layout (``_torch_kernels.torch_keeps_weight_layout``): the weight
     gradient then has the weight's own strides when the weight is already
     laid out in that memory format (which a 1x1 weight is in both, whatever
     its strides), where other kernels give the format's fresh strides."""

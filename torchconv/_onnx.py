@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._args import pool_output_size, same_padding
+from ._output_size import pool_output_size, same_padding
 
 __all__ = ["register", "onnx_translation_table"]
 

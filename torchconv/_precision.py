@@ -16,6 +16,8 @@ from typing import Iterator
 
 import torch
 
+__all__ = ["full_float32"]
+
 
 @contextlib.contextmanager
 def full_float32() -> Iterator[None]:

@@ -33,6 +33,10 @@ from torch.jit._builtins import _register_builtin
 
 from . import functional
 
+# Imported for what it does (defines the ops TorchScript calls): nothing to
+# import from it.
+__all__: list[str] = []
+
 _LIBRARY = torch.library.Library("torchconv_functional", "DEF")
 
 

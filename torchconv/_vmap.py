@@ -37,7 +37,11 @@ import torch
 from torch import Tensor
 
 from . import _autograd
-from . import _library as ops
+from . import _library
+
+# Imported for what it does (attaches torch.vmap batching rules to the ops):
+# nothing to import from it.
+__all__: list[str] = []
 
 
 # -------------------------------------------------------------------- helpers
@@ -288,7 +292,7 @@ def _register() -> None:
     for function, rule in _RULES.items():
         function.generate_vmap_rule = False
         function.vmap = staticmethod(functools.partial(rule, function.apply))
-    for name, entry in ops.OPS.items():
+    for name, entry in _library.OPS.items():
         rule = _RULES[_autograd.FUNCTIONS[name]]
         entry.custom_op.register_vmap(functools.partial(rule, entry.custom_op))
 

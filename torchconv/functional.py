@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from . import _args
-from . import _library as ops
+from . import _args, _dtypes, _output_size
+from . import _library
 from ._eager import entries
 from ._memory_format import conv_memory_format, in_memory_format
 from ._autograd import (
@@ -65,7 +65,7 @@ def _run(function, op, *args):
         # arguments of torch's own convolutions are).
         return op(*(_as_ints(a) if isinstance(a, (list, tuple)) else a for a in args))
     if op in _AUTOCAST_OPS and torch.is_autocast_enabled(args[0].device.type):
-        args = ops.autocast_operands(args)
+        args = _library.autocast_operands(args)
     return function.apply(*args)
 
 
@@ -93,13 +93,13 @@ def _traceable(function):
     return traceable
 
 
-_AUTOCAST_OPS = ops.AUTOCAST_OPS  # a global of this module: _run reads it at every call
+_AUTOCAST_OPS = _library.AUTOCAST_OPS  # a global of this module: _run reads it at every call
 
 
 def _empty_conv(shape, input: Tensor, weight: Tensor, bias) -> Tensor:
     """The output of a convolution of an input without elements (nothing to
     compute; torch skips some checks for it too)."""
-    return EmptyConvFunction.apply(input, weight, bias, shape, _args.autocast_dtype(input))
+    return EmptyConvFunction.apply(input, weight, bias, shape, _dtypes.autocast_dtype(input))
 
 
 def _batched(input: Tensor) -> tuple[Tensor, bool]:
@@ -157,7 +157,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         elif padding == "same":
             if any(s != 1 for s in stride):
                 raise RuntimeError(f"{op}: padding='same' is not supported for strided convolutions (stride={stride})")
-            padding, extra = _args.same_padding(weight.shape[2:], dilation)
+            padding, extra = _output_size.same_padding(weight.shape[2:], dilation)
         else:
             raise RuntimeError(f"{op}: Invalid padding string: '{padding}' (expected 'same', 'valid', an int or a pair)")
     else:
@@ -168,13 +168,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
         # Even effective kernel: the odd row/column of padding goes last.
         x = F.pad(x, (0, extra[1], 0, extra[0]))
     shape = _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups)
-    _args.check_conv_dtype(x, dilation, transposed=False)
+    _dtypes.check_conv_dtype(x, dilation, transposed=False)
     if x.numel() == 0:
         if x.shape[1] == 0:  # no input channels: torch's output has none either
             shape[1] = 0
         y = _empty_conv(shape, x, weight, bias)
     else:
-        y = _run(Conv2dFunction, ops.conv2d, x, weight, bias, stride, padding, dilation, groups)
+        y = _run(Conv2dFunction, _library.conv2d, x, weight, bias, stride, padding, dilation, groups)
     return y.squeeze(0) if unbatched else y
 
 
@@ -234,7 +234,7 @@ def conv_transpose2d(
     _args.check_conv_params(op, stride, padding, dilation, groups, output_padding, input_is_empty=input.numel() == 0)
     x, unbatched = _batched(input)
     shape = _args.check_conv_shapes(op, x, weight, bias, stride, padding, dilation, groups, output_padding)
-    _args.check_conv_dtype(x, dilation, transposed=True)
+    _dtypes.check_conv_dtype(x, dilation, transposed=True)
     if x.numel() == 0:
         y = _empty_conv(shape, x, weight, bias)
     elif 0 in shape[2:]:
@@ -248,7 +248,7 @@ def conv_transpose2d(
         y = in_memory_format(_empty_conv(shape, *operands, bias), memory_format)
     else:
         y = _run(
-            ConvTranspose2dFunction, ops.conv_transpose2d, x, weight, bias, stride, padding, output_padding, groups,
+            ConvTranspose2dFunction, _library.conv_transpose2d, x, weight, bias, stride, padding, output_padding, groups,
             dilation,
         )
     return y.squeeze(0) if unbatched else y
@@ -296,7 +296,7 @@ def max_pool2d(
     kernel, stride, padding, dilation = _args.pool_args(op, kernel_size, stride, padding, dilation)
     _args.check_pool(op, input, kernel, stride, padding, dilation, ceil_mode)
     x, unbatched = _batched(input)
-    values, indices = _run(MaxPool2dFunction, ops.max_pool2d, x, kernel, stride, padding, dilation, ceil_mode)
+    values, indices = _run(MaxPool2dFunction, _library.max_pool2d, x, kernel, stride, padding, dilation, ceil_mode)
     if unbatched:
         values, indices = values.squeeze(0), indices.squeeze(0)
     return (values, indices) if return_indices else values
@@ -367,6 +367,6 @@ def avg_pool2d(
     _args.check_pool(op, input, kernel, stride, padding, [1, 1], ceil_mode)
     x, unbatched = _batched(input)
     y = _run(
-        AvgPool2dFunction, ops.avg_pool2d, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
+        AvgPool2dFunction, _library.avg_pool2d, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
     return y.squeeze(0) if unbatched else y

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import functional as _tcf
+from . import functional
 
 __all__ = ["Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d"]
 
@@ -122,7 +122,7 @@ class Conv2d(torch.nn.Conv2d):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         if self.padding_mode != "zeros":
             # As torch: pad explicitly in the requested mode, then convolve unpadded.
-            return _tcf.conv2d(
+            return functional.conv2d(
                 F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
                 weight,
                 bias,
@@ -131,7 +131,7 @@ class Conv2d(torch.nn.Conv2d):
                 self.dilation,
                 self.groups,
             )
-        return _tcf.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return functional.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, input: Tensor) -> Tensor:
         """Convolves ``input`` (:math:`(N, C_{in}, H, W)` or :math:`(C_{in}, H, W)`) with the layer's weight."""
@@ -237,7 +237,7 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
-        return _tcf.conv_transpose2d(
+        return functional.conv_transpose2d(
             input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
         )
 
@@ -300,10 +300,10 @@ class MaxPool2d(torch.nn.MaxPool2d):
         # Two calls, not one with return_indices: TorchScript compiles only the
         # branch this layer takes, each with one return type.
         if self.return_indices:
-            return _tcf.max_pool2d_with_indices(
+            return functional.max_pool2d_with_indices(
                 input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
             )
-        return _tcf.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        return functional.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
 
 class AvgPool2d(torch.nn.AvgPool2d):
@@ -358,7 +358,7 @@ class AvgPool2d(torch.nn.AvgPool2d):
             leaf = _fx_leaf(self, input)
             if leaf is not None:
                 return leaf
-        return _tcf.avg_pool2d(
+        return functional.avg_pool2d(
             input,
             self.kernel_size,
             self.stride,

@@ -269,7 +269,8 @@ def kernels(device) -> ModuleType:
     """The kernels of the backend that runs on ``device`` now.
 
     Every op call asks this, so the answer :func:`current` gives is found
-    here without building lists (about 1 us instead of 5): the choice of
+    here without building lists (it is part of every call's overhead,
+    ``benchmarks/bench_overhead.py``): the choice of
     :func:`use` and the environment variable are read at every call, and
     so is ``is_available()`` of the backend picked; the priority order is
     kept between changes of the registry. Anything amiss goes to

@@ -32,6 +32,19 @@ from pathlib import Path
 
 import torch
 
+__all__ = [
+    "HOW_TO_ENABLE",
+    "BUILD_VARIABLE",
+    "COMPILED_DTYPES",
+    "MEMORY_FORMAT_DTYPES",
+    "load_problem",
+    "is_available",
+    "capability",
+    "supported_capabilities",
+    "use_capability",
+    "compiled_kernel",
+]
+
 from . import reference
 
 try:
@@ -80,7 +93,7 @@ def _warn_if_unexpected() -> None:
     if _not_built() and (os.environ.get(BUILD_VARIABLE) == "0" or not _sources_beside_package()):
         return
     warnings.warn(
-        f"torchconv: {load_problem()}; every op runs on the reference backend (pure PyTorch, 10-100x slower). "
+        f"torchconv: {load_problem()}; every op runs on the reference backend (pure PyTorch, many times slower). "
         + HOW_TO_ENABLE
         + f" To silence this on purpose, set {BUILD_VARIABLE}=0.",
         RuntimeWarning,

@@ -20,6 +20,8 @@ import torch
 
 from . import cpp, reference
 
+__all__ = ["HOW_TO_ENABLE", "COMPILED_DTYPES", "is_built", "is_available"]
+
 HOW_TO_ENABLE = (
     "It needs a GPU, a CUDA build of torch and the extension built with its CUDA "
     "kernels: `TORCHCONV_BUILD_CUDA=1 pip install --no-build-isolation -e .` "

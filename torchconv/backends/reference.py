@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._args import conv_output_hw, conv_transpose_output_hw, pool_output_hw
+from .._output_size import conv_output_hw, conv_transpose_output_hw, pool_output_hw
 
 __all__ = [
     "conv2d",
