@@ -136,7 +136,7 @@ inline void check_conv2d_weight(const at::Tensor& input, const at::Tensor& grad_
                   grad_output.size(0) == input.size(0),
               "torchconv_cpp::conv2d_weight: input ", input.sizes(), ", grad_output ", grad_output.sizes(),
               " and weight_size ", weight_size, " do not agree (groups=", groups, ")");
-  // Never larger: the kernels read the image only where conv2d's windows lie.
+  // Never larger: the kernels read the input only where conv2d's windows lie.
   const int64_t out_h = conv_output_size(input.size(2), weight_size[2], stride[0], padding[0], dilation[0]);
   const int64_t out_w = conv_output_size(input.size(3), weight_size[3], stride[1], padding[1], dilation[1]);
   TORCH_CHECK(grad_output.size(2) <= out_h && grad_output.size(3) <= out_w, "torchconv_cpp::conv2d_weight: grad_output ",

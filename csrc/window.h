@@ -3,7 +3,7 @@
 // window itself, the output sizes it gives, and the per-axis rules the
 // kernels share (which taps of a max window lie in the input, the cells and
 // divisor of an average window, which windows reach an input position,
-// which grid position's tap reads it). Plain integer arithmetic with no
+// which window position's tap reads it). Plain integer arithmetic with no
 // ATen, so that the same functions compile for the host and, under nvcc,
 // for the device.
 //
@@ -122,15 +122,16 @@ TORCHCONV_HOST_DEVICE inline Range windows_reaching(index_t lo, index_t hi, int6
   return Range{begin, clipped > begin ? clipped : begin};
 }
 
-// The grid position g along one axis whose tap `tap` reads input position i
-// (g * stride - pad + tap * dilation == i), or -1 when no g in [0, grid)
-// does: the gathers that give each image position the sum of what read it
-// (col2im, the depthwise transposed convolution).
+// The window position g along one axis whose tap `tap` reads input position
+// i (g * stride - pad + tap * dilation == i), or -1 when no g in
+// [0, windows) does: the gathers that give each position of a convolution's
+// plane the sum of what read it (col2im, the depthwise transposed
+// convolution).
 template <typename index_t>
-TORCHCONV_HOST_DEVICE inline index_t grid_position_reading(index_t i, index_t tap, int64_t grid, index_t stride,
-                                                           int64_t pad, int64_t dilation) {
+TORCHCONV_HOST_DEVICE inline index_t window_position_reading(index_t i, index_t tap, int64_t windows, index_t stride,
+                                                             int64_t pad, int64_t dilation) {
   const index_t shifted = i + static_cast<index_t>(pad - tap * dilation);  // g * stride if some g reads i
-  return shifted >= 0 && shifted % stride == 0 && shifted / stride < grid ? shifted / stride : index_t(-1);
+  return shifted >= 0 && shifted % stride == 0 && shifted / stride < windows ? shifted / stride : index_t(-1);
 }
 
 }  // namespace torchconv

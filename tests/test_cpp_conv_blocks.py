@@ -1,7 +1,7 @@
 """The C++ CPU convolution kernels' blocked, threaded and channels_last paths
 (csrc/cpu/conv/), against torch in float64.
 
-The kernels cut each sample's grid (output) rows into blocks of about 2 MiB
+The kernels cut each sample's windows (output) rows into blocks of about 2 MiB
 of column scratch, hand (sample, block) tasks to the threads, and, when a
 sample has fewer tasks than there are threads, share one sample's blocks
 among them (col2im of a transposed convolution then runs even blocks, then
@@ -65,7 +65,7 @@ def _strides_comparable(case):
     return case["k"] != 1
 
 
-# 64 channels of a 3x3 kernel: 576 column rows, 147 KiB a grid row of 64 at
+# 64 channels of a 3x3 kernel: 576 column rows, 147 KiB a windows row of 64 at
 # float32, so a 2 MiB block holds 14 rows: a 64-row image has 5 blocks, the
 # last one short.
 CONV_CASES = [
@@ -92,7 +92,7 @@ def test_conv2d_blocks_threads_layouts(case, layouts, threads):
 
 
 # A 4x4 stride-2 transposed convolution to 64 channels: 1024 column rows, so
-# a 40 x 64 grid is cut into blocks of at most 8 rows, and with one sample
+# a 40 x 64 windows side is cut into blocks of at most 8 rows, and with one sample
 # per two threads into an even count, whose col2im runs in two passes.
 CONV_T_CASES = [
     dict(n=1, c=32, h=40, w=64, o=64, k=4, kw=dict(stride=2, padding=1)),
@@ -157,7 +157,7 @@ def test_channels_last_operands_are_not_copied_to_contiguous():
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CL], ids=["nchw", "nhwc"])
-def test_strided_and_expanded_grid_operands(layout, threads):
+def test_strided_and_expanded_windows_operands(layout, threads):
     """A transposed convolution's input and the weight gradient's grad_output
     are read through their strides, a block at a time: the gradient of a sum
     (all strides 0) and strided slices, in both layouts."""

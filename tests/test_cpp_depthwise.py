@@ -1,5 +1,5 @@
 """The C++ CPU kernels of depthwise convolutions (csrc/cpu/conv/direct.h, "unit
-stride: wide grids" and "any stride: rows of taps"; depthwise_nhwc.h), against torch.
+stride: wide windows" and "any stride: rows of taps"; depthwise_nhwc.h), against torch.
 
 A convolution whose groups each read one image channel runs loops of its
 own instead of im2col + GEMM: at stride 1 over zero-padded planes with

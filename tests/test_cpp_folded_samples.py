@@ -1,8 +1,8 @@
-"""The C++ CPU convolution kernels on small grids (csrc/cpu/conv/gemm_nchw.h
+"""The C++ CPU convolution kernels with few window positions (csrc/cpu/conv/gemm_nchw.h
 and gemm_nhwc.h, ``kFoldPixels`` in csrc/cpu/conv/blocks.h), against torch in
 float64.
 
-When one sample's grid (output of a convolution, input of a transposed one) has
+When one sample's windows side (output of a convolution, input of a transposed one) has
 few pixels, the kernels fold several whole samples into one GEMM, in either
 memory format (csrc/cpu/conv/gemm_nchw.h puts the samples' columns side by side
 and computes the transposed products). The shapes here make blocks of several
@@ -78,7 +78,7 @@ def _probe(y):
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=_ids)
-def test_conv2d_small_grids(threads, shape, memory_format):
+def test_conv2d_few_window_positions(threads, shape, memory_format):
     n, cin, cout, size, k, s, p, d, g = shape
     torch.manual_seed(0)
     x, w, b = torch.randn(n, cin, *size), torch.randn(cout, cin // g, k, k), torch.randn(cout)
@@ -88,7 +88,7 @@ def test_conv2d_small_grids(threads, shape, memory_format):
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
 @pytest.mark.parametrize("shape", CONV_T_SHAPES, ids=_ids)
-def test_conv_transpose2d_small_grids(threads, shape, memory_format):
+def test_conv_transpose2d_few_window_positions(threads, shape, memory_format):
     n, cin, cout, size, k, s, p, d, g = shape
     torch.manual_seed(0)
     x, w, b = torch.randn(n, cin, *size), torch.randn(cin, cout // g, k, k), torch.randn(cout)

@@ -21,7 +21,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Config.h>
 #include <ATen/Parallel.h>
-#include <c10/util/strides.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -29,6 +28,7 @@
 #include <vector>
 
 #include "../calls.h"
+#include "../memory_format.h"
 #include "../window.h"
 
 namespace torchconv {
@@ -40,30 +40,10 @@ using torch::autograd::variable_list;
 using Ints = std::vector<int64_t>;
 
 // ------------------------------------------------------------ memory formats
-
-bool is_channels_last(const at::Tensor& t) {
-  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-}
-
-// torchconv/_memory_format.py's conv_memory_format: channels_last if either
-// operand is, except on CUDA for float64 and for a transposed convolution
-// whose output_padding reaches its stride (torch runs those contiguously).
-at::MemoryFormat conv_memory_format(const at::Tensor& a, const at::Tensor& b, bool slow_transposed = false) {
-  if (a.is_cuda() && (a.scalar_type() == at::kDouble || b.scalar_type() == at::kDouble || slow_transposed)) {
-    return at::MemoryFormat::Contiguous;
-  }
-  return is_channels_last(a) || is_channels_last(b) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-// `t` with exactly the strides of a fresh tensor in `format` (size-1
-// dimensions included); copied only when its strides differ.
-at::Tensor in_memory_format(const at::Tensor& t, at::MemoryFormat format) {
-  if (!t.defined()) return t;
-  const bool fresh = format == at::MemoryFormat::ChannelsLast
-                         ? t.strides() == at::IntArrayRef(c10::get_channels_last_strides_2d(t.sizes()))
-                         : t.strides() == at::IntArrayRef(c10::contiguous_strides(t.sizes()));
-  return fresh ? t : t.clone(format);
-}
+//
+// The rules themselves (is_channels_last, conv_memory_format,
+// in_memory_format) are ../memory_format.h's; here, which kernel torch runs
+// and what that does to the weight gradient's strides.
 
 // Whether torch runs this CPU convolution with oneDNN rather than its native
 // kernels: torchconv/_args.py's torch_cpu_convolves_with_onednn (ATen's

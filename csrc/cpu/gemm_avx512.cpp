@@ -83,8 +83,9 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
 // the bottleneck. MR = 8 divides the usual channel counts (M = C_out or
 // C_in*kh*kw), so M edges are rare; N (= H_out*W_out) is often ragged,
 // and NV-templated kernels cover its remainder 16 lanes at a time with only
-// the last vector masked. Wider tiles were not better: 8x32 (16 acc) to
-// 14x32 (28 acc) all reach the FMA peak with L1-resident operands here.
+// the last vector masked. Wider tiles are no better: 8x32 (16 acc) to
+// 14x32 (28 acc) all reach the FMA peak with L1-resident operands
+// (benchmarks/gemm_bench/bench.py).
 constexpr int MR = 8;
 constexpr int NV = 3;
 
@@ -147,9 +148,9 @@ template <typename T>
 constexpr int kNR = NV * Vec<T>::L;
 
 // A source region to pull into L2 while a micro-kernel runs, so that the
-// next packing step copies from L2 instead of stalling on L3/DRAM (measured
-// with B always packed: at M = 64, packing took ~20% of the time without
-// it, ~7% with it).
+// next packing step copies from L2 instead of stalling on L3/DRAM: without
+// it, packing is a large share of a small-M product's time
+// (benchmarks/gemm_bench/bench.py).
 // Iteration k of the kernel's loop (k < count) touches the NR-element run
 // starting at base + (k % rows) * ld + (k / rows) * NR: a walk down `rows`
 // rows, then the next NR columns. One NR run is 3 cache lines per k step,
@@ -408,9 +409,9 @@ void pack_transposed(const T* src, int64_t ld, int64_t kc, int w, int W, T* dst)
 // are not a multiple of 4 KiB apart (rows that alias in L1/L2 sets would
 // evict each other), and there are at most this many rows of C: each row
 // panel re-reads the strided source (extra TLB and L2 traffic), while
-// packing costs a copy per element up front. Measured on conv shapes: in
-// place +7% at M = 64 (K = 576), +5% at M = 32 (K = 9), +1% at M = 256,
-// -3% at M = 576.
+// packing costs a copy per element up front: on conv shapes reading in
+// place wins up to about this many rows and loses beyond
+// (benchmarks/gemm_bench/bench.py).
 constexpr int64_t kInPlaceMaxRows = 256;
 constexpr int64_t kAliasBytes = 4096;
 

@@ -58,9 +58,10 @@ class Scratch {
   size_t size_ = 0;
 };
 
-// Below this many multiply-adds (~20 us on one core) the fork/join of
-// at::parallel_for costs more than a second thread saves (measured: the
-// crossover is near 1M; a 32x784x9 product ran 4x slower split in three).
+// Below this many multiply-adds the fork/join of at::parallel_for costs
+// more than a second thread saves: the crossover of the GEMM's time split
+// and unsplit (benchmarks/gemm_bench/bench.py times both, one thread and
+// two).
 constexpr int64_t kMinParallelMacs = int64_t(1) << 20;
 // Up to this many chunks per thread: threads claim chunks dynamically, so
 // when the machine is shared and one thread is descheduled the others take

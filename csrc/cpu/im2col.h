@@ -1,16 +1,17 @@
-// im2col and col2im for one image: the two data-movement primitives that
+// im2col and col2im for one sample: the two data-movement primitives that
 // conv2d and conv_transpose2d share (docs/architecture.md: the two ops are
 // adjoint; six computations, two primitives, one GEMM).
 //
-// Geometry: an image of `channels` planes of size image_h x image_w is read
-// (im2col) or written (col2im) through a kernel_h x kernel_w window placed at
-// grid_h x grid_w positions. Row r = (c * kernel_h + i) * kernel_w + j of the
-// column matrix holds, for every grid position (y, x), the pixel
+// Geometry (the plane and windows sides of cpu/conv/shape.h): `channels`
+// planes of size plane_h x plane_w are read (im2col) or written (col2im)
+// through a kernel_h x kernel_w window placed at windows_h x windows_w
+// positions. Row r = (c * kernel_h + i) * kernel_w + j of the column matrix
+// holds, for every window position (y, x), the pixel
 // (y * stride_h - pad_h + i * dilation_h, x * stride_w - pad_w + j * dilation_w)
-// of plane c; pixels outside the image read as zero (im2col) or are dropped
+// of plane c; pixels outside the plane read as zero (im2col) or are dropped
 // (col2im). Every access is bounds-checked, so no shape can make them read or
-// write out of range. im2col may widen as it copies (a float16 or bfloat16
-// image into float32 columns, see precision.h): the widening then costs no
+// write out of range. im2col may widen as it copies (float16 or bfloat16
+// planes into float32 columns, see precision.h): the widening then costs no
 // pass of its own.
 #pragma once
 
@@ -24,102 +25,103 @@
 namespace torchconv {
 namespace cpu {
 
-// First and one-past-last grid x whose pixel x * stride - pad + offset lies
-// in [0, width): the run of a column row that maps inside the image.
-inline void inside_range(int64_t grid, int64_t stride, int64_t offset, int64_t width,
+// First and one-past-last window position x in [0, windows) whose pixel
+// x * stride + offset lies in [0, width): the run of a column row that maps
+// inside the plane.
+inline void inside_range(int64_t windows, int64_t stride, int64_t offset, int64_t width,
                          int64_t* begin, int64_t* end) {
   // x * stride + offset >= 0  <=>  x >= ceil(-offset / stride)
   int64_t b = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
   // x * stride + offset < width  <=>  x <= (width - 1 - offset) / stride
   int64_t e = width - 1 - offset < 0 ? 0 : (width - 1 - offset) / stride + 1;
-  *begin = std::min(b, grid);
-  *end = std::max(*begin, std::min(e, grid));
+  *begin = std::min(b, windows);
+  *end = std::max(*begin, std::min(e, windows));
 }
 
-// Grid rows [y_begin, y_end) of the column matrix: a (channels * kernel_h *
-// kernel_w) x ((y_end - y_begin) * grid_w) matrix, row-major, its rows
+// Windows rows [y_begin, y_end) of the column matrix: a (channels * kernel_h
+// * kernel_w) x ((y_end - y_begin) * windows_w) matrix, row-major, its rows
 // ld_columns apart (>= the width: a block of several samples puts each
 // sample's columns side by side in one matrix).
-// The convolution kernels build the columns a block of output rows at a
-// time, so the scratch stays a few MiB however large the image (a whole
-// 64-channel 1024 x 1024 image's 3 x 3 columns are 2.25 GiB).
-template <typename image_t, typename column_t>
-void im2col(const image_t* image, int64_t channels, int64_t image_h, int64_t image_w,
-            int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, column_t* columns,
+// The convolution kernels build the columns a block of windows rows at a
+// time, so the scratch stays a few MiB however large the planes (a whole
+// 64-channel 1024 x 1024 sample's 3 x 3 columns are 2.25 GiB).
+template <typename plane_t, typename column_t>
+void im2col(const plane_t* planes, int64_t channels, int64_t plane_h, int64_t plane_w,
+            int64_t windows_w, const Window& w, int64_t y_begin, int64_t y_end, column_t* columns,
             int64_t ld_columns) {
   for (int64_t c = 0; c < channels; ++c) {
-    const image_t* plane = image + c * image_h * image_w;
+    const plane_t* plane = planes + c * plane_h * plane_w;
     for (int64_t i = 0; i < w.kernel_h; ++i) {
       for (int64_t j = 0; j < w.kernel_w; ++j) {
         column_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * ld_columns;
         const int64_t offset_w = j * w.dilation_w - w.pad_w;
         int64_t x_begin, x_end;
-        inside_range(grid_w, w.stride_w, offset_w, image_w, &x_begin, &x_end);
-        if (w.stride_h == 1 && w.stride_w == 1 && grid_w == image_w && x_begin < x_end) {
-          // Consecutive grid rows read consecutive image rows of the same
-          // width: the rows inside the image are one run of the plane,
+        inside_range(windows_w, w.stride_w, offset_w, plane_w, &x_begin, &x_end);
+        if (w.stride_h == 1 && w.stride_w == 1 && windows_w == plane_w && x_begin < x_end) {
+          // Consecutive windows rows read consecutive plane rows of the same
+          // width: the rows inside the plane are one run of it,
           // copied at once, and the few entries that run wraps into the
           // next row (the padding columns) are zeroed after.
           const int64_t first_iy = y_begin - w.pad_h + i * w.dilation_h;
           const int64_t ya = std::min(y_end, std::max(y_begin, w.pad_h - i * w.dilation_h));
-          const int64_t yb = std::max(ya, std::min(y_end, image_h + w.pad_h - i * w.dilation_h));
-          std::fill(row, row + (ya - y_begin) * grid_w, column_t(0));
+          const int64_t yb = std::max(ya, std::min(y_end, plane_h + w.pad_h - i * w.dilation_h));
+          std::fill(row, row + (ya - y_begin) * windows_w, column_t(0));
           if (ya < yb) {
-            const int64_t d0 = (ya - y_begin) * grid_w + x_begin, d1 = (yb - 1 - y_begin) * grid_w + x_end;
-            convert(plane + (first_iy + ya - y_begin) * image_w + x_begin + offset_w, row + d0, d1 - d0);
+            const int64_t d0 = (ya - y_begin) * windows_w + x_begin, d1 = (yb - 1 - y_begin) * windows_w + x_end;
+            convert(plane + (first_iy + ya - y_begin) * plane_w + x_begin + offset_w, row + d0, d1 - d0);
             for (int64_t y = ya; y < yb; ++y) {
-              column_t* out = row + (y - y_begin) * grid_w;
+              column_t* out = row + (y - y_begin) * windows_w;
               std::fill(out, out + x_begin, column_t(0));
-              std::fill(out + x_end, out + grid_w, column_t(0));
+              std::fill(out + x_end, out + windows_w, column_t(0));
             }
           }
-          std::fill(row + (yb - y_begin) * grid_w, row + (y_end - y_begin) * grid_w, column_t(0));
+          std::fill(row + (yb - y_begin) * windows_w, row + (y_end - y_begin) * windows_w, column_t(0));
           continue;
         }
         for (int64_t y = y_begin; y < y_end; ++y) {
-          column_t* out = row + (y - y_begin) * grid_w;
+          column_t* out = row + (y - y_begin) * windows_w;
           const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-          if (iy < 0 || iy >= image_h) {
-            std::fill(out, out + grid_w, column_t(0));
+          if (iy < 0 || iy >= plane_h) {
+            std::fill(out, out + windows_w, column_t(0));
             continue;
           }
-          const image_t* in = plane + iy * image_w + offset_w;
+          const plane_t* in = plane + iy * plane_w + offset_w;
           std::fill(out, out + x_begin, column_t(0));
           if (w.stride_w == 1) {
             convert(in + x_begin, out + x_begin, x_end - x_begin);
           } else {
             for (int64_t x = x_begin; x < x_end; ++x) out[x] = static_cast<column_t>(in[x * w.stride_w]);
           }
-          std::fill(out + x_end, out + grid_w, column_t(0));
+          std::fill(out + x_end, out + windows_w, column_t(0));
         }
       }
     }
   }
 }
 
-// The adjoint of im2col over the same grid rows: adds every column entry
+// The adjoint of im2col over the same windows rows: adds every column entry
 // onto the pixel it was read from. Entry (r, p) of the column matrix (row r,
-// grid position p of the block) is columns[r * ld_columns + p *
+// window position p of the block) is columns[r * ld_columns + p *
 // pixel_stride]: pixel_stride 1 for im2col's layout, or ld_columns 1 and
-// pixel_stride the row count for its transpose (a row per grid position).
-// `image` must be zeroed (or hold values to accumulate onto).
+// pixel_stride the row count for its transpose (a row per window position).
+// `planes` must be zeroed (or hold values to accumulate onto).
 template <typename scalar_t>
-void col2im(const scalar_t* columns, int64_t ld_columns, int64_t pixel_stride, int64_t channels, int64_t image_h,
-            int64_t image_w, int64_t grid_w, const Window& w, int64_t y_begin, int64_t y_end, scalar_t* image) {
+void col2im(const scalar_t* columns, int64_t ld_columns, int64_t pixel_stride, int64_t channels, int64_t plane_h,
+            int64_t plane_w, int64_t windows_w, const Window& w, int64_t y_begin, int64_t y_end, scalar_t* planes) {
   const int64_t ps = pixel_stride;
   for (int64_t c = 0; c < channels; ++c) {
-    scalar_t* plane = image + c * image_h * image_w;
+    scalar_t* plane = planes + c * plane_h * plane_w;
     for (int64_t i = 0; i < w.kernel_h; ++i) {
       for (int64_t j = 0; j < w.kernel_w; ++j) {
         const scalar_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * ld_columns;
         const int64_t offset_w = j * w.dilation_w - w.pad_w;
         int64_t x_begin, x_end;
-        inside_range(grid_w, w.stride_w, offset_w, image_w, &x_begin, &x_end);
+        inside_range(windows_w, w.stride_w, offset_w, plane_w, &x_begin, &x_end);
         for (int64_t y = y_begin; y < y_end; ++y) {
           const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-          if (iy < 0 || iy >= image_h) continue;
-          const scalar_t* in = row + (y - y_begin) * grid_w * ps;
-          scalar_t* out = plane + iy * image_w + offset_w;
+          if (iy < 0 || iy >= plane_h) continue;
+          const scalar_t* in = row + (y - y_begin) * windows_w * ps;
+          scalar_t* out = plane + iy * plane_w + offset_w;
           if (ps == 1 && w.stride_w == 1) {
             for (int64_t x = x_begin; x < x_end; ++x) out[x] += in[x];
           } else {
@@ -131,42 +133,42 @@ void col2im(const scalar_t* columns, int64_t ld_columns, int64_t pixel_stride, i
   }
 }
 
-// Channels_last (NHWC) images: pixel (y, x) holds its `channels` values
+// Channels_last (NHWC) planes: pixel (y, x) holds its `channels` values
 // contiguously, and a group reads `group_channels` of them from
 // `channel_begin`. The column matrix is then transposed with respect to the
-// one above: one row per grid position of rows [y_begin, y_end), holding
+// one above: one row per window position of rows [y_begin, y_end), holding
 // the window's taps in (i, j, c) order, kernel_h * kernel_w *
 // group_channels values, which is a channels_last weight's own order. Each
 // tap copies a run of contiguous channels; with one group and no dilation
 // a whole kernel row's taps are one run.
-template <typename image_t, typename column_t>
-void im2col_nhwc(const image_t* image, int64_t channels, int64_t channel_begin, int64_t group_channels,
-                 int64_t image_h, int64_t image_w, int64_t grid_w, const Window& w, int64_t y_begin,
+template <typename plane_t, typename column_t>
+void im2col_nhwc(const plane_t* planes, int64_t channels, int64_t channel_begin, int64_t group_channels,
+                 int64_t plane_h, int64_t plane_w, int64_t windows_w, const Window& w, int64_t y_begin,
                  int64_t y_end, column_t* columns) {
   const int64_t cg = group_channels, tap_row = w.kernel_w * cg, depth = w.kernel_h * tap_row;
   const bool runs = w.dilation_w == 1 && channels == cg;
   for (int64_t y = y_begin; y < y_end; ++y) {
-    for (int64_t x = 0; x < grid_w; ++x) {
-      column_t* col = columns + ((y - y_begin) * grid_w + x) * depth;
+    for (int64_t x = 0; x < windows_w; ++x) {
+      column_t* col = columns + ((y - y_begin) * windows_w + x) * depth;
       const int64_t ix0 = x * w.stride_w - w.pad_w;
       for (int64_t i = 0; i < w.kernel_h; ++i) {
         column_t* out = col + i * tap_row;
         const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-        if (iy < 0 || iy >= image_h) {
+        if (iy < 0 || iy >= plane_h) {
           std::fill(out, out + tap_row, column_t(0));
           continue;
         }
-        const image_t* pixels = image + iy * image_w * channels + channel_begin;
+        const plane_t* pixels = planes + iy * plane_w * channels + channel_begin;
         if (runs) {
           const int64_t j_begin = std::min(w.kernel_w, std::max<int64_t>(0, -ix0));
-          const int64_t j_end = std::max(j_begin, std::min(w.kernel_w, image_w - ix0));
+          const int64_t j_end = std::max(j_begin, std::min(w.kernel_w, plane_w - ix0));
           std::fill(out, out + j_begin * cg, column_t(0));
           convert(pixels + (ix0 + j_begin) * channels, out + j_begin * cg, (j_end - j_begin) * cg);
           std::fill(out + j_end * cg, out + tap_row, column_t(0));
         } else {
           for (int64_t j = 0; j < w.kernel_w; ++j) {
             const int64_t ix = ix0 + j * w.dilation_w;
-            if (ix < 0 || ix >= image_w) {
+            if (ix < 0 || ix >= plane_w) {
               std::fill(out + j * cg, out + (j + 1) * cg, column_t(0));
             } else {
               convert(pixels + ix * channels, out + j * cg, cg);
@@ -181,20 +183,20 @@ void im2col_nhwc(const image_t* image, int64_t channels, int64_t channel_begin, 
 // The adjoint of im2col_nhwc: adds each column row's taps onto their pixels.
 template <typename scalar_t>
 void col2im_nhwc(const scalar_t* columns, int64_t channels, int64_t channel_begin, int64_t group_channels,
-                 int64_t image_h, int64_t image_w, int64_t grid_w, const Window& w, int64_t y_begin,
-                 int64_t y_end, scalar_t* image) {
+                 int64_t plane_h, int64_t plane_w, int64_t windows_w, const Window& w, int64_t y_begin,
+                 int64_t y_end, scalar_t* planes) {
   const int64_t cg = group_channels, tap_row = w.kernel_w * cg, depth = w.kernel_h * tap_row;
   for (int64_t y = y_begin; y < y_end; ++y) {
-    for (int64_t x = 0; x < grid_w; ++x) {
-      const scalar_t* col = columns + ((y - y_begin) * grid_w + x) * depth;
+    for (int64_t x = 0; x < windows_w; ++x) {
+      const scalar_t* col = columns + ((y - y_begin) * windows_w + x) * depth;
       const int64_t ix0 = x * w.stride_w - w.pad_w;
       for (int64_t i = 0; i < w.kernel_h; ++i) {
         const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-        if (iy < 0 || iy >= image_h) continue;
-        scalar_t* pixels = image + iy * image_w * channels + channel_begin;
+        if (iy < 0 || iy >= plane_h) continue;
+        scalar_t* pixels = planes + iy * plane_w * channels + channel_begin;
         for (int64_t j = 0; j < w.kernel_w; ++j) {
           const int64_t ix = ix0 + j * w.dilation_w;
-          if (ix < 0 || ix >= image_w) continue;
+          if (ix < 0 || ix >= plane_w) continue;
           const scalar_t* in = col + i * tap_row + j * cg;
           scalar_t* out = pixels + ix * channels;
           for (int64_t c = 0; c < cg; ++c) out[c] += in[c];

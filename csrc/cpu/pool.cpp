@@ -123,9 +123,9 @@ inline void check_outside_index(int64_t target, int64_t plane_in, int64_t oy, in
 // One output row of one plane. The interior columns run tap by tap over the
 // whole row (a loop the compiler vectorises: 8 windows per AVX2 step); the
 // index is tracked in index_t (int32 when the plane allows, so indices and
-// values fill the same vector lanes) and widened once. Measured on AVX2,
-// 64x32x28x28 2x2: the row loop made the forward ~1.6x faster than one
-// window at a time.
+// values fill the same vector lanes) and widened once. The row loop runs
+// well ahead of one window at a time (benchmarks/bench_ops.py's mnist
+// maxpool 2x2 case).
 template <typename scalar_t, typename index_t, int STRIDE>
 void max_row_nchw(const scalar_t* in, int64_t in_h, int64_t in_w, int64_t oy, int64_t out_w, const Window& p,
                   const Range& cols, acc_t<scalar_t>* __restrict best, index_t* __restrict best_at, scalar_t* out,
@@ -206,9 +206,9 @@ void max_pool2d_nchw(const scalar_t* input, scalar_t* output, int64_t* indices, 
 // NHWC max pool: each output pixel's window over all C channels; the
 // channel loop is contiguous in every tensor and vectorises. The index is
 // tracked in index_t and widened once: with int64 lanes GCC leaves the loop
-// scalar (~8x slower than torch on 16x64x112x112 3x3 s2), and a version
-// holding blocks of 16 channels in local arrays across the taps was not
-// vectorised either (~9x slower).
+// scalar, and a version holding blocks of 16 channels in local arrays
+// across the taps was not vectorised either; both ran far behind torch
+// (benchmarks/bench_ops.py's maxpool 3x3 s2 channels_last case).
 template <typename scalar_t, typename index_t>
 void max_pool2d_nhwc(const scalar_t* input, scalar_t* output, int64_t* indices, int64_t batch, int64_t channels,
                      int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, const Window& p) {

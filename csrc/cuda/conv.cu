@@ -7,16 +7,18 @@
 //   conv_transpose2d  y  = col2im(X [rows, Cin] . W_cl)                (per group)
 //   conv2d_weight     dW_cl [O, K]    = dY^T [O, rows] . im2col(x)      (per group)
 //
-// where rows are the grid positions (n, y, x) of the chunk's samples, K runs
+// where rows are the window positions (n, y, x) of the chunk's samples, K runs
 // over (tap, channel) as columns.cuh lays it out, and W_cl is the weight in
 // channels_last order ([O, kH, kW, C/G], a copy of the small weight). The
 // GEMMs are ATen's (at::mm / at::bmm, i.e. cuBLAS, on the current stream,
 // honouring torch's TF32 setting); im2col and col2im are this project's.
-// Images are read and written channels_last; a contiguous result is one
-// layout copy at the end.
+// Activations are read and written channels_last; a contiguous result is
+// one layout copy at the end.
 //
-// Grouped convolutions with one image channel per group (depthwise) skip
-// the GEMM: direct kernels in depthwise.cuh.
+// Grouped convolutions with one plane channel per group (depthwise) skip
+// the GEMM: direct kernels in depthwise.cuh. The plane side is the one the
+// windows lie on (im2col reads it, col2im writes it), the windows side the
+// one with a value per window position (cpu/conv/shape.h).
 //
 // Determinism: no atomics anywhere. col2im is a gather in fixed tap order,
 // the weight gradient sums the chunks in order (in float32 for float16 and
@@ -29,6 +31,7 @@
 #include "checks.h"
 #include "columns.cuh"
 #include "depthwise.cuh"
+#include "memory_format.h"
 #include "ops.h"
 
 namespace torchconv {
@@ -46,16 +49,11 @@ constexpr int64_t kColumnBytes = int64_t(256) << 20;
 
 constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
 
-// cuDNN's rule, as torch applies it: channels_last if either operand is,
-// but never for float64. (The Python layer gives every result torch's exact
-// memory format, torchconv/_memory_format.py conv_memory_format; choosing the
-// same one here saves it a copy.)
-at::MemoryFormat conv_memory_format(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() == at::kDouble) return at::MemoryFormat::Contiguous;
-  return a.suggest_memory_format() == kChannelsLast || b.suggest_memory_format() == kChannelsLast
-             ? kChannelsLast
-             : at::MemoryFormat::Contiguous;
-}
+// Results take the memory format torch gives them on CUDA (cuDNN's rule:
+// conv_memory_format(at::kCUDA, ...), memory_format.h), also where these
+// kernels run emulated on CPU tensors. The Python layer gives every result
+// torch's exact memory format (torchconv/_memory_format.py); choosing the
+// same one here saves it a copy.
 
 // The (N * H * W, C) matrix of a channels_last tensor's memory (a view).
 at::Tensor pixel_rows(const at::Tensor& channels_last) {
@@ -89,34 +87,34 @@ bool is_pointwise(const Window& w) {
   return w.kernel_h == 1 && w.kernel_w == 1 && w.stride_h == 1 && w.stride_w == 1 && w.pad_h == 0 && w.pad_w == 0;
 }
 
-// Whether the image's own pixel rows are its column matrix: a pointwise
-// window over a grid of the image's size. (conv_transpose2d's weight
-// gradient can have a 1x1 window and a larger image: output_padding.)
-bool image_is_its_columns(const at::Tensor& image, const ColumnShape& s) {
-  return is_pointwise(s.window) && image.size(2) == s.grid_h && image.size(3) == s.grid_w;
+// Whether the planes' own pixel rows are their column matrix: a pointwise
+// window over windows of the planes' size. (conv_transpose2d's weight
+// gradient can have a 1x1 window and larger planes: output_padding.)
+bool planes_are_columns(const at::Tensor& planes, const ColumnShape& s) {
+  return is_pointwise(s.window) && planes.size(2) == s.windows_h && planes.size(3) == s.windows_w;
 }
 
-// The columns of samples [first, first + count) of a channels_last image:
-// the image's own pixel rows when they are its columns (no copy), otherwise
-// im2col written into `workspace` (at least rows x width elements).
-at::Tensor image_columns(const at::Tensor& image, const ColumnShape& s, at::Tensor& workspace) {
-  const int64_t grid = s.grid_h * s.grid_w;
-  if (image_is_its_columns(image, s)) {
-    return pixel_rows(image).narrow(0, s.first_sample * grid, s.rows());
+// The columns of samples [first, first + count) of channels_last planes:
+// the planes' own pixel rows when they are their columns (no copy),
+// otherwise im2col written into `workspace` (at least rows x width elements).
+at::Tensor plane_columns(const at::Tensor& planes, const ColumnShape& s, at::Tensor& workspace) {
+  const int64_t windows = s.windows_h * s.windows_w;
+  if (planes_are_columns(planes, s)) {
+    return pixel_rows(planes).narrow(0, s.first_sample * windows, s.rows());
   }
   at::Tensor columns = workspace.narrow(0, 0, s.rows());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "torchconv_cpp::im2col", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, planes.scalar_type(), "torchconv_cpp::im2col", [&] {
     const int64_t count = s.rows() * s.width();
     launch_indexed(im2col_kernel<scalar_t, int32_t>, im2col_kernel<scalar_t, int64_t>, fits_int32({count}), count,
-                   image.const_data_ptr<scalar_t>(), layout_of(image), s, columns.data_ptr<scalar_t>());
+                   planes.const_data_ptr<scalar_t>(), layout_of(planes), s, columns.data_ptr<scalar_t>());
   });
   return columns;
 }
 
-// Grouped convolutions with one image channel per group run the direct
+// Grouped convolutions with one plane channel per group run the direct
 // kernels of depthwise.cuh instead of a GEMM per group.
-bool is_depthwise(int64_t groups, int64_t image_channels_per_group) {
-  return groups > 1 && image_channels_per_group == 1;
+bool is_depthwise(int64_t groups, int64_t plane_channels_per_group) {
+  return groups > 1 && plane_channels_per_group == 1;
 }
 
 template <typename scalar_t>
@@ -124,9 +122,9 @@ const scalar_t* bias_pointer(const at::Tensor& bias) {
   return bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
 }
 
-at::Tensor column_workspace(const at::Tensor& image, const ColumnShape& chunk) {
-  if (image_is_its_columns(image, chunk)) return at::Tensor();
-  return at::empty({chunk.rows(), chunk.width()}, image.options().memory_format(at::MemoryFormat::Contiguous));
+at::Tensor column_workspace(const at::Tensor& planes, const ColumnShape& chunk) {
+  if (planes_are_columns(planes, chunk)) return at::Tensor();
+  return at::empty({chunk.rows(), chunk.width()}, planes.options().memory_format(at::MemoryFormat::Contiguous));
 }
 
 }  // namespace
@@ -139,8 +137,8 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   const std::pair<int64_t, int64_t> out_size = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
   const DeviceGuard guard(input.device());
   const int64_t batch = input.size(0), out_channels = weight.size(0);
-  const int64_t out_h = out_size.first, out_w = out_size.second, grid = out_h * out_w;
-  const at::MemoryFormat format = conv_memory_format(input, weight);
+  const int64_t out_h = out_size.first, out_w = out_size.second, windows = out_h * out_w;
+  const at::MemoryFormat format = conv_memory_format(at::kCUDA, input, weight);
   at::Tensor out = at::empty({batch, out_channels, out_h, out_w}, input.options().memory_format(format));
   if (out.numel() == 0) return out;
   const Window window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
@@ -155,21 +153,21 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
     return out;
   }
 
-  const at::Tensor image = input.contiguous(kChannelsLast);
+  const at::Tensor planes = input.contiguous(kChannelsLast);
   // [G, K/G, O/G]: group g's W_cl block, transposed for the GEMM's right side.
   const int64_t group_width = weight.size(1) * weight.size(2) * weight.size(3);
   const at::Tensor weight_columns =
       weight.permute({0, 2, 3, 1}).contiguous().view({groups, out_channels / groups, group_width}).transpose(1, 2);
   ColumnShape s{0, 0, out_h, out_w, groups, weight.size(1), window};
-  const int64_t chunk = chunk_samples(batch, grid, s.width(), input.element_size());
+  const int64_t chunk = chunk_samples(batch, windows, s.width(), input.element_size());
   s.samples = chunk;
-  at::Tensor workspace = column_workspace(image, s);
+  at::Tensor workspace = column_workspace(planes, s);
   const at::Tensor out_rows = format == kChannelsLast ? pixel_rows(out) : at::Tensor();
   for (int64_t first = 0; first < batch; first += chunk) {
     s.first_sample = first;
     s.samples = std::min(chunk, batch - first);
-    const at::Tensor columns = image_columns(image, s, workspace);
-    at::Tensor rows = format == kChannelsLast ? out_rows.narrow(0, first * grid, s.rows())
+    const at::Tensor columns = plane_columns(planes, s, workspace);
+    at::Tensor rows = format == kChannelsLast ? out_rows.narrow(0, first * windows, s.rows())
                                               : at::empty({s.rows(), out_channels}, input.options());
     grouped_mm(rows, columns, weight_columns);
     if (bias.has_value()) rows.add_(*bias);
@@ -192,7 +190,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const int64_t batch = input.size(0), in_channels = input.size(1);
   const int64_t group_out_channels = weight.size(1), out_channels = group_out_channels * groups;
   const int64_t out_h = out_size.first, out_w = out_size.second;
-  const at::MemoryFormat format = conv_memory_format(input, weight);
+  const at::MemoryFormat format = conv_memory_format(at::kCUDA, input, weight);
   const Window window = make_window(weight.size(2), weight.size(3), stride, padding, dilation);
   if (is_depthwise(groups, group_out_channels)) {
     at::Tensor out = at::empty({batch, out_channels, out_h, out_w}, input.options().memory_format(format));
@@ -210,16 +208,16 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   at::Tensor out = at::empty({batch, out_channels, out_h, out_w}, input.options().memory_format(kChannelsLast));
   if (out.numel() == 0) return out.contiguous(format);
 
-  // Here the input lives on the grid (the GEMM's rows) and the output is the image.
-  const int64_t grid_h = input.size(2), grid_w = input.size(3), grid = grid_h * grid_w;
+  // Here the input is the windows side (the GEMM's rows) and the output the plane side.
+  const int64_t windows_h = input.size(2), windows_w = input.size(3), windows = windows_h * windows_w;
   const at::Tensor x_rows = pixel_rows(input.contiguous(kChannelsLast));
   // [G, Cin/G, K/G]: W_cl ([Cin, kH, kW, Cout/G]) by groups.
   const int64_t group_width = weight.size(2) * weight.size(3) * group_out_channels;
   const at::Tensor weight_columns =
       weight.permute({0, 2, 3, 1}).contiguous().view({groups, in_channels / groups, group_width});
-  ColumnShape s{0, 0, grid_h, grid_w, groups, group_out_channels, window};
-  const bool pointwise = image_is_its_columns(out, s);
-  const int64_t chunk = chunk_samples(batch, grid, s.width(), input.element_size());
+  ColumnShape s{0, 0, windows_h, windows_w, groups, group_out_channels, window};
+  const bool pointwise = planes_are_columns(out, s);
+  const int64_t chunk = chunk_samples(batch, windows, s.width(), input.element_size());
   s.samples = chunk;
   at::Tensor workspace = column_workspace(out, s);
   const at::Tensor out_rows = pixel_rows(out);
@@ -227,9 +225,9 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   for (int64_t first = 0; first < batch; first += chunk) {
     s.first_sample = first;
     s.samples = std::min(chunk, batch - first);
-    const at::Tensor x = x_rows.narrow(0, first * grid, s.rows());
+    const at::Tensor x = x_rows.narrow(0, first * windows, s.rows());
     if (pointwise) {  // the columns are the output's own pixel rows
-      at::Tensor rows = out_rows.narrow(0, first * grid, s.rows());
+      at::Tensor rows = out_rows.narrow(0, first * windows, s.rows());
       grouped_mm(rows, x, weight_columns);
       if (bias.has_value()) rows.add_(bias_values);
       continue;
@@ -254,8 +252,8 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
   check_conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
   const DeviceGuard guard(input.device());
   const int64_t batch = input.size(0), out_channels = weight_size[0];
-  const int64_t grid_h = grad_output.size(2), grid_w = grad_output.size(3), grid = grid_h * grid_w;
-  const at::MemoryFormat format = conv_memory_format(input, grad_output);
+  const int64_t windows_h = grad_output.size(2), windows_w = grad_output.size(3), windows = windows_h * windows_w;
+  const at::MemoryFormat format = conv_memory_format(at::kCUDA, input, grad_output);
   const Window window = make_window(weight_size[2], weight_size[3], stride, padding, dilation);
   if (is_depthwise(groups, weight_size[1])) {
     at::Tensor grad_weight = at::empty(weight_size, input.options());
@@ -263,9 +261,9 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
     TORCH_CHECK(grad_weight.numel() <= std::numeric_limits<int>::max(),
                 "torchconv_cpp::conv2d_weight: more weight elements than CUDA blocks: ", weight_size);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
-      // One block per weight element, each summing over the batch's grid positions.
+      // One block per weight element, each summing over the batch's window positions.
       launch_blocks_indexed(depthwise_conv2d_weight_kernel<scalar_t, int32_t>,
-                            depthwise_conv2d_weight_kernel<scalar_t, int64_t>, fits_int32({batch * grid}),
+                            depthwise_conv2d_weight_kernel<scalar_t, int64_t>, fits_int32({batch * windows}),
                             static_cast<unsigned int>(grad_weight.numel()), kReduceThreads,
                             input.const_data_ptr<scalar_t>(), layout_of(input),
                             grad_output.const_data_ptr<scalar_t>(), layout_of(grad_output), window,
@@ -278,19 +276,19 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
   // W_cl layout: [O, kH, kW, C/G], viewed as [G, O/G, K/G].
   at::Tensor sum = at::zeros({out_channels, weight_size[2], weight_size[3], weight_size[1]},
                              input.options().dtype(sum_type));
-  ColumnShape s{0, 0, grid_h, grid_w, groups, weight_size[1], window};
-  if (batch > 0 && grid > 0 && sum.numel() > 0) {
-    const at::Tensor image = input.contiguous(kChannelsLast);
+  ColumnShape s{0, 0, windows_h, windows_w, groups, weight_size[1], window};
+  if (batch > 0 && windows > 0 && sum.numel() > 0) {
+    const at::Tensor planes = input.contiguous(kChannelsLast);
     const at::Tensor dy_rows = pixel_rows(grad_output.contiguous(kChannelsLast));
-    const int64_t chunk = chunk_samples(batch, grid, s.width(), input.element_size());
+    const int64_t chunk = chunk_samples(batch, windows, s.width(), input.element_size());
     s.samples = chunk;
-    at::Tensor workspace = column_workspace(image, s);
+    at::Tensor workspace = column_workspace(planes, s);
     const at::Tensor sum_groups = sum.view({groups, out_channels / groups, s.width() / groups});
     for (int64_t first = 0; first < batch; first += chunk) {
       s.first_sample = first;
       s.samples = std::min(chunk, batch - first);
-      const at::Tensor columns = image_columns(image, s, workspace);
-      const at::Tensor dy = dy_rows.narrow(0, first * grid, s.rows());
+      const at::Tensor columns = plane_columns(planes, s, workspace);
+      const at::Tensor dy = dy_rows.narrow(0, first * windows, s.rows());
       // [G, O/G, rows] . [G, rows, K/G]
       const at::Tensor part =
           groups == 1 ? at::mm(dy.t(), columns).unsqueeze(0)

@@ -21,14 +21,13 @@
 
 #include "checks.h"
 #include "launch.cuh"
+#include "memory_format.h"
 #include "ops.h"
 #include "window.h"
 
 namespace torchconv {
 namespace cuda {
 namespace {
-
-constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
 
 // ------------------------------------------------------------- max pool
 
@@ -127,8 +126,6 @@ __global__ void avg_pool2d_backward_kernel(const scalar_t* __restrict__ grad_out
   }
 }
 
-bool is_channels_last(at::MemoryFormat format) { return format == kChannelsLast; }
-
 }  // namespace
 
 // ----------------------------------------------------------- entry points
@@ -146,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::max_pool2d", [&] {
     launch_indexed(max_pool2d_kernel<scalar_t, int32_t>, max_pool2d_kernel<scalar_t, int64_t>,
                    fits_int32({out.numel(), input.numel()}), out.numel(), input.const_data_ptr<scalar_t>(),
-                   layout_of(input), layout_of(out), is_channels_last(format), shape.window, out.data_ptr<scalar_t>(),
+                   layout_of(input), layout_of(out), is_channels_last(input), shape.window, out.data_ptr<scalar_t>(),
                    indices.data_ptr<int64_t>());
   });
   return {out, indices};
@@ -166,7 +163,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
     launch_indexed(max_pool2d_backward_kernel<scalar_t, int32_t>, max_pool2d_backward_kernel<scalar_t, int64_t>,
                    fits_int32({grad_input.numel(), grad_output.numel()}), grad_input.numel(),
                    grad_output.const_data_ptr<scalar_t>(), layout_of(grad_output), indices.const_data_ptr<int64_t>(),
-                   layout_of(indices), layout_of(grad_input), is_channels_last(format), p,
+                   layout_of(indices), layout_of(grad_input), is_channels_last(grad_output), p,
                    grad_input.data_ptr<scalar_t>());
   });
   return grad_input;
@@ -184,7 +181,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "torchconv_cpp::avg_pool2d", [&] {
     launch_indexed(avg_pool2d_kernel<scalar_t, int32_t>, avg_pool2d_kernel<scalar_t, int64_t>,
                    fits_int32({out.numel(), input.numel()}), out.numel(), input.const_data_ptr<scalar_t>(),
-                   layout_of(input), layout_of(out), is_channels_last(format), shape.window, count_include_pad,
+                   layout_of(input), layout_of(out), is_channels_last(input), shape.window, count_include_pad,
                    divisor_override.value_or(0), out.data_ptr<scalar_t>());
   });
   return out;
@@ -205,7 +202,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef in
     launch_indexed(avg_pool2d_backward_kernel<scalar_t, int32_t>, avg_pool2d_backward_kernel<scalar_t, int64_t>,
                    fits_int32({grad_input.numel(), grad_output.numel()}), grad_input.numel(),
                    grad_output.const_data_ptr<scalar_t>(), layout_of(grad_output), layout_of(grad_input),
-                   is_channels_last(format), p, count_include_pad, divisor_override.value_or(0),
+                   is_channels_last(grad_output), p, count_include_pad, divisor_override.value_or(0),
                    grad_input.data_ptr<scalar_t>());
   });
   return grad_input;

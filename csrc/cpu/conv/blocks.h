@@ -1,4 +1,4 @@
-// Blocks of grid rows: the unit of scratch and of threading of the GEMM
+// Blocks of windows rows: the unit of scratch and of threading of the GEMM
 // kernels (gemm_nchw.h, gemm_nhwc.h), and the scratch each thread keeps.
 #pragma once
 
@@ -14,76 +14,76 @@ namespace torchconv {
 namespace cpu {
 namespace conv {
 
-// ------------------------------------------------------ blocks of grid rows
+// --------------------------------------------------- blocks of windows rows
 //
-// The GEMM kernels below work on blocks of grid (output) rows: each block's
-// columns are built, multiplied and dropped before the next, so the scratch
-// per thread is about kColumnBlockBytes whatever the image size (a whole
-// sample's columns for a 3x3 64-channel 1024 x 1024 image would be 2.25 GiB).
+// The GEMM kernels below work on blocks of windows rows (shape.h): each
+// block's columns are built, multiplied and dropped before the next, so the
+// scratch per thread is about kColumnBlockBytes whatever the plane size (a
+// whole sample's columns for a 3x3 64-channel 1024 x 1024 plane would be
+// 2.25 GiB).
 // Blocks are also the unit of threading: (sample, block) tasks go to the
 // threads, so one sample or a batch smaller than the thread count keeps
 // every thread busy with a single-threaded GEMM each.
 
 // Column bytes one block aims at: about the L2 of one core, so that im2col's
 // writes can still be cached when the GEMM packs them, while a 56-wide
-// 64-channel 3x3 block still has 16 rows (a GEMM N of 896). Other sizes
-// were not compared (the machine was too loaded to tell them apart).
-// Peak memory of one fwd+bwd of 1x64x512x512 3x3 (RSS growth): 64 MiB,
-// torch 256 MiB.
+// 64-channel 3x3 block still has 16 rows (a GEMM N of 896). Not tuned
+// against other sizes. The peak memory it gives against torch's: the large
+// image conv case of benchmarks/bench_ops.py (benchmarks/README.md).
 constexpr int64_t kColumnBlockBytes = int64_t(2) << 20;
 
 inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 struct Blocks {
-  int64_t rows;   // grid rows per block; the last block may have fewer
+  int64_t rows;   // windows rows per block; the last block may have fewer
   int64_t count;  // blocks per sample
   int64_t samples = 1;  // > 1: a block is this many whole samples (folds_samples)
 };
 
-// GEMM width (grid pixels) below which the GEMM kernels fold several whole
-// samples into one block: a GEMM over the few pixels of one small sample
-// runs far below the speed of a wider one. Not more: larger grids gain
+// GEMM width (window positions) below which the GEMM kernels fold several
+// whole samples into one block: a GEMM over the few pixels of one small
+// sample runs far below the speed of a wider one. Not more: larger ones gain
 // little from folding, while the larger scratch raises a small transposed
 // convolution's peak memory above torch's (benchmarks/README.md, layer
 // profiles of bench_models.py --layers).
 constexpr int64_t kFoldPixels = 128;
 
-// Whether a sample's grid is small enough to fold samples (see kFoldPixels).
-inline bool folds_samples(const ConvShape& s) { return s.batch > 1 && s.grid_size() < kFoldPixels; }
+// Whether a sample's windows are few enough to fold samples (see kFoldPixels).
+inline bool folds_samples(const ConvShape& s) { return s.batch > 1 && s.windows_size() < kFoldPixels; }
 
-// Blocks of at least min_rows grid rows whose scratch is about
-// kColumnBlockBytes (row_bytes per grid row), or of whole samples
+// Blocks of at least min_rows windows rows whose scratch is about
+// kColumnBlockBytes (row_bytes per windows row), or of whole samples
 // (folds_samples). With fewer samples than threads, a sample is cut into a
 // multiple of the threads-per-sample so that every thread gets the same
 // number of blocks.
 inline Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_rows) {
-  const int64_t grid_h = std::max<int64_t>(s.grid_h, 1);
-  min_rows = std::min(std::max<int64_t>(min_rows, 1), grid_h);
-  int64_t rows = row_bytes > 0 ? kColumnBlockBytes / row_bytes : grid_h;
-  rows = std::min(std::max(rows, min_rows), grid_h);
+  const int64_t windows_h = std::max<int64_t>(s.windows_h, 1);
+  min_rows = std::min(std::max<int64_t>(min_rows, 1), windows_h);
+  int64_t rows = row_bytes > 0 ? kColumnBlockBytes / row_bytes : windows_h;
+  rows = std::min(std::max(rows, min_rows), windows_h);
   const int64_t threads = at::get_num_threads();
-  const int64_t sample_bytes = std::max<int64_t>(row_bytes * grid_h, 1);
+  const int64_t sample_bytes = std::max<int64_t>(row_bytes * windows_h, 1);
   const int64_t most = std::min(s.batch, kColumnBlockBytes / sample_bytes);  // samples within the budget
-  if (folds_samples(s) && rows == grid_h && most > 1) {
+  if (folds_samples(s) && rows == windows_h && most > 1) {
     // Whole samples per block: enough for kFoldPixels, within the scratch
     // budget. With more blocks than threads, a multiple of the threads
     // (fewer, wider blocks where the budget allows), so that no thread runs
     // a round more than the others; with fewer, one block runs its GEMM on
     // every thread. Where only one sample fits, blocks of rows as below.
-    int64_t count = div_up(s.batch, std::min(div_up(kFoldPixels, std::max<int64_t>(s.grid_size(), 1)), most));
+    int64_t count = div_up(s.batch, std::min(div_up(kFoldPixels, std::max<int64_t>(s.windows_size(), 1)), most));
     if (count > threads) {
       const int64_t fewer = count / threads * threads;
       count = div_up(s.batch, fewer) <= most ? fewer : div_up(count, threads) * threads;
     }
     const int64_t samples = div_up(s.batch, count);
-    if (samples > 1) return {grid_h, div_up(s.batch, samples), samples};
+    if (samples > 1) return {windows_h, div_up(s.batch, samples), samples};
   }
   if (s.batch < threads) {
     const int64_t per_sample = div_up(threads, std::max<int64_t>(s.batch, 1));
-    const int64_t wanted = div_up(div_up(grid_h, rows), per_sample) * per_sample;
-    rows = std::max(min_rows, div_up(grid_h, wanted));
+    const int64_t wanted = div_up(div_up(windows_h, rows), per_sample) * per_sample;
+    rows = std::max(min_rows, div_up(windows_h, wanted));
   }
-  return {rows, div_up(grid_h, rows)};
+  return {rows, div_up(windows_h, rows)};
 }
 
 // Column scratch kept by each thread from one call to the next, up to
@@ -152,10 +152,10 @@ inline int64_t partial_sums(const ConvShape& s, const Blocks& blocks) {
   return runs_in_turn(s, blocks) ? 1 : at::get_num_threads();
 }
 
-// Runs fn(n, y_begin, y_end, buffer) for every sample n and block of grid
+// Runs fn(n, y_begin, y_end, buffer) for every sample n and block of windows
 // rows [y_begin, y_end), buffer being `buffer_size` scratch elements owned by
 // the running thread (never initialised: each user writes what it reads).
-// Blocks of folded samples (Blocks::samples > 1) pass rows past grid_h:
+// Blocks of folded samples (Blocks::samples > 1) pass rows past windows_h:
 // rows of the samples after n, which for_each_sample splits.
 // With fewer tasks than threads the tasks run in turn and each GEMM uses the
 // threads. `overlapping`: blocks of one sample write overlapping memory
@@ -168,12 +168,12 @@ void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, 
   const int64_t threads = at::get_num_threads(), count = blocks.count;
   auto buffer = [&]() { return ScratchLease<T>(buffer_size); };
   if (blocks.samples > 1) {
-    // Block b is samples [b * samples, ...) whole: the grid rows of one run
+    // Block b is samples [b * samples, ...) whole: the windows rows of one run
     // on from sample to sample (see for_each_sample), and no two blocks
     // touch one sample.
     auto folded = [&](int64_t b, T* scratch) {
       const int64_t first = b * blocks.samples, last = std::min(s.batch, first + blocks.samples);
-      fn(first, 0, (last - first) * s.grid_h, scratch);
+      fn(first, 0, (last - first) * s.windows_h, scratch);
     };
     if (runs_in_turn(s, blocks)) {
       auto scratch_buffer = buffer();
@@ -188,7 +188,7 @@ void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, 
   }
   auto block = [&](int64_t n, int64_t b, T* buffer) {
     const int64_t y_begin = b * blocks.rows;
-    fn(n, y_begin, std::min(s.grid_h, y_begin + blocks.rows), buffer);
+    fn(n, y_begin, std::min(s.windows_h, y_begin + blocks.rows), buffer);
   };
   const int64_t tasks = s.batch * count;
   if (tasks == 0) return;
@@ -217,22 +217,22 @@ void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, 
   }
 }
 
-// The fewest grid rows per block for which the image rows that blocks b and
-// b + 2 touch are disjoint (see for_each_block): a block's rows span
-// (rows - 1) * stride + (kernel - 1) * dilation + 1 image rows.
+// The fewest windows rows per block for which the plane rows that blocks b
+// and b + 2 touch are disjoint (see for_each_block): a block's rows span
+// (rows - 1) * stride + (kernel - 1) * dilation + 1 plane rows.
 inline int64_t disjoint_rows(const Window& w) {
   return div_up((w.kernel_h - 1) * w.dilation_h + 1, w.stride_h);
 }
 
-// Splits grid rows [y0, y1) counted from sample n's first row, which may
+// Splits windows rows [y0, y1) counted from sample n's first row, which may
 // run on into the samples after it (folded blocks), into one call
 // fn(sample, row_begin, row_end, rows_before) per sample, rows_before being
 // the block's rows that precede this piece.
 template <typename Fn>
 void for_each_sample(const ConvShape& s, int64_t n, int64_t y0, int64_t y1, const Fn& fn) {
-  const int64_t grid_h = std::max<int64_t>(s.grid_h, 1);
+  const int64_t windows_h = std::max<int64_t>(s.windows_h, 1);
   for (int64_t y = y0; y < y1;) {
-    const int64_t sample = n + y / grid_h, row = y % grid_h, end = std::min(grid_h, row + (y1 - y));
+    const int64_t sample = n + y / windows_h, row = y % windows_h, end = std::min(windows_h, row + (y1 - y));
     fn(sample, row, end, y - y0);
     y += end - row;
   }

@@ -6,32 +6,36 @@
 //   conv2d            y[n,g]  = W[g] . im2col(x[n,g])
 //   conv_transpose2d  y[n,g]  = col2im(W[g]^T . x[n,g])   (conv2d's grad_input)
 //   conv2d_weight     dW[g]   = sum_n dy[n,g] . im2col(x[n,g])^T
-// A 1x1 kernel with stride 1 and no padding needs no im2col: the image is its
-// own column matrix. Columns are built a block of grid rows at a time
-// (blocks.h), and (sample, block) tasks run in parallel, so memory stays
-// bounded for any batch or image size and a single sample still uses every
-// thread. float16 and bfloat16 sum in float32 (precision.h), and each
-// result is rounded once into the output (a transposed convolution
-// accumulates its whole output in float32 first); the GEMM's operands are
-// widened to float32 as they are copied, or stay bfloat16 where the
-// capability level's GEMM multiplies bfloat16 (operands.h, gemm.h).
+// im2col reads the plane side and col2im writes it (shape.h): x of conv2d
+// and conv2d_weight, y of conv_transpose2d. A 1x1 kernel with stride 1 and
+// no padding needs no im2col: the planes are their own column matrix.
+// Columns are built a block of windows rows at a time (blocks.h), and
+// (sample, block) tasks run in parallel, so memory stays bounded for any
+// batch or plane size and a single sample still uses every thread.
+// float16 and bfloat16 sum in float32 (precision.h), and each result is
+// rounded once into the output (a transposed convolution accumulates its
+// whole output in float32 first); the GEMM's operands are widened to
+// float32 as they are copied, or stay bfloat16 where the capability level's
+// GEMM multiplies bfloat16 (operands.h, gemm.h).
 //
 //   shape class                                kernel          why
 //   channels_last, depthwise                   DepthwiseNHWC   one multiply-add per tap over a pixel's channels, no copies
-//   groups of one image channel (depthwise,    Direct          each group's GEMM would reduce over kH*kW only, and
-//     channel multipliers), either format                      im2col copy the image kH*kW times
+//   groups of one plane channel (depthwise,    Direct          each group's GEMM would reduce over kH*kW only, and
+//     channel multipliers), either format                      im2col copy the planes kH*kW times
 //   conv2d at stride 1 or 2, conv_transpose2d  Tiled           tiles of result channels x pixels summed in registers
 //     at stride 1, within uses_tiled_kernel's                  from padded rows: no column matrix, no padding columns
-//     bounds (direct_tiled.h)                                  (outside the bounds the GEMM kernels measured faster)
+//     bounds (direct_tiled.h)                                  (outside the bounds the GEMM kernels are faster)
 //   conv2d_weight, contiguous, any stride,     Tiled           tiles of gradient channels x weight columns summed
 //     within uses_tiled_weight_kernel's bounds                 over the pixels from padded rows: no column matrix
 //     (direct_tiled_weight.h)                                  (channels_last: the NHWC GEMM reads it in place)
-//   channels_last                              GemmNHWC        NHWC read in place, one GEMM per block of grid rows
-//   everything else                            GemmNCHW        one GEMM per block of grid rows, planes in place
+//   channels_last                              GemmNHWC        NHWC read in place, one GEMM per block of windows rows
+//   everything else                            GemmNCHW        one GEMM per block of windows rows, planes in place
 //
-// The first match wins. Both GEMM kernels fold whole samples into one
-// block when a sample's grid is under kFoldPixels pixels (blocks.h), so
-// that the GEMM is wide enough.
+// The first match wins. The tiled kernels' bounds come from timing them
+// against the GEMM kernels shape by shape (benchmarks/bench_ops.py;
+// benchmarks/README.md, "Where the time goes"). Both GEMM kernels fold whole
+// samples into one block when a sample has fewer than kFoldPixels window
+// positions (blocks.h), so that the GEMM is wide enough.
 //
 // The GEMM kernels read their operands in their own layout; where the
 // Direct and DepthwiseNHWC kernels read another, the entry point converts

@@ -4,13 +4,13 @@
 #include <torch/library.h>
 
 #include "../../checks.h"
+#include "../../memory_format.h"
 #include "choice.h"
 #include "depthwise_nhwc.h"
 #include "direct.h"
 #include "direct_tiled.h"
 #include "gemm_nchw.h"
 #include "gemm_nhwc.h"
-#include "layout.h"
 #include "shape.h"
 
 namespace torchconv {
@@ -27,8 +27,9 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     weight.size(0), out_h, out_w, window};
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
-  const bool to_channels_last = channels_last(input, weight);
-  const std::vector<int64_t> out_sizes{s.batch, s.grid_channels, out_h, out_w};
+  const at::MemoryFormat format = conv_memory_format(input, weight);
+  const bool to_channels_last = format == at::MemoryFormat::ChannelsLast;
+  const std::vector<int64_t> out_sizes{s.batch, s.windows_channels, out_h, out_w};
   const ConvKernel kernel = choose_kernel(Computation::Conv2d, s, to_channels_last, input.scalar_type());
   switch (kernel) {
     case ConvKernel::DepthwiseNHWC: {
@@ -77,7 +78,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
                               out.data_ptr<scalar_t>());
     });
   });
-  return in_layout(out, to_channels_last);
+  return in_memory_format(out, format);
 }
 
 }  // namespace

@@ -5,13 +5,13 @@
 #include <torch/library.h>
 
 #include "../../checks.h"
+#include "../../memory_format.h"
 #include "choice.h"
 #include "depthwise_nhwc.h"
 #include "direct.h"
 #include "direct_tiled_weight.h"
 #include "gemm_nchw.h"
 #include "gemm_nhwc.h"
-#include "layout.h"
 #include "shape.h"
 
 namespace torchconv {
@@ -26,7 +26,8 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
   const Window window = make_window(weight_size[2], weight_size[3], stride, padding, dilation);
   const ConvShape s{input.size(0), groups, input.size(1), input.size(2), input.size(3),
                     grad_output.size(1), grad_output.size(2), grad_output.size(3), window};
-  const bool to_channels_last = channels_last(input, grad_output);
+  const at::MemoryFormat format = conv_memory_format(input, grad_output);
+  const bool to_channels_last = format == at::MemoryFormat::ChannelsLast;
   const ConvKernel kernel = choose_kernel(Computation::Conv2dWeight, s, to_channels_last, input.scalar_type());
   switch (kernel) {
     case ConvKernel::DepthwiseNHWC: {
@@ -46,7 +47,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
         with_gemm_operand<scalar_t>([&](auto operand) {
           using operand_t = decltype(operand);
           conv2d_weight_nhwc_kernel<scalar_t>(s, x.data_ptr<scalar_t>(),
-                                              GridOperand<scalar_t, operand_t>(grad_output, true),
+                                              WindowsOperand<scalar_t, operand_t>(grad_output, true),
                                               grad_weight.data_ptr<scalar_t>());
         });
       });
@@ -57,7 +58,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
       TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv2d_weight", [&] {
         tiled_conv2d_weight<scalar_t>(s, input, grad_output, grad_weight.data_ptr<scalar_t>());
       });
-      return in_layout(grad_weight, to_channels_last);
+      return in_memory_format(grad_weight, format);
     }
     case ConvKernel::Direct:
     case ConvKernel::GemmNCHW:
@@ -74,12 +75,13 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
     } else {
       with_gemm_operand<scalar_t>([&](auto operand) {
         using operand_t = decltype(operand);
-        conv2d_weight_kernel<scalar_t>(s, x.data_ptr<scalar_t>(), GridOperand<scalar_t, operand_t>(grad_output, false),
+        conv2d_weight_kernel<scalar_t>(s, x.data_ptr<scalar_t>(),
+                                       WindowsOperand<scalar_t, operand_t>(grad_output, false),
                                        grad_weight.data_ptr<scalar_t>());
       });
     }
   });
-  return in_layout(grad_weight, to_channels_last);
+  return in_memory_format(grad_weight, format);
 }
 
 }  // namespace

@@ -4,13 +4,13 @@
 #include <torch/library.h>
 
 #include "../../checks.h"
+#include "../../memory_format.h"
 #include "choice.h"
 #include "depthwise_nhwc.h"
 #include "direct.h"
 #include "direct_tiled.h"
 #include "gemm_nchw.h"
 #include "gemm_nhwc.h"
-#include "layout.h"
 #include "shape.h"
 
 namespace torchconv {
@@ -30,7 +30,8 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
   const ConvShape s{input.size(0), groups, out_channels, out_h, out_w,
                     input.size(1), input.size(2), input.size(3), window};
   const at::Tensor b = computed_in_opmath(bias.has_value() ? *bias : at::Tensor());
-  const bool to_channels_last = channels_last(input, weight);
+  const at::MemoryFormat format = conv_memory_format(input, weight);
+  const bool to_channels_last = format == at::MemoryFormat::ChannelsLast;
   const std::vector<int64_t> out_sizes{s.batch, out_channels, out_h, out_w};
   const ConvKernel kernel = choose_kernel(Computation::ConvTranspose2d, s, to_channels_last, input.scalar_type());
   switch (kernel) {
@@ -52,7 +53,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
         with_gemm_operand<scalar_t>([&](auto operand) {
           using operand_t = decltype(operand);
           const at::Tensor w = gemm_weight<operand_t>(weight, true);
-          conv_transpose2d_nhwc_kernel<scalar_t>(s, GridOperand<scalar_t, operand_t>(input, true),
+          conv_transpose2d_nhwc_kernel<scalar_t>(s, WindowsOperand<scalar_t, operand_t>(input, true),
                                                  w.data_ptr<operand_t>(), data_or_null<acc_t<scalar_t>>(b), out);
         });
       });
@@ -75,11 +76,11 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
     with_gemm_operand<scalar_t>([&](auto operand) {
       using operand_t = decltype(operand);
       const at::Tensor w = gemm_weight<operand_t>(weight, false);
-      conv_transpose2d_kernel<scalar_t>(s, GridOperand<scalar_t, operand_t>(input, false), w.data_ptr<operand_t>(),
+      conv_transpose2d_kernel<scalar_t>(s, WindowsOperand<scalar_t, operand_t>(input, false), w.data_ptr<operand_t>(),
                                         data_or_null<acc>(b), out);
     });
   });
-  return in_layout(out, to_channels_last);
+  return in_memory_format(out, format);
 }
 
 }  // namespace

@@ -17,16 +17,16 @@ namespace conv {
 
 // ------------------------------------------------- depthwise, channels_last
 //
-// A depthwise convolution (every group one image channel and one grid
-// channel) on channels_last tensors: every pixel's channels are contiguous
-// in the image and the grid, and so are they in a tap-major weight (kH * kW
+// A depthwise convolution (every group one plane channel and one windows
+// channel, shape.h) on channels_last tensors: every pixel's channels are
+// contiguous on both sides, and so are they in a tap-major weight (kH * kW
 // rows of C), so each tap of each pixel is one multiply-add over a run of C
 // channels, which vectorises, with no layout copies. The input gradient
-// gathers, for each image pixel, the grid pixels whose windows hold it (no
+// gathers, for each plane pixel, the window positions whose windows hold it (no
 // two tasks write one pixel); the weight gradient sums tap-major in each
 // thread's partial sums, added in thread order.
 
-inline bool is_depthwise(const ConvShape& s) { return uses_direct_loops(s) && s.grid_group() == 1; }
+inline bool is_depthwise(const ConvShape& s) { return uses_direct_loops(s) && s.windows_group() == 1; }
 
 // A depthwise weight (C, 1, kH, kW) as (kH * kW, C), in the compute type.
 inline at::Tensor tap_major_weight(const at::Tensor& weight) {
@@ -95,42 +95,42 @@ template <typename scalar_t>
 void conv2d_depthwise_nhwc(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
                            const acc_t<scalar_t>* bias, scalar_t* output) {
   const Window& w = s.window;
-  const int64_t channels = s.grid_channels;
+  const int64_t channels = s.windows_channels;
   auto taps = [&](int64_t n, int64_t y, int64_t x, acc_t<scalar_t>* sums) {
     add_taps<scalar_t>(channels, sums, [&](const auto& fn) {
       for (int64_t i = 0; i < w.kernel_h; ++i) {
         const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-        if (iy < 0 || iy >= s.image_h) continue;
+        if (iy < 0 || iy >= s.plane_h) continue;
         for (int64_t j = 0; j < w.kernel_w; ++j) {
           const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
-          if (ix < 0 || ix >= s.image_w) continue;
-          fn(weight + (i * w.kernel_w + j) * channels, input + ((n * s.image_h + iy) * s.image_w + ix) * channels);
+          if (ix < 0 || ix >= s.plane_w) continue;
+          fn(weight + (i * w.kernel_w + j) * channels, input + ((n * s.plane_h + iy) * s.plane_w + ix) * channels);
         }
       }
     });
   };
-  for_each_output_pixel(s.batch, s.grid_h, s.grid_w, channels, bias, output, taps);
+  for_each_output_pixel(s.batch, s.windows_h, s.windows_w, channels, bias, output, taps);
 }
 
 template <typename scalar_t>
 void conv_transpose2d_depthwise_nhwc(const ConvShape& s, const scalar_t* input, const acc_t<scalar_t>* weight,
                                      const acc_t<scalar_t>* bias, scalar_t* output) {
   const Window& w = s.window;
-  const int64_t channels = s.image_channels;
+  const int64_t channels = s.plane_channels;
   auto taps = [&](int64_t n, int64_t iy, int64_t ix, acc_t<scalar_t>* sums) {
     add_taps<scalar_t>(channels, sums, [&](const auto& fn) {
       for (int64_t i = 0; i < w.kernel_h; ++i) {
-        const int64_t y = grid_position_reading<int64_t>(iy, i, s.grid_h, w.stride_h, w.pad_h, w.dilation_h);
+        const int64_t y = window_position_reading<int64_t>(iy, i, s.windows_h, w.stride_h, w.pad_h, w.dilation_h);
         if (y < 0) continue;
         for (int64_t j = 0; j < w.kernel_w; ++j) {
-          const int64_t x = grid_position_reading<int64_t>(ix, j, s.grid_w, w.stride_w, w.pad_w, w.dilation_w);
+          const int64_t x = window_position_reading<int64_t>(ix, j, s.windows_w, w.stride_w, w.pad_w, w.dilation_w);
           if (x < 0) continue;
-          fn(weight + (i * w.kernel_w + j) * channels, input + ((n * s.grid_h + y) * s.grid_w + x) * channels);
+          fn(weight + (i * w.kernel_w + j) * channels, input + ((n * s.windows_h + y) * s.windows_w + x) * channels);
         }
       }
     });
   };
-  for_each_output_pixel(s.batch, s.image_h, s.image_w, channels, bias, output, taps);
+  for_each_output_pixel(s.batch, s.plane_h, s.plane_w, channels, bias, output, taps);
 }
 
 template <typename scalar_t>
@@ -138,22 +138,22 @@ void conv2d_weight_depthwise_nhwc(const ConvShape& s, const scalar_t* input, con
                                   scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
   const Window& w = s.window;
-  const int64_t channels = s.grid_channels, taps = w.kernel_h * w.kernel_w;
+  const int64_t channels = s.windows_channels, taps = w.kernel_h * w.kernel_w;
   WeightSums<acc> sums(taps * channels, at::get_num_threads());  // tap-major
-  at::parallel_for(0, s.batch * s.grid_h, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.batch * s.windows_h, 1, [&](int64_t begin, int64_t end) {
     acc* sum = sums.mine();
     std::vector<acc> dy(channels);
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / s.grid_h, y = row % s.grid_h;
-      for (int64_t x = 0; x < s.grid_w; ++x) {
-        convert(grad_output + (row * s.grid_w + x) * channels, dy.data(), channels);
+      const int64_t n = row / s.windows_h, y = row % s.windows_h;
+      for (int64_t x = 0; x < s.windows_w; ++x) {
+        convert(grad_output + (row * s.windows_w + x) * channels, dy.data(), channels);
         for (int64_t i = 0; i < w.kernel_h; ++i) {
           const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-          if (iy < 0 || iy >= s.image_h) continue;
+          if (iy < 0 || iy >= s.plane_h) continue;
           for (int64_t j = 0; j < w.kernel_w; ++j) {
             const int64_t ix = x * w.stride_w - w.pad_w + j * w.dilation_w;
-            if (ix < 0 || ix >= s.image_w) continue;
-            add_tap(dy.data(), input + ((n * s.image_h + iy) * s.image_w + ix) * channels,
+            if (ix < 0 || ix >= s.plane_w) continue;
+            add_tap(dy.data(), input + ((n * s.plane_h + iy) * s.plane_w + ix) * channels,
                     sum + (i * w.kernel_w + j) * channels, channels);
           }
         }

@@ -51,7 +51,7 @@
 
 #include "../precision.h"
 #include "direct_tiled_bf16.h"
-#include "layout.h"
+#include "../../memory_format.h"
 #include "operands.h"
 #include "shape.h"
 
@@ -288,7 +288,7 @@ constexpr int64_t kMaxTiledChannelsLast = 64, kMinTiledChannelsLastWidth = 28;
 // Whether the float step has the build's vectors and fused multiply-adds
 // to run on. Without them (a portable build) its vectors would be emulated
 // and its multiply-adds unfused, while the GEMM kernels still pick their
-// AVX-512 variants at run time; the rule's bounds were measured on builds
+// AVX-512 variants at run time; the rule's bounds were set by timing builds
 // with them only.
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 constexpr bool kTiledVectorsBuilt = true;
@@ -341,7 +341,7 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
       for (int64_t o = 0; o < channels; ++o) block_bias[gi * blocks * Tile::channels + o] = bias[gi * channels + o];
   }
   // Bands of result rows: a band's padded rows stay in L2 while every tile
-  // of the band passes over them, and the scratch stays small for any image;
+  // of the band passes over them, and the scratch stays small for any plane;
   // narrower bands where the tasks would otherwise be too few for the threads.
   constexpr int64_t kBandBytes = int64_t(256) << 10, kTasksPerThread = 4;
   const int64_t row_bytes = sets * Tile::lanes * g.padded_w * static_cast<int64_t>(sizeof(operand_t));
@@ -391,21 +391,22 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
 }
 
 // conv2d (and its weight gradient, whose result rows are the gradient's):
-// the image padded by the window's padding.
+// its input (the plane side, shape.h) padded by the window's padding.
 inline PaddedPlanes conv2d_planes(const ConvShape& s) {
   const Window& w = s.window;
-  return PaddedPlanes(s.image_h, s.image_w, w.pad_h, w.pad_w, w.pad_w, s.grid_h, s.grid_w, w);
+  return PaddedPlanes(s.plane_h, s.plane_w, w.pad_h, w.pad_w, w.pad_w, s.windows_h, s.windows_w, w);
 }
 
-// conv_transpose2d at stride 1: its input (the grid) padded so that the
-// flipped window's sums are the transposed convolution's output (the image).
+// conv_transpose2d at stride 1: its input (the windows side, shape.h)
+// padded so that the flipped window's sums are the transposed convolution's
+// output (the plane side).
 inline PaddedPlanes conv_transpose2d_planes(const ConvShape& s) {
   const Window& w = s.window;
   const int64_t top = w.dilation_h * (w.kernel_h - 1) - w.pad_h, left = w.dilation_w * (w.kernel_w - 1) - w.pad_w;
   // Rows below the input are zero however many a band reads; the columns
   // right of it make the padded row as wide as the output's reach.
-  const int64_t right = s.image_w + w.dilation_w * (w.kernel_w - 1) - s.grid_w - left;
-  return PaddedPlanes(s.grid_h, s.grid_w, top, left, right, s.image_h, s.image_w, w);
+  const int64_t right = s.plane_w + w.dilation_w * (w.kernel_w - 1) - s.windows_w - left;
+  return PaddedPlanes(s.windows_h, s.windows_w, top, left, right, s.plane_h, s.plane_w, w);
 }
 
 // Whether the tiled kernel, with tiles of `tile_pixels` x `tile_channels`,
@@ -419,16 +420,18 @@ inline PaddedPlanes conv_transpose2d_planes(const ConvShape& s) {
 // tile reads, within L2: 576 KiB is 128 channels x 1152; at stride 2,
 // whose band of source rows is twice as tall, a third of that), and in
 // channels_last, where the padding also transposes the source, only small
-// channel counts over wide rows. Measured against the GEMM kernels shape by
-// shape on the forward and transposed computations alone.
+// channel counts over wide rows. The bounds come from timing the tiles
+// against the GEMM kernels shape by shape on the forward and transposed
+// computations alone (benchmarks/bench_ops.py; benchmarks/README.md, "Where
+// the time goes").
 inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels_last, int64_t tile_pixels,
                               int64_t tile_channels) {
   const Window& w = s.window;
   const int64_t max_stride = transposed ? 1 : kMaxTiledStride;
   if (w.stride_h != w.stride_w || w.stride_w > max_stride) return false;
-  const int64_t out_w = transposed ? s.image_w : s.grid_w;
-  const int64_t sources = transposed ? s.grid_group() : s.image_group();
-  const int64_t channels = transposed ? s.image_group() : s.grid_group();
+  const int64_t out_w = transposed ? s.plane_w : s.windows_w;
+  const int64_t sources = transposed ? s.windows_group() : s.plane_group();
+  const int64_t channels = transposed ? s.plane_group() : s.windows_group();
   if (out_w < tile_pixels) return false;
   if (transposed && (w.pad_h > w.dilation_h * (w.kernel_h - 1) || w.pad_w > w.dilation_w * (w.kernel_w - 1))) {
     return false;
@@ -447,7 +450,7 @@ inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels
 // kernel (uses_tiled_kernel holds), its result `out_sizes`, channels_last
 // when `to_channels_last`. The input is read through its strides, so an
 // expanded gradient is not materialised; bias is in the accumulation type
-// or undefined. Both weights are (grid_channels, image_group, kh, kw):
+// or undefined. Both weights are (windows_channels, plane_group, kh, kw):
 // weight(o, c, tap) of result channel o and source channel c is conv2d's
 // [o][c], conv_transpose2d's [c][o] at the flipped tap.
 template <bool transposed>
@@ -455,8 +458,8 @@ at::Tensor tiled_convolution(const ConvShape& s, const at::Tensor& input, const 
                              const at::Tensor& bias, at::IntArrayRef out_sizes, bool to_channels_last) {
   constexpr const char* op_name = transposed ? "torchconv_cpp::conv_transpose2d" : "torchconv_cpp::conv2d";
   const int64_t taps = s.window.kernel_h * s.window.kernel_w;
-  const int64_t sources = transposed ? s.grid_group() : s.image_group();
-  const int64_t channels = transposed ? s.image_group() : s.grid_group();
+  const int64_t sources = transposed ? s.windows_group() : s.plane_group();
+  const int64_t channels = transposed ? s.plane_group() : s.windows_group();
   const int64_t stride_o = transposed ? taps : sources * taps, stride_c = transposed ? channels * taps : taps;
   const PaddedPlanes planes = transposed ? conv_transpose2d_planes(s) : conv2d_planes(s);
   const at::Tensor w = computed_in_opmath(weight);

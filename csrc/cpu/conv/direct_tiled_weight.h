@@ -1,6 +1,7 @@
 // Tiled weight gradient: conv2d_weight summed in registers, a tile of
 // result channels x weight columns at a time, from the zero-padded planes
-// of the image and the gradient's pixels. No column matrix is built.
+// of the input (the plane side, shape.h) and the gradient's pixels. No
+// column matrix is built.
 //
 //   dW[o, (c, i, j)] = sum over n, y, x of dy[n, o, y, x] * padded[n, c][(y * stride_h + i * dilation_h) * padded_w
 //                                                                        + x * stride_w + j * dilation_w]
@@ -12,7 +13,7 @@
 // gradient is copied pixel-major, channels adjacent) and broadcasts the
 // padded pixel each column reads, so every stride and dilation is a fixed
 // offset per column and a step of stride_w along a row. A task is a band of
-// gradient rows of one sample and group: it pads the band's image rows and
+// gradient rows of one sample and group: it pads the band's plane rows and
 // copies its gradient once, then every tile passes over the band while both
 // are in L2. Each thread sums its tasks into its own partial (WeightSums),
 // added up in a fixed order at the end.
@@ -66,20 +67,22 @@ void weight_tile_step(const acc* dy, int64_t dy_stride, const acc* const* column
 // Whether the tiled weight gradient, with tiles of `tile_channels` result
 // channels, computes conv2d_weight of shape s: whole tiles of the
 // gradient's channels per group; a window that im2col would copy (a
-// pointwise one needs no copy: the GEMM reads the image in place); the
+// pointwise one needs no copy: the GEMM reads the planes in place); the
 // group's result within L2, where a tile's partial sums are added to it;
 // and contiguous operands (channels_last ones the NHWC GEMM reads in place,
-// which measured faster). Measured against the GEMM kernels shape by shape
-// on the weight gradient alone (benchmarks/README.md, "Where the time goes").
+// ahead of the tiles). The bounds come from timing the tiles against the
+// GEMM kernels shape by shape on the weight gradient alone
+// (benchmarks/bench_ops.py; benchmarks/README.md, "Where the time goes").
 inline bool uses_tiled_weight_kernel(const ConvShape& s, bool channels_last, int64_t tile_channels) {
-  if (channels_last || s.is_pointwise() || s.grid_group() % tile_channels != 0) return false;
-  const int64_t columns = s.column_rows(), channels = s.grid_group();
+  if (channels_last || s.is_pointwise() || s.windows_group() % tile_channels != 0) return false;
+  const int64_t columns = s.column_rows(), channels = s.windows_group();
   return columns * channels * static_cast<int64_t>(sizeof(float)) <= kMaxTiledWeightBytes;
 }
 
 // The weight gradient of shape s (uses_tiled_weight_kernel holds) from the
-// image `input` and `grad_output`, both read through their strides; the
-// result (grid_channels, image_group, kernel_h, kernel_w), contiguous.
+// planes `input` and the windows `grad_output`, both read through their
+// strides; the result (windows_channels, plane_group, kernel_h, kernel_w),
+// contiguous.
 template <typename scalar_t>
 void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::Tensor& grad_output,
                          scalar_t* grad_weight) {
@@ -87,15 +90,15 @@ void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::
   constexpr int64_t tile_channels_ = tile_channels<acc>();
   const PaddedPlanes g = conv2d_planes(s);
   const Window& w = s.window;
-  const int64_t sources = s.image_group(), channels = s.grid_group(), columns = s.column_rows();
+  const int64_t sources = s.plane_group(), channels = s.windows_group(), columns = s.column_rows();
   const int64_t blocks = channels / tile_channels_, column_tiles = (columns + kTilePixels - 1) / kTilePixels;
   const int64_t tile_size = tile_channels_ * kTilePixels, group_size = blocks * column_tiles * tile_size;
   const int64_t taps = w.kernel_h * w.kernel_w, out_w = g.out_w;
   if (s.batch == 0 || g.out_h == 0 || out_w == 0) {  // no pixels: a zero gradient
-    std::fill(grad_weight, grad_weight + s.grid_channels * columns, scalar_t(0));
+    std::fill(grad_weight, grad_weight + s.windows_channels * columns, scalar_t(0));
     return;
   }
-  // Bands of gradient rows whose padded image rows and gradient copy stay
+  // Bands of gradient rows whose padded plane rows and gradient copy stay
   // within L2 while every tile passes over them; narrower where the tasks
   // would otherwise be too few for the threads.
   constexpr int64_t kBandBytes = int64_t(256) << 10, kTasksPerThread = 4;
@@ -107,7 +110,7 @@ void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::
   const int64_t bands = (g.out_h + band - 1) / band, tasks = s.batch * s.groups * bands;
   WeightSums<acc> sums(s.groups * group_size, tasks > 1 ? at::get_num_threads() : 1);
   const scalar_t* x = input.data_ptr<scalar_t>();
-  const GridOperand<scalar_t, acc> dy(grad_output, false);
+  const WindowsOperand<scalar_t, acc> dy(grad_output, false);
   const int64_t* xs = input.strides().data();
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc> padded(sources * g.band_stride(band));

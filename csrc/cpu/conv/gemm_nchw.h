@@ -1,5 +1,5 @@
 // The GEMM kernels of the three computations on contiguous (NCHW) tensors:
-// im2col/col2im around one GEMM per block of grid rows and group.
+// im2col/col2im around one GEMM per block of windows rows and group.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -16,42 +16,43 @@ namespace torchconv {
 namespace cpu {
 namespace conv {
 
-// Small grids fold whole samples into one block (folds_samples, blocks.h):
-// the block's samples then sit side by side in one column matrix (rows x
-// samples * grid), and the grid-side operand of the block (the output, or
-// the gradient read) is gathered into, or scattered from, scratch of the same
-// width, as no single matrix of the tensor spans them. A folded block is
-// still narrow: where its grid positions are fewer than the other side of
-// C (output channels for conv2d, column rows for conv_transpose2d), its
-// GEMM is the transposed product, with the grid positions as the rows of C,
+// Samples with few window positions fold whole into one block
+// (folds_samples, blocks.h): the block's samples then sit side by side in
+// one column matrix (rows x samples * windows), and the windows-side
+// operand of the block (the output, or the gradient read) is gathered into,
+// or scattered from, scratch of the same width, as no single matrix of the
+// tensor spans them. A folded block is still narrow: where its window
+// positions are fewer than the other side of C (output channels for conv2d,
+// column rows for conv_transpose2d), its GEMM is the transposed product,
+// with the window positions as the rows of C,
 // as the GEMM's tiles run along C's rows, which a narrow C leaves part
 // empty.
 
-// Group g's column matrix of the block of grid rows [y0, y1) from sample n,
-// with its row stride in *ld: in place when `in_place` (a pointwise block
-// of one sample whose image is of the operand type is its own column matrix,
-// rows a plane apart), else built into `buffer` (rows ld_buffer apart;
-// several samples side by side when folded): im2col, or for a pointwise
-// convolution the image planes copied (converted to the operand type).
+// Group g's column matrix of the block of windows rows [y0, y1) from sample
+// n, with its row stride in *ld: in place when `in_place` (a pointwise block
+// of one sample whose planes are of the operand type is its own column
+// matrix, rows a plane apart), else built into `buffer` (rows ld_buffer
+// apart; several samples side by side when folded): im2col, or for a
+// pointwise convolution the planes copied (converted to the operand type).
 template <typename scalar_t, typename operand_t>
 const operand_t* group_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0,
                                int64_t y1, bool in_place, operand_t* buffer, int64_t ld_buffer, int64_t* ld) {
-  const int64_t gw = s.grid_w, taps = s.window.kernel_h * s.window.kernel_w;
+  const int64_t ww = s.windows_w, taps = s.window.kernel_h * s.window.kernel_w;
   if constexpr (!converts<scalar_t, operand_t>) {
     if (in_place) {
-      *ld = s.grid_size();
-      return input + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
+      *ld = s.windows_size();
+      return input + n * s.plane_sample() + g * s.plane_group() * s.plane_size() + y0 * ww;
     }
   }
-  const int64_t elements = taps * std::min(y1 - y0, s.grid_h) * gw;  // per (sample, channel)
-  for_each_sample_channel(s, n, y0, y1, s.image_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
+  const int64_t elements = taps * std::min(y1 - y0, s.windows_h) * ww;  // per (sample, channel)
+  for_each_sample_channel(s, n, y0, y1, s.plane_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
                                                                         int64_t before, int64_t c) {
-    const scalar_t* plane = input + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
-    operand_t* rows = buffer + c * taps * ld_buffer + before * gw;
+    const scalar_t* plane = input + m * s.plane_sample() + (g * s.plane_group() + c) * s.plane_size();
+    operand_t* rows = buffer + c * taps * ld_buffer + before * ww;
     if (s.is_pointwise()) {
-      convert(plane + ya * gw, rows, (yb - ya) * gw);
+      convert(plane + ya * ww, rows, (yb - ya) * ww);
     } else {
-      im2col(plane, 1, s.image_h, s.image_w, gw, s.window, ya, yb, rows, ld_buffer);
+      im2col(plane, 1, s.plane_h, s.plane_w, ww, s.window, ya, yb, rows, ld_buffer);
     }
   });
   *ld = ld_buffer;
@@ -60,68 +61,69 @@ const operand_t* group_columns(const ConvShape& s, const scalar_t* input, int64_
 
 // ---------------------------------------------------------------- conv2d (NCHW)
 //
-// Per block of grid rows: out[g][:, block] (Cout/G x L) = W[g] (Cout/G x rows)
+// Per block of windows rows: out[g][:, block] (Cout/G x L) = W[g] (Cout/G x rows)
 // . columns (rows x L), written in place (ldc = the plane) for float32.
 
 template <typename scalar_t, typename operand_t>
 void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* weight, const acc_t<scalar_t>* bias,
                    scalar_t* output) {
   using acc = acc_t<scalar_t>;
-  const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
+  const int64_t rows = s.column_rows(), windows = s.windows_size(), ww = s.windows_w;
   const bool pointwise = s.is_pointwise(), folding = folds_samples(s);
   const bool columns_needed = !pointwise || converts<scalar_t, operand_t> || folding;
   const bool out_in_scratch = is_widened<scalar_t> || folding;
   const int64_t row_bytes = ((columns_needed ? rows * int64_t(sizeof(operand_t)) : 0) +
-                             (out_in_scratch ? s.grid_channels * int64_t(sizeof(acc)) : 0)) * gw;
+                             (out_in_scratch ? s.windows_channels * int64_t(sizeof(acc)) : 0)) * ww;
   const Blocks blocks = make_blocks(s, row_bytes, 1);
-  const int64_t width = blocks.rows * blocks.samples * gw;
+  const int64_t width = blocks.rows * blocks.samples * ww;
   // Per thread: the block's columns, then (half dtypes, folded samples) its float32 output.
   const int64_t column_size = scratch_elements<acc, operand_t>(columns_needed ? rows * width : 0);
-  const int64_t out_size = out_in_scratch ? s.grid_channels * width : 0;
-  const bool transposed = folding && width < s.grid_group();
+  const int64_t out_size = out_in_scratch ? s.windows_channels * width : 0;
+  const bool transposed = folding && width < s.windows_group();
   for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
-    const int64_t cols = (y1 - y0) * gw;
+    const int64_t cols = (y1 - y0) * ww;
     operand_t* column_buffer = reinterpret_cast<operand_t*>(buffer);
-    // Transposed: out^T (L x Cout), a row per grid position.
+    // Transposed: out^T (L x Cout), a row per window position.
     acc* out = buffer + column_size;
-    int64_t ld_out = transposed ? s.grid_channels : cols;
+    int64_t ld_out = transposed ? s.windows_channels : cols;
     if constexpr (!is_widened<scalar_t>) {
       if (!out_in_scratch) {
-        out = output + n * s.grid_sample() + y0 * gw;
-        ld_out = grid;
+        out = output + n * s.windows_sample() + y0 * ww;
+        ld_out = windows;
       }
     }
     for (int64_t g = 0; g < s.groups; ++g) {
       int64_t ld_columns = 0;
       const operand_t* columns =
           group_columns(s, input, g, n, y0, y1, !columns_needed, column_buffer, cols, &ld_columns);
-      const operand_t* group_weight = weight + g * s.grid_group() * rows;
+      const operand_t* group_weight = weight + g * s.windows_group() * rows;
       if (transposed) {
-        operand_gemm<scalar_t>(true, true, cols, s.grid_group(), rows, 1, columns, std::max<int64_t>(ld_columns, 1),
-                               group_weight, std::max<int64_t>(rows, 1), 0, out + g * s.grid_group(),
+        operand_gemm<scalar_t>(true, true, cols, s.windows_group(), rows, 1, columns, std::max<int64_t>(ld_columns, 1),
+                               group_weight, std::max<int64_t>(rows, 1), 0, out + g * s.windows_group(),
                                std::max<int64_t>(ld_out, 1));
       } else {
-        operand_gemm<scalar_t>(false, false, s.grid_group(), cols, rows, 1, group_weight, std::max<int64_t>(rows, 1),
-                               columns, std::max<int64_t>(ld_columns, 1), 0, out + g * s.grid_group() * ld_out,
+        operand_gemm<scalar_t>(false, false, s.windows_group(), cols, rows, 1, group_weight, std::max<int64_t>(rows, 1),
+                               columns, std::max<int64_t>(ld_columns, 1), 0, out + g * s.windows_group() * ld_out,
                                std::max<int64_t>(ld_out, 1));
       }
     }
     if (transposed) {
-      if (bias != nullptr) add_bias_pixels(out, bias, s.grid_channels, cols);
+      if (bias != nullptr) add_bias_pixels(out, bias, s.windows_channels, cols);
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-        for (int64_t c = 0; c < s.grid_channels; ++c) {
-          scalar_t* plane = output + m * s.grid_sample() + c * grid + ya * gw;
-          const acc* pixels = out + before * gw * ld_out + c;
-          for (int64_t p = 0; p < (yb - ya) * gw; ++p) plane[p] = static_cast<scalar_t>(pixels[p * ld_out]);
+        for (int64_t c = 0; c < s.windows_channels; ++c) {
+          scalar_t* plane = output + m * s.windows_sample() + c * windows + ya * ww;
+          const acc* pixels = out + before * ww * ld_out + c;
+          for (int64_t p = 0; p < (yb - ya) * ww; ++p) plane[p] = static_cast<scalar_t>(pixels[p * ld_out]);
         }
       });
       return;
     }
-    if (bias != nullptr) add_bias_planes(out, bias, s.grid_channels, cols, ld_out);
+    if (bias != nullptr) add_bias_planes(out, bias, s.windows_channels, cols, ld_out);
     if (out_in_scratch) {
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-        for (int64_t c = 0; c < s.grid_channels; ++c)
-          convert(out + c * cols + before * gw, output + m * s.grid_sample() + c * grid + ya * gw, (yb - ya) * gw);
+        for (int64_t c = 0; c < s.windows_channels; ++c)
+          convert(out + c * cols + before * ww, output + m * s.windows_sample() + c * windows + ya * ww,
+                  (yb - ya) * ww);
       });
     }
   });
@@ -129,122 +131,123 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
 
 // ------------------------------------------------------- conv_transpose2d (NCHW)
 //
-// Per block of grid rows: columns (rows x L) = W[g]^T (rows x Cin/G) .
-// x[g][:, block] (Cin/G x L), then col2im adds them into the image. A
-// pointwise block of one sample writes its product into the image in place.
+// Per block of windows rows: columns (rows x L) = W[g]^T (rows x Cin/G) .
+// x[g][:, block] (Cin/G x L), then col2im adds them into the output's
+// planes. A pointwise block of one sample writes its product into the
+// planes in place.
 
 template <typename scalar_t, typename operand_t>
-void conv_transpose2d_kernel(const ConvShape& s, const GridOperand<scalar_t, operand_t>& input,
+void conv_transpose2d_kernel(const ConvShape& s, const WindowsOperand<scalar_t, operand_t>& input,
                              const operand_t* weight, const acc_t<scalar_t>* bias, at::Tensor& output) {
   using acc = acc_t<scalar_t>;
-  // Here the input lives on the grid and the output is the image.
-  const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
+  // Here the input is the windows side and the output the plane side.
+  const int64_t rows = s.column_rows(), windows = s.windows_size(), ww = s.windows_w;
   const bool folding = folds_samples(s);
   const bool via_columns = !s.is_pointwise() || folding;
   const bool x_copied = !input.dense || folding;
   const int64_t row_bytes = ((via_columns ? rows * int64_t(sizeof(acc)) : 0) +
-                             (x_copied ? s.grid_channels * int64_t(sizeof(operand_t)) : 0)) * gw;
+                             (x_copied ? s.windows_channels * int64_t(sizeof(operand_t)) : 0)) * ww;
   const Blocks blocks = make_blocks(s, row_bytes, via_columns ? disjoint_rows(s.window) : 1);
-  const int64_t width = blocks.rows * blocks.samples * gw;
-  ImageAccumulator<scalar_t> image(output, via_columns);
+  const int64_t width = blocks.rows * blocks.samples * ww;
+  PlaneAccumulator<scalar_t> out_planes(output, via_columns);
   // Per thread: the block's columns, then its copy of the input (in the operand type).
   const int64_t column_size = via_columns ? rows * width : 0;
-  const int64_t x_size = scratch_elements<acc, operand_t>(x_copied ? s.grid_channels * width : 0);
+  const int64_t x_size = scratch_elements<acc, operand_t>(x_copied ? s.windows_channels * width : 0);
   const bool transposed = folding && width < rows;
   for_each_block<acc>(s, blocks, via_columns, column_size + x_size,
                       [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
-    const int64_t cols = (y1 - y0) * gw;
+    const int64_t cols = (y1 - y0) * ww;
     operand_t* x_buffer = reinterpret_cast<operand_t*>(buffer + column_size);
     const operand_t* x = x_buffer;
     int64_t ld_x = cols;
     if (x_copied) {
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-        input.planes(m, ya, yb, gw, s.grid_channels, x_buffer + before * gw, cols);
+        input.planes(m, ya, yb, ww, s.windows_channels, x_buffer + before * ww, cols);
       });
     } else {
-      x = reinterpret_cast<const operand_t*>(input.data) + n * s.grid_sample() + y0 * gw;
-      ld_x = grid;
+      x = reinterpret_cast<const operand_t*>(input.data) + n * s.windows_sample() + y0 * ww;
+      ld_x = windows;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
-      const operand_t* group_x = x + g * s.grid_group() * ld_x;
-      const operand_t* group_weight = weight + g * s.grid_group() * rows;
+      const operand_t* group_x = x + g * s.windows_group() * ld_x;
+      const operand_t* group_weight = weight + g * s.windows_group() * rows;
       if (!via_columns) {
-        acc* group_image = image.data + n * s.image_sample() + g * s.image_group() * s.image_size() + y0 * gw;
-        operand_gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, group_weight, std::max<int64_t>(rows, 1),
-                               group_x, std::max<int64_t>(ld_x, 1), 0, group_image,
-                               std::max<int64_t>(s.image_size(), 1));
+        acc* group_planes = out_planes.data + n * s.plane_sample() + g * s.plane_group() * s.plane_size() + y0 * ww;
+        operand_gemm<scalar_t>(true, false, rows, cols, s.windows_group(), 1, group_weight, std::max<int64_t>(rows, 1),
+                               group_x, std::max<int64_t>(ld_x, 1), 0, group_planes,
+                               std::max<int64_t>(s.plane_size(), 1));
         continue;
       }
       // Entry (r, p) of the columns at buffer[r * ld_rows + p * ld_pixels]:
       // transposed, L x rows.
       const int64_t ld_rows = transposed ? 1 : cols, ld_pixels = transposed ? rows : 1;
       if (transposed) {
-        operand_gemm<scalar_t>(true, false, cols, rows, s.grid_group(), 1, group_x, std::max<int64_t>(ld_x, 1),
+        operand_gemm<scalar_t>(true, false, cols, rows, s.windows_group(), 1, group_x, std::max<int64_t>(ld_x, 1),
                                group_weight, std::max<int64_t>(rows, 1), 0, buffer, std::max<int64_t>(rows, 1));
       } else {
-        operand_gemm<scalar_t>(true, false, rows, cols, s.grid_group(), 1, group_weight, std::max<int64_t>(rows, 1),
+        operand_gemm<scalar_t>(true, false, rows, cols, s.windows_group(), 1, group_weight, std::max<int64_t>(rows, 1),
                                group_x, std::max<int64_t>(ld_x, 1), 0, buffer, std::max<int64_t>(cols, 1));
       }
       const int64_t taps = s.window.kernel_h * s.window.kernel_w;
-      const int64_t elements = taps * std::min(y1 - y0, s.grid_h) * gw;  // per (sample, channel)
-      for_each_sample_channel(s, n, y0, y1, s.image_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
+      const int64_t elements = taps * std::min(y1 - y0, s.windows_h) * ww;  // per (sample, channel)
+      for_each_sample_channel(s, n, y0, y1, s.plane_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
                                                                             int64_t before, int64_t c) {
-        acc* plane = image.data + m * s.image_sample() + (g * s.image_group() + c) * s.image_size();
-        col2im(buffer + c * taps * ld_rows + before * gw * ld_pixels, ld_rows, ld_pixels, 1, s.image_h, s.image_w,
-               gw, s.window, ya, yb, plane);
+        acc* plane = out_planes.data + m * s.plane_sample() + (g * s.plane_group() + c) * s.plane_size();
+        col2im(buffer + c * taps * ld_rows + before * ww * ld_pixels, ld_rows, ld_pixels, 1, s.plane_h, s.plane_w,
+               ww, s.window, ya, yb, plane);
       });
     }
   });
   if (bias != nullptr) {
     at::parallel_for(0, s.batch, 1, [&](int64_t b, int64_t e) {
       for (int64_t n = b; n < e; ++n)
-        add_bias_planes(image.data + n * s.image_sample(), bias, s.image_channels, s.image_size(), s.image_size());
+        add_bias_planes(out_planes.data + n * s.plane_sample(), bias, s.plane_channels, s.plane_size(), s.plane_size());
     });
   }
-  image.store_into(output);
+  out_planes.store_into(output);
 }
 
 // ---------------------------------------------------------- conv2d_weight (NCHW)
 //
-// Per block of grid rows: dW[g] (Cout/G x rows) += dy[g][:, block] (Cout/G x
+// Per block of windows rows: dW[g] (Cout/G x rows) += dy[g][:, block] (Cout/G x
 // L) . columns^T (L x rows), into the running thread's partial sum.
 
 template <typename scalar_t, typename operand_t>
 void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input,
-                          const GridOperand<scalar_t, operand_t>& grad_output, scalar_t* grad_weight) {
+                          const WindowsOperand<scalar_t, operand_t>& grad_output, scalar_t* grad_weight) {
   using acc = acc_t<scalar_t>;
-  const int64_t rows = s.column_rows(), grid = s.grid_size(), gw = s.grid_w;
+  const int64_t rows = s.column_rows(), windows = s.windows_size(), ww = s.windows_w;
   const bool pointwise = s.is_pointwise(), folding = folds_samples(s);
   const bool columns_needed = !pointwise || converts<scalar_t, operand_t> || folding;
   const bool dy_copied = !grad_output.dense || folding;
   const int64_t row_bytes =
-      ((columns_needed ? rows : 0) + (dy_copied ? s.grid_channels : 0)) * gw * int64_t(sizeof(operand_t));
+      ((columns_needed ? rows : 0) + (dy_copied ? s.windows_channels : 0)) * ww * int64_t(sizeof(operand_t));
   const Blocks blocks = make_blocks(s, row_bytes, 1);
-  const int64_t width = blocks.rows * blocks.samples * gw;
-  WeightSums<acc> sums(s.grid_channels * rows, partial_sums(s, blocks));
+  const int64_t width = blocks.rows * blocks.samples * ww;
+  WeightSums<acc> sums(s.windows_channels * rows, partial_sums(s, blocks));
   // Per thread: the block's columns, then its copy of grad_output (both in the operand type).
   const int64_t column_size = columns_needed ? rows * width : 0;
-  const int64_t dy_size = dy_copied ? s.grid_channels * width : 0;
+  const int64_t dy_size = dy_copied ? s.windows_channels * width : 0;
   for_each_block<operand_t>(s, blocks, false, column_size + dy_size,
                             [&](int64_t n, int64_t y0, int64_t y1, operand_t* buffer) {
-    const int64_t cols = (y1 - y0) * gw;
+    const int64_t cols = (y1 - y0) * ww;
     acc* sum = sums.mine();
     const operand_t* dy = buffer + column_size;
     int64_t ld_dy = cols;
     if (dy_copied) {
       for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-        grad_output.planes(m, ya, yb, gw, s.grid_channels, buffer + column_size + before * gw, cols);
+        grad_output.planes(m, ya, yb, ww, s.windows_channels, buffer + column_size + before * ww, cols);
       });
     } else {
-      dy = reinterpret_cast<const operand_t*>(grad_output.data) + n * s.grid_sample() + y0 * gw;
-      ld_dy = grid;
+      dy = reinterpret_cast<const operand_t*>(grad_output.data) + n * s.windows_sample() + y0 * ww;
+      ld_dy = windows;
     }
     for (int64_t g = 0; g < s.groups; ++g) {
       int64_t ld_columns = 0;
       const operand_t* columns = group_columns(s, input, g, n, y0, y1, !columns_needed, buffer, cols, &ld_columns);
-      operand_gemm<scalar_t>(false, true, s.grid_group(), rows, cols, 1, dy + g * s.grid_group() * ld_dy,
+      operand_gemm<scalar_t>(false, true, s.windows_group(), rows, cols, 1, dy + g * s.windows_group() * ld_dy,
                              std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
-                             sum + g * s.grid_group() * rows, std::max<int64_t>(rows, 1));
+                             sum + g * s.windows_group() * rows, std::max<int64_t>(rows, 1));
     }
   });
   sums.total_into(grad_weight);

@@ -1,8 +1,8 @@
 // The GEMM kernels' operands beyond a plain pointer: the type they are
 // stored in (with_gemm_operand) and the GEMM on them (operand_gemm), bias
 // additions, the float32 accumulator of a half dtype's transposed output
-// (ImageAccumulator), the grid-side operand read with any strides
-// (GridOperand), and the per-thread partial sums of a weight gradient
+// (PlaneAccumulator), the windows-side operand read with any strides
+// (WindowsOperand), and the per-thread partial sums of a weight gradient
 // (WeightSums).
 #pragma once
 
@@ -24,11 +24,11 @@ namespace conv {
 // ------------------------------------------------------------ operand type
 //
 // The GEMM kernels keep the GEMM's operands (the columns, the weight, copies
-// of the grid-side input) in one type, operand_t: acc_t<scalar_t>, widened
+// of the windows-side input) in one type, operand_t: acc_t<scalar_t>, widened
 // as they are copied; or, for bfloat16 where the GEMM multiplies bfloat16
 // (gemm_reads_bfloat16, gemm.h), bfloat16 itself: half the bytes to write
-// and read, no widened copy of the weight, and a pointwise image is its own
-// column matrix. The GEMM's results (C) are acc_t either way.
+// and read, no widened copy of the weight, and pointwise planes are their
+// own column matrix. The GEMM's results (C) are acc_t either way.
 
 // Calls fn(operand_t()) with the operand type of scalar_t's convolutions
 // at the capability level in use.
@@ -93,14 +93,15 @@ void add_bias_pixels(T* out, const T* bias, int64_t channels, int64_t pixels) {
   }
 }
 
-// A whole output as float32 for a half dtype's transposed convolution (its
-// blocks add into overlapping pixels, possibly from two threads), rounded
-// into the output at the end; the output itself for float32 and float64.
+// A transposed convolution's whole output (its planes, shape.h) as float32
+// for a half dtype (its blocks add into overlapping pixels, possibly from
+// two threads), rounded into the output at the end; the output itself for
+// float32 and float64.
 template <typename scalar_t>
-struct ImageAccumulator {
+struct PlaneAccumulator {
   at::Tensor storage;
   acc_t<scalar_t>* data;
-  ImageAccumulator(at::Tensor& out, bool zeroed) {
+  PlaneAccumulator(at::Tensor& out, bool zeroed) {
     if constexpr (is_widened<scalar_t>) {
       storage = zeroed ? at::zeros(out.numel(), out.options().dtype(at::kFloat))
                        : at::empty(out.numel(), out.options().dtype(at::kFloat));
@@ -119,38 +120,38 @@ struct ImageAccumulator {
   }
 };
 
-// The grid-side operand that a transposed convolution reads (its input) and
-// the weight gradient reads (grad_output), with any strides: it is copied a
-// block at a time into the thread's scratch, converted to the operand type,
-// unless it is already dense in the order the GEMM reads (then `dense` and
-// it is read in place). Backward passes often get an expanded gradient
-// (the gradient of a sum has all strides 0): copying the whole of it to
-// contiguous memory twice, once per backward kernel, was the larger part
-// of the peak-memory excess on the small cases (1x64x56x56: 2.3 MiB against
-// torch's 1.5).
+// The windows-side operand that a transposed convolution reads (its input)
+// and the weight gradient reads (grad_output), with any strides: it is
+// copied a block at a time into the thread's scratch, converted to the
+// operand type, unless it is already dense in the order the GEMM reads
+// (then `dense` and it is read in place). Backward passes often get an
+// expanded gradient (the gradient of a sum has all strides 0): copying the
+// whole of it to contiguous memory, once per backward kernel, would be the
+// larger part of the peak memory above torch's on small cases (the
+// peak-memory table of benchmarks/bench_ops.py, benchmarks/README.md).
 template <typename scalar_t, typename operand_t = acc_t<scalar_t>>
-struct GridOperand {
+struct WindowsOperand {
   const scalar_t* data;
   int64_t sn, sc, sh, sw;
   bool dense;  // read in place: of the operand type, and dense in the kernel's layout
 
-  GridOperand(const at::Tensor& t, bool channels_last)
+  WindowsOperand(const at::Tensor& t, bool channels_last)
       : data(t.data_ptr<scalar_t>()), sn(t.stride(0)), sc(t.stride(1)), sh(t.stride(2)), sw(t.stride(3)) {
     const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
     dense = !converts<scalar_t, operand_t> && t.is_contiguous(format);
   }
-  // Channels [0, channels) of grid rows [y0, y1) of sample n as planes
+  // Channels [0, channels) of windows rows [y0, y1) of sample n as planes
   // (channel-major, rows ld_dst apart) into dst.
-  void planes(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, operand_t* dst,
+  void planes(int64_t n, int64_t y0, int64_t y1, int64_t windows_w, int64_t channels, operand_t* dst,
               int64_t ld_dst) const {
     for (int64_t c = 0; c < channels; ++c) {
       for (int64_t y = y0; y < y1; ++y) {
         const scalar_t* src = data + n * sn + c * sc + y * sh;
-        operand_t* out = dst + c * ld_dst + (y - y0) * grid_w;
+        operand_t* out = dst + c * ld_dst + (y - y0) * windows_w;
         if (sw == 1) {
-          convert(src, out, grid_w);
+          convert(src, out, windows_w);
         } else {
-          for (int64_t x = 0; x < grid_w; ++x) out[x] = static_cast<operand_t>(src[x * sw]);
+          for (int64_t x = 0; x < windows_w; ++x) out[x] = static_cast<operand_t>(src[x * sw]);
         }
       }
     }
@@ -159,14 +160,14 @@ struct GridOperand {
   // dst, from channel first_channel on. Planes of adjacent pixels (float32)
   // go 8 x 8 through registers, as element-wise they would read or write a
   // cache line per element.
-  void pixels(int64_t n, int64_t y0, int64_t y1, int64_t grid_w, int64_t channels, operand_t* dst,
+  void pixels(int64_t n, int64_t y0, int64_t y1, int64_t windows_w, int64_t channels, operand_t* dst,
               int64_t first_channel = 0) const {
     const scalar_t* block = data + n * sn + first_channel * sc + y0 * sh;
     int64_t done = 0;  // channels already copied
 #if defined(__AVX__)
     if constexpr (std::is_same<scalar_t, float>::value && std::is_same<operand_t, float>::value) {
-      if (sw == 1 && sh == grid_w) {
-        const int64_t count = (y1 - y0) * grid_w;
+      if (sw == 1 && sh == windows_w) {
+        const int64_t count = (y1 - y0) * windows_w;
         done = channels / 8 * 8;
         for (int64_t c = 0; c < done; c += 8) {
           int64_t p = 0;
@@ -184,9 +185,9 @@ struct GridOperand {
 #endif
     if (done == channels) return;
     for (int64_t y = y0; y < y1; ++y) {
-      for (int64_t x = 0; x < grid_w; ++x) {
+      for (int64_t x = 0; x < windows_w; ++x) {
         const scalar_t* src = block + (y - y0) * sh + x * sw;
-        operand_t* out = dst + ((y - y0) * grid_w + x) * channels;
+        operand_t* out = dst + ((y - y0) * windows_w + x) * channels;
         if (sc == 1) {
           convert(src, out, channels);
         } else {
