@@ -27,6 +27,7 @@
 
 #include "gemm_avx512.h"
 #include "gemm_common.h"
+#include "target.h"
 #include "transpose8x8.h"
 
 #include <ATen/Parallel.h>
@@ -99,15 +100,8 @@ constexpr int64_t kBBlockBytes = 1024 * 1024;
 
 thread_local gemm_common::Scratch tls_bblock;
 
-// Everything between push and pop is compiled for AVX-512; no headers are
-// included inside, so no inline function from a header gets an AVX-512
-// definition that could leak to callers on other CPUs.
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
-#endif
+// Everything down to TORCHCONV_TARGET_END is compiled for AVX-512 (target.h).
+TORCHCONV_TARGET_BEGIN(TORCHCONV_TARGET_AVX512)
 
 template <typename T>
 struct Vec;
@@ -532,11 +526,7 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T a
   }
 }
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+TORCHCONV_TARGET_END
 
 // Single-threaded GEMM of any shape (the contract's edge cases, then
 // blocked_gemm).

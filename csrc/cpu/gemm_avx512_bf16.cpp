@@ -23,6 +23,7 @@
 
 #include "gemm_avx512.h"
 #include "gemm_common.h"
+#include "target.h"
 #include "transpose8x8.h"
 
 namespace torchconv {
@@ -47,14 +48,8 @@ constexpr int64_t kMaxPairs = kAPanelBytes / (MR * 4);  // k pairs per A panel
 
 thread_local gemm_common::Scratch tls_packed_b;
 
-// No header is included between push and pop (see gemm_avx512.cpp).
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")
-#endif
+// Everything down to TORCHCONV_TARGET_END is compiled for AVX512-BF16 (target.h).
+TORCHCONV_TARGET_BEGIN(TORCHCONV_TARGET_AVX512_BF16)
 
 inline __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
 
@@ -235,11 +230,7 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, flo
   }
 }
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+TORCHCONV_TARGET_END
 
 // Single-threaded GEMM of any shape: with no product to compute (alpha ==
 // 0 or K == 0) only C's scaling is left, which the float32 GEMM does.

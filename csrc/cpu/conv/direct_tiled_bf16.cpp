@@ -15,6 +15,7 @@
 // gemm_avx512_bf16.cpp, so that the file builds with any flags; the kernel
 // calls it only at capability avx512_bf16.
 
+#include "../target.h"
 #include "direct_tiled_bf16.h"
 
 #include <array>
@@ -35,14 +36,8 @@ namespace {
 
 #if TORCHCONV_TILED_BF16_X86
 
-// No header is included between push and pop (see gemm_avx512.cpp).
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")
-#endif
+// Everything down to TORCHCONV_TARGET_END is compiled for AVX512-BF16 (target.h).
+TORCHCONV_TARGET_BEGIN(TORCHCONV_TARGET_AVX512_BF16)
 
 template <int first_row>
 void pair_step(const at::BFloat16* padded, int64_t gap, int64_t plane_stride, int64_t pairs, const int64_t* taps,
@@ -72,11 +67,7 @@ void pair_step(const at::BFloat16* padded, int64_t gap, int64_t plane_stride, in
     for (int v = 0; v < kVectors; ++v) _mm512_storeu_ps(tile + m * kPairTileChannels + 16 * v, sums[m][v]);
 }
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+TORCHCONV_TARGET_END
 
 template <int... k>
 constexpr std::array<PairStep, sizeof...(k)> pair_steps(std::integer_sequence<int, k...>) {
