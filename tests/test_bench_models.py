@@ -1,26 +1,18 @@
 """benchmarks/bench_models.py: the script runs and prints its table (one pair,
 small models, one dtype); no timing is asserted."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 _PATH = ROOT / "benchmarks" / "bench_models.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_models", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_script(_PATH)
 
 
 @pytest.fixture(autouse=True)

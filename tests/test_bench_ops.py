@@ -1,8 +1,6 @@
 """benchmarks/bench_ops.py: its command line, case scaling and timing logic,
 CUDA path included, checked on the CPU with tiny shapes and pair counts."""
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -10,19 +8,12 @@ import pytest
 import torch
 
 import torchconv
+from script_module import load_script
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ops.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_ops", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_script(_PATH)
 
 
 def _tiny_case(name="tiny conv {n}x2x6x6 -> 3 k3 p1", batch=2):

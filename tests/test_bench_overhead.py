@@ -1,26 +1,20 @@
 """benchmarks/bench_overhead.py runs and prints its table (tiny pair counts; no timing assertions)."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import torchconv
+from script_module import load_script
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_overhead.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_overhead", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-bench = _load()
+bench = load_script(_PATH)
 
 
 def _needs_torchvision():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import glob
 import importlib
-import importlib.util
 import os
 import re
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 import torchconv
 from conftest import device_of_test
+from script_module import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
@@ -34,9 +34,7 @@ PAGES = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "READ
     glob.glob(os.path.join(DOCS, "*.md"))
 )
 
-_spec = importlib.util.spec_from_file_location("torchconv_doc_figures", os.path.join(DOCS, "figures.py"))
-figures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(figures)
+figures = load_script(os.path.join(DOCS, "figures.py"), "torchconv_doc_figures")
 
 DT = figures.DTYPE
 

@@ -7,20 +7,18 @@ the C++ sources alone, TORCHCONV_BUILD_CUDA=1 fails with the reasons,
 builds csrc/cuda too.
 """
 
-import importlib.util
 import os
 
 import pytest
 import torch
+from script_module import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
 def setup_py(monkeypatch):
-    spec = importlib.util.spec_from_file_location("torchconv_setup", os.path.join(ROOT, "setup.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(os.path.join(ROOT, "setup.py"), "torchconv_setup")
     for name in ("TORCHCONV_BUILD_CUDA", "TORCHCONV_BUILD_CPP"):
         monkeypatch.delenv(name, raising=False)
     return module
