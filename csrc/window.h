@@ -42,10 +42,12 @@ TORCHCONV_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) { return -fl
 
 // ------------------------------------------------------------ output sizes
 
-// conv2d's output cells along one axis (may be <= 0: the checks refuse that).
+// conv2d's output cells along one axis (may be <= 0: the checks refuse
+// that). Rounded down, as ATen's formula: a window that overhangs the padded
+// input gives no cell at any stride.
 TORCHCONV_HOST_DEVICE inline int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad,
                                                       int64_t dilation) {
-  return (size + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
+  return floor_div(size + 2 * pad - dilation * (kernel - 1) - 1, stride) + 1;
 }
 
 // conv_transpose2d's: the size whose conv2d output is `size`, plus output_padding.

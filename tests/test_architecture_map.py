@@ -139,27 +139,62 @@ def test_python_path_frames_are_the_pages(monkeypatch):
 
 
 def _defines(source: str, name: str) -> bool:
-    """Whether C++ ``source`` defines ``name`` (``f``, ``Type``, ``Type::method`` or ``ns::f``)."""
+    """Whether C++ ``source`` defines ``name``: a function (its parameter
+    list followed by a body), a type, or ``Type::method`` inside ``Type``."""
     *scopes, last = name.split("::")
-    if scopes and not re.search(rf"\b(?:struct|class|namespace)\s+{re.escape(scopes[-1])}\b", source):
-        return False
-    return bool(
-        re.search(rf"\b{re.escape(last)}\s*(?:<[^;{{()]*>)?\s*\(", source)
-        or re.search(rf"\b(?:struct|class|enum class|enum|using)\s+{re.escape(last)}\b", source)
-        or re.search(rf"\b{re.escape(last)}\s*=", source)
-    )
+    if scopes:
+        body = re.search(rf"\b(?:struct|class)\s+{re.escape(scopes[-1])}\b[^;{{]*\{{", source)
+        if not body:
+            return False
+        source = source[body.end():]
+    function = rf"^[ \t]*(?:[\w:<>,*&]+[ \t]+)+[*&]*{re.escape(last)}\s*\([^;{{}}]*\)[^;{{}}]*\{{"
+    type_ = rf"\b(?:struct|class|enum class|enum)\s+{re.escape(last)}\b"
+    return bool(re.search(function, source, re.M) or re.search(type_, source))
+
+
+def _reaches(source: str, name: str, own: bool) -> bool:
+    """Whether C++ ``source`` calls ``name`` (plain, qualified or templated)
+    or registers it with the dispatcher (``m.impl("...", &name)``); in the
+    file that defines it (``own``), a call beside its definitions."""
+    last = re.escape(name.split("::")[-1])
+    calls = len(re.findall(rf"(?<![\w.])(?:\w+::)*{last}\s*(?:<[^;{{}}()]*>)?\s*\(", source))
+    if not own:
+        return calls > 0
+    registered = re.search(rf"m\.impl\(\"\w+\", &{last}\)", source)
+    definitions = len(re.findall(rf"^[ \t]*(?:[\w:<>,*&]+[ \t]+)+[*&]*{last}\s*\(", source, re.M))
+    return bool(registered) or calls > definitions
+
+
+def _route(body: str) -> list[tuple[str, str, list[str]]]:
+    route = []
+    for line in body.splitlines():
+        path, _, names = line.strip().partition("  ")
+        route.append((path, (ROOT / path).read_text(), [n.strip() for n in names.split(",")]))
+    return route
 
 
 def test_cpp_routes_name_what_each_file_defines():
     routes = page_blocks("C++ route")
     assert routes, f"{PAGE.name} has no '<!-- C++ route: ... -->' block"
-    missing = []
-    for route, body in routes.items():
-        for line in body.splitlines():
-            path, _, names = line.strip().partition("  ")
-            source = (ROOT / path).read_text()
-            missing += [f"{route}: {path}: {n}" for n in map(str.strip, names.split(",")) if not _defines(source, n)]
+    missing = [f"{route}: {path}: {n}" for route, body in routes.items()
+               for path, source, names in _route(body) for n in names if not _defines(source, n)]
     assert not missing, "the page names C++ functions their files do not define:\n" + "\n".join(missing)
+
+
+def test_cpp_routes_are_routes():
+    """Every station after a route's first is called (or registered) by the
+    files above it on the route or its own file; a ``Type::method`` is
+    called by torch's autograd, so only its type is looked for."""
+    stray = []
+    for route, body in page_blocks("C++ route").items():
+        stations = _route(body)
+        for k, (path, source, names) in enumerate(stations[1:], start=1):
+            for n in names:
+                if "::" in n and n.split("::")[0][:1].isupper():
+                    continue
+                if not (any(_reaches(src, n, False) for _, src, _ in stations[:k]) or _reaches(source, n, True)):
+                    stray.append(f"{route}: {path}: {n}")
+    assert not stray, "the page's routes name C++ functions nothing above them calls:\n" + "\n".join(stray)
 
 
 @needs_cpp

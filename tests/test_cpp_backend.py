@@ -7,6 +7,7 @@ Every other test file already runs on each available backend through the
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -173,6 +174,26 @@ def test_compiled_ops_name_the_problem():
                                 [1, 1])
     with pytest.raises(RuntimeError, match=r"expected a float32, float64, float16 or bfloat16 input"):
         ops.avg_pool2d(x.long(), [2, 2], [2, 2], [0, 0], False, True, None)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_compiled_conv2d_sizes_its_output_as_torch(stride, dilation, padding):
+    """A window that overhangs the padded input gives no output cell at any
+    stride (the division rounds down): the compiled op refuses the call as
+    torch does, and otherwise gives torch's output size."""
+    for size in range(1, 7):
+        for kernel in range(1, 6):
+            x, w = torch.randn(1, 1, size, size), torch.randn(1, 1, kernel, kernel)
+            args = ([stride] * 2, [padding] * 2, [dilation] * 2, 1)
+            try:
+                expected = F.conv2d(x, w, None, *args).shape
+            except RuntimeError:
+                with pytest.raises(RuntimeError, match="larger than the padded input"):
+                    torch.ops.torchconv_cpp.conv2d(x, w, None, *args)
+                continue
+            assert torch.ops.torchconv_cpp.conv2d(x, w, None, *args).shape == expected, (size, kernel)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""No import circle among torchconv's modules.
+"""No import circle among torchconv's modules, and every name one module
+imports from another is in that module's ``__all__``.
 
 The graph is read from the sources: a module's top-level imports (those
 inside a top-level ``if`` or ``try`` included; imports inside functions run
@@ -89,3 +90,43 @@ def test_no_import_circle():
 def test_a_circle_is_found():
     assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_circle({"a": {"b"}, "b": set()}) is None
+
+
+def _imported_names() -> dict[str, set[str]]:
+    """The names each torchconv module is asked for by the others:
+    ``from .m import name`` and ``m.name`` after ``from . import m``."""
+    modules = _modules()
+    asked: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        attributes = [(n.value.id, n.attr) for n in ast.walk(tree)
+                      if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)]
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            origin = f"{base}.{node.module}" if node.module else base
+            for alias in node.names:
+                if f"{origin}.{alias.name}" in modules:  # a module: its attributes used here
+                    local = alias.asname or alias.name
+                    used = {attr for owner, attr in attributes if owner == local}
+                    asked.setdefault(f"{origin}.{alias.name}", set()).update(used)
+                elif origin in modules and origin != name:
+                    asked.setdefault(origin, set()).add(alias.name)
+    return asked
+
+
+def test_imported_names_are_in_all():
+    import importlib
+
+    wrong = []
+    for module_name, names in sorted(_imported_names().items()):
+        module = importlib.import_module(module_name)
+        exported = getattr(module, "__all__", None)
+        submodules = {m.rpartition(".")[2] for m in _modules() if m.startswith(module_name + ".")}
+        missing = sorted(n for n in names if not n.startswith("_") and n not in submodules
+                         and (exported is None or n not in exported))
+        if missing:
+            wrong.append(f"{module_name}: {missing}" + (" (no __all__)" if exported is None else ""))
+    assert not wrong, "names imported from these modules are not in their __all__:\n" + "\n".join(wrong)

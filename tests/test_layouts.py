@@ -456,13 +456,13 @@ class _PresentedOnCuda:
 def test_conv_memory_format_rule_per_device(dtype):
     """torch: channels_last if either operand is, but on CUDA float64 and transposed
     convolutions with output_padding >= stride run contiguously."""
-    from torchconv import _memory_format as ops
+    from torchconv import _memory_format
 
     x = torch.randn(2, 3, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randn(5, 3, 3, 3, dtype=dtype)
-    assert ops.conv_memory_format(x, w) == torch.channels_last
-    assert ops.conv_memory_format(x, w, slow_transposed=True) == torch.channels_last  # CPU: same rule
-    on_cuda = ops.conv_memory_format(_PresentedOnCuda(x), _PresentedOnCuda(w))
+    assert _memory_format.conv_memory_format(x, w) == torch.channels_last
+    assert _memory_format.conv_memory_format(x, w, slow_transposed=True) == torch.channels_last  # CPU: same rule
+    on_cuda = _memory_format.conv_memory_format(_PresentedOnCuda(x), _PresentedOnCuda(w))
     assert on_cuda == (torch.contiguous_format if dtype == torch.float64 else torch.channels_last)
-    assert ops.conv_memory_format(_PresentedOnCuda(x), _PresentedOnCuda(w), slow_transposed=True) == torch.contiguous_format
-    assert ops.output_padding_is_big([2, 2], [1, 2]) and not ops.output_padding_is_big([2, 2], [1, 1])
+    assert _memory_format.conv_memory_format(_PresentedOnCuda(x), _PresentedOnCuda(w), slow_transposed=True) == torch.contiguous_format
+    assert _memory_format.output_padding_is_big([2, 2], [1, 2]) and not _memory_format.output_padding_is_big([2, 2], [1, 1])

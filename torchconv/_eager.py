@@ -31,10 +31,7 @@ import torch
 
 from . import backends
 
-try:
-    from . import _C
-except (ImportError, OSError):  # not built: torchconv.backends.cpp says why
-    _C = None
+_C = backends.cpp.EXTENSION  # None when not built: torchconv.backends.cpp says why
 
 __all__ = ["entries"]
 
@@ -45,7 +42,7 @@ _default: tuple[int, bool] = (-1, False)
 
 def _cpp_is_cpu_default() -> bool:
     global _default
-    version = backends._REGISTRY.version
+    version = backends.registry_version()
     if _default[0] != version:
         _default = (version, backends.available("cpu")[:1] == [_COMPILED])
     return _default[1]

@@ -70,8 +70,9 @@ def _owned(out: Tensor) -> Tensor:
 #
 # An eager call on plain tensors needs nothing from the dispatcher that the op's
 # Python body does not do itself, and the dispatcher's Python custom-op path
-# costs tens of microseconds a call, and its first call imports torch._dynamo
-# (seconds). So the autograd Functions call the body directly (``call``), and
+# is a large part of a small call's time (benchmarks/bench_overhead.py
+# measures the overhead), and its first call imports torch._dynamo. So the
+# autograd Functions call the body directly (``call``), and
 # go through the op whenever something is watching the dispatcher: a
 # TorchDispatchMode (FlopCounterMode, FakeTensorMode, ...), a tensor subclass,
 # a torch.func transform, a meta tensor, or the profiler (whose tables then

@@ -26,7 +26,7 @@ to torch's output size makes the graph mean the same under both readings.
 The translations are registered globally and lazily, so that a plain
 ``torch.onnx.export(model, args, dynamo=True)`` or ``(..., f, dynamo=False)``
 finds them without ``import torchconv`` paying for ``torch.onnx`` (or
-``onnxscript``, ~1 s): each registration runs when the module it needs has
+``onnxscript``, whose imports take long): each registration runs when the module it needs has
 finished loading (:func:`register`).
 """
 

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from . import backends
-from . import functional as tc
+from . import functional
 from ._precision import full_float32
 from .testing import assert_close_to_torch, error_scale, scaled_error, tolerance
 
@@ -159,7 +159,7 @@ def _bias_size(op: str, case: Case) -> int:
 #: op name -> what is checked, and on which configurations.
 OPS: dict[str, OpSpec] = {
     "conv2d": OpSpec(
-        tc.conv2d,
+        functional.conv2d,
         F.conv2d,
         cases=[
             Case("3x3 pad 1, bias", (2, 3, 6, 6), dict(padding=1), (4, 3, 3, 3), True),
@@ -192,7 +192,7 @@ OPS: dict[str, OpSpec] = {
         ],
     ),
     "conv_transpose2d": OpSpec(
-        tc.conv_transpose2d,
+        functional.conv_transpose2d,
         F.conv_transpose2d,
         cases=[
             Case(
@@ -234,7 +234,7 @@ OPS: dict[str, OpSpec] = {
         ],
     ),
     "max_pool2d": OpSpec(
-        tc.max_pool2d,
+        functional.max_pool2d,
         F.max_pool2d,
         cases=[
             Case("2x2", (2, 3, 6, 6), dict(kernel_size=2)),
@@ -260,7 +260,7 @@ OPS: dict[str, OpSpec] = {
         ],
     ),
     "avg_pool2d": OpSpec(
-        tc.avg_pool2d,
+        functional.avg_pool2d,
         F.avg_pool2d,
         cases=[
             Case("2x2", (2, 3, 6, 6), dict(kernel_size=2)),
@@ -436,7 +436,7 @@ def _agreement(op, ours_fn, torch_fn, cases, dtype, device):
 def _single_threaded():
     """One intra-op thread: gradcheck makes thousands of calls on tiny tensors,
     where a thread pool only adds synchronisation (and, on a loaded machine,
-    stalls of milliseconds per call)."""
+    stalls while threads wait for a core)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -55,7 +55,6 @@ namespace {
 #if TORCHCONV_GEMM_X86
 
 using gemm_common::balanced_block;
-using gemm_common::div_up;
 
 // C = beta * C without reading C when beta == 0 (BLAS semantics).
 template <typename T>
@@ -93,8 +92,8 @@ constexpr int NV = 3;
 // A micro-panel MR x KC kept in L1D (32 KiB on Zen 4 / recent Intel) next
 // to the B panel stream: half of L1D gives KC = 512 floats / 256 doubles.
 constexpr int64_t kAPanelBytes = 16 * 1024;
-// Packed B block KC x NC kept in L2 (2 MiB per core here, >= 1 MiB on
-// Intel server parts); half of it leaves room for C tiles and the A panels
+// Packed B block KC x NC kept in L2 (1 MiB or more per core on the
+// AVX-512 CPUs of AMD and Intel); half of it leaves room for C tiles and the A panels
 // passing through.
 constexpr int64_t kBBlockBytes = 1024 * 1024;
 
@@ -165,7 +164,7 @@ Prefetch<T> prefetch_panel(const T* src, int64_t ld, int64_t kc, int64_t w, bool
   if (k_major) {
     return {src, ld, kc, kc};
   }
-  return {src, ld, w, w * div_up(kc, kNR<T>)};
+  return {src, ld, w, w * ceil_div(kc, kNR<T>)};
 }
 
 // C[0:mr, 0:(nv-1)*L + popcount(last)] = alpha * A @ B + beta * C, where
@@ -420,7 +419,7 @@ struct BBlock {
   int64_t N;
   int64_t jc, nc, pc, kc;
 
-  int64_t panels() const { return div_up(nc, kNR<T>); }
+  int64_t panels() const { return ceil_div(nc, kNR<T>); }
   int64_t col(int64_t p) const { return jc + p * kNR<T>; }
   int width(int64_t p) const {
     return static_cast<int>(std::min<int64_t>(kNR<T>, N - col(p)));
@@ -517,7 +516,7 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T a
           }
           const int64_t n0 = blk.col(p);
           const int w = blk.width(p);
-          const int nv = static_cast<int>(div_up(w, L));
+          const int nv = static_cast<int>(ceil_div(w, L));
           row[nv - 1](kc, apanel, blk.panel(p, bblock), blk.panel_ld(p), C + ir * ldc + n0, ldc,
                       alpha, beta_k, V::tail_mask(w - (nv - 1) * L), pf);
         }

@@ -34,7 +34,6 @@ namespace {
 #define TORCHCONV_GEMM_BF16_X86 1
 
 using gemm_common::balanced_block;
-using gemm_common::div_up;
 
 constexpr int MR = 8;           // rows of a micro-tile
 constexpr int L = 16;           // float32 lanes of a zmm
@@ -97,7 +96,7 @@ void pack_k_major(const T* src, int64_t ld, int64_t kc, int w, int W, uint32_t* 
 // so that the reads stream instead of walking down the rows panel by panel.
 template <typename T>
 void pack_block_k_major(const T* src, int64_t ld, int64_t kc, int64_t nc, int64_t pairs, uint32_t* dst) {
-  const int64_t padded = div_up(nc, NR) * NR;
+  const int64_t padded = ceil_div(nc, NR) * NR;
   for (int64_t k = 0; k < kc; k += 2) {
     const T* row = src + k * ld;
     const bool second = k + 1 < kc;
@@ -115,7 +114,7 @@ void pack_block_k_major(const T* src, int64_t ld, int64_t kc, int64_t nc, int64_
 // pairs are transposed in registers.
 template <typename T>
 void pack_k_minor(const T* src, int64_t ld, int64_t kc, int w, int W, uint32_t* dst) {
-  const int64_t pairs = div_up(kc, 2);
+  const int64_t pairs = ceil_div(kc, 2);
   for (int c0 = 0; c0 < W; c0 += 8) {
     const int rows = std::max(0, std::min(8, w - c0));
     for (int64_t kk0 = 0; kk0 < pairs; kk0 += 8) {
@@ -199,7 +198,7 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, flo
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = std::min(KC, K - pc), pairs = div_up(kc, 2);
+      const int64_t kc = std::min(KC, K - pc), pairs = ceil_div(kc, 2);
       if (transB) {
         for (int64_t p = 0; p * NR < nc; ++p) {
           const int64_t col = jc + p * NR;
@@ -221,7 +220,7 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, flo
         for (int64_t p = 0; p * NR < nc; ++p) {
           const int64_t col = jc + p * NR;
           const int w = static_cast<int>(std::min<int64_t>(NR, N - col));
-          const int nv = static_cast<int>(div_up(w, L));
+          const int nv = static_cast<int>(ceil_div(w, L));
           kKernels[mr - 1][nv - 1](pairs, packed_a, packed_b + p * pairs * NR, C + ir * ldc + col, ldc, alpha,
                                    beta_k, first_lanes(w - (nv - 1) * L));
         }

@@ -15,18 +15,18 @@
 #include <new>
 #include <vector>
 
+#include "../window.h"  // ceil_div
+
 namespace torchconv {
 namespace cpu {
 namespace gemm_common {
-
-inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Splits `total` into the fewest blocks of at most `max_block` (a multiple
 // of `align`), equalised so that no block is a sliver; returns the block
 // size rounded up to `align`.
 inline int64_t balanced_block(int64_t total, int64_t max_block, int64_t align) {
-  const int64_t nblocks = div_up(total, max_block);
-  return div_up(div_up(total, nblocks), align) * align;
+  const int64_t nblocks = ceil_div(total, max_block);
+  return ceil_div(ceil_div(total, nblocks), align) * align;
 }
 
 // Per-thread packing buffer for a packed block, 64-byte aligned. Grows
@@ -94,8 +94,8 @@ void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T 
   }
   constexpr int64_t kRowUnit = 8;
   constexpr int64_t kColUnit = 16;
-  const int64_t mu = div_up(M, kRowUnit);
-  const int64_t nu = div_up(N, kColUnit);
+  const int64_t mu = ceil_div(M, kRowUnit);
+  const int64_t nu = ceil_div(N, kColUnit);
   const int64_t max_chunks =
       std::min(nthreads * kMaxChunksPerThread, std::max<int64_t>(1, M * N * K / kMinParallelMacs));
 
@@ -106,12 +106,12 @@ void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T 
   std::vector<Grid> grids;
   for (int64_t tm = 1; tm <= std::min(mu, max_chunks); ++tm) {
     for (int64_t tn = 1; tm * tn <= max_chunks && tn <= nu; ++tn) {
-      const int64_t mstep = div_up(mu, tm) * kRowUnit;
-      const int64_t nstep = div_up(nu, tn) * kColUnit;
-      const int64_t chunks = div_up(M, mstep) * div_up(N, nstep);
+      const int64_t mstep = ceil_div(mu, tm) * kRowUnit;
+      const int64_t nstep = ceil_div(nu, tn) * kColUnit;
+      const int64_t chunks = ceil_div(M, mstep) * ceil_div(N, nstep);
       const double work = static_cast<double>(mstep) * nstep * K / kColUnit;
       const double pack = kPackCyclesPerElement * K * (mstep + nstep);
-      const double makespan = static_cast<double>(div_up(chunks, nthreads)) * (work + pack);
+      const double makespan = static_cast<double>(ceil_div(chunks, nthreads)) * (work + pack);
       grids.push_back({mstep, nstep, chunks, makespan});
     }
   }
@@ -127,7 +127,7 @@ void parallel_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T 
     }
   }
 
-  const int64_t tn = div_up(N, grid.nstep);
+  const int64_t tn = ceil_div(N, grid.nstep);
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min(nthreads, grid.chunks), 1, [&](int64_t, int64_t) {
     for (int64_t t = next++; t < grid.chunks; t = next++) {

@@ -43,7 +43,7 @@ from . import cpp, cuda, reference
 
 __all__ = [
     "Backend", "register", "registered", "available", "unavailable_reason", "use", "chosen", "current", "kernels",
-    "ENV_VAR",
+    "registry_version", "ENV_VAR",
 ]
 
 ENV_VAR = "TORCHCONV_BACKEND"
@@ -127,6 +127,14 @@ class _Registry(dict):
 
 
 _REGISTRY: dict[str, Backend] = _Registry()
+
+
+def registry_version() -> int:
+    """How many times the registry has changed: an answer derived from it
+    (which backend runs by default) stays true while this number does."""
+    return _REGISTRY.version
+
+
 # The stack of use() blocks around the running code, per thread and asyncio
 # task. Autograd may run a backward on a thread of its own, which does not
 # inherit it: the autograd Functions record chosen() at forward and restore it

@@ -29,10 +29,13 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 __all__ = [
+    "EXTENSION",
+    "LOAD_ERROR",
     "HOW_TO_ENABLE",
     "BUILD_VARIABLE",
     "COMPILED_DTYPES",
@@ -47,12 +50,16 @@ __all__ = [
 
 from . import reference
 
+#: The compiled extension ``torchconv._C`` (loading it registers the ops),
+#: or None where it is missing or fails to load; LOAD_ERROR says why.
+EXTENSION: ModuleType | None
+LOAD_ERROR: Exception | None
 try:
-    from .. import _C  # noqa: F401  (loads the library that registers the ops)
+    from .. import _C as EXTENSION
 
-    LOAD_ERROR: Exception | None = None
+    LOAD_ERROR = None
 except (ImportError, OSError) as error:  # not built, or built against another torch
-    LOAD_ERROR = error
+    EXTENSION, LOAD_ERROR = None, error
 
 HOW_TO_ENABLE = (
     "Build it with `pip install --no-build-isolation -e .` from the repository root "
@@ -86,7 +93,7 @@ def load_problem() -> str | None:
 def _warn_if_unexpected() -> None:
     """One warning at import when the extension exists but fails to load, or
     a source checkout's build did not make it (unless TORCHCONV_BUILD_CPP=0
-    asked for that): every op then runs on the reference backend, 10 to 100
+    asked for that): every op then runs on the reference backend, many
     times slower, which nothing else would tell."""
     if LOAD_ERROR is None:
         return
@@ -104,7 +111,7 @@ def _warn_if_unexpected() -> None:
 _warn_if_unexpected()
 COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Inputs of these dtypes get their outputs in the memory format torch gives
-# them (csrc/cpu/conv/layout.h's channels_last), strides included: the ops skip
+# them (csrc/memory_format.h's conv_memory_format), strides included: the ops skip
 # their own memory-format pass for them (torchconv._library._formatted_by).
 MEMORY_FORMAT_DTYPES = frozenset(COMPILED_DTYPES)
 

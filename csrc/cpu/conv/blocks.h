@@ -32,8 +32,6 @@ namespace conv {
 // image conv case of benchmarks/bench_ops.py (benchmarks/README.md).
 constexpr int64_t kColumnBlockBytes = int64_t(2) << 20;
 
-inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 struct Blocks {
   int64_t rows;   // windows rows per block; the last block may have fewer
   int64_t count;  // blocks per sample
@@ -70,20 +68,20 @@ inline Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_row
     // (fewer, wider blocks where the budget allows), so that no thread runs
     // a round more than the others; with fewer, one block runs its GEMM on
     // every thread. Where only one sample fits, blocks of rows as below.
-    int64_t count = div_up(s.batch, std::min(div_up(kFoldPixels, std::max<int64_t>(s.windows_size(), 1)), most));
+    int64_t count = ceil_div(s.batch, std::min(ceil_div(kFoldPixels, std::max<int64_t>(s.windows_size(), 1)), most));
     if (count > threads) {
       const int64_t fewer = count / threads * threads;
-      count = div_up(s.batch, fewer) <= most ? fewer : div_up(count, threads) * threads;
+      count = ceil_div(s.batch, fewer) <= most ? fewer : ceil_div(count, threads) * threads;
     }
-    const int64_t samples = div_up(s.batch, count);
-    if (samples > 1) return {windows_h, div_up(s.batch, samples), samples};
+    const int64_t samples = ceil_div(s.batch, count);
+    if (samples > 1) return {windows_h, ceil_div(s.batch, samples), samples};
   }
   if (s.batch < threads) {
-    const int64_t per_sample = div_up(threads, std::max<int64_t>(s.batch, 1));
-    const int64_t wanted = div_up(div_up(windows_h, rows), per_sample) * per_sample;
-    rows = std::max(min_rows, div_up(windows_h, wanted));
+    const int64_t per_sample = ceil_div(threads, std::max<int64_t>(s.batch, 1));
+    const int64_t wanted = ceil_div(ceil_div(windows_h, rows), per_sample) * per_sample;
+    rows = std::max(min_rows, ceil_div(windows_h, wanted));
   }
-  return {rows, div_up(windows_h, rows)};
+  return {rows, ceil_div(windows_h, rows)};
 }
 
 // Column scratch kept by each thread from one call to the next, up to
@@ -221,7 +219,7 @@ void for_each_block(const ConvShape& s, const Blocks& blocks, bool overlapping, 
 // and b + 2 touch are disjoint (see for_each_block): a block's rows span
 // (rows - 1) * stride + (kernel - 1) * dilation + 1 plane rows.
 inline int64_t disjoint_rows(const Window& w) {
-  return div_up((w.kernel_h - 1) * w.dilation_h + 1, w.stride_h);
+  return ceil_div((w.kernel_h - 1) * w.dilation_h + 1, w.stride_h);
 }
 
 // Splits windows rows [y0, y1) counted from sample n's first row, which may
@@ -261,7 +259,7 @@ void for_each_sample_channel(const ConvShape& s, int64_t n, int64_t y0, int64_t 
   });
   const int64_t tasks = static_cast<int64_t>(pieces.size()) * channels;
   const int64_t grain =
-      std::max(div_up(tasks, at::get_num_threads()), kMinParallelCopy / std::max<int64_t>(elements, 1));
+      std::max(ceil_div(tasks, at::get_num_threads()), kMinParallelCopy / std::max<int64_t>(elements, 1));
   at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const Piece& p = pieces[t / channels];

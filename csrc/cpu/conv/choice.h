@@ -39,7 +39,7 @@
 //
 // The GEMM kernels read their operands in their own layout; where the
 // Direct and DepthwiseNHWC kernels read another, the entry point converts
-// them, and returns the result in torch's memory format (layout.h).
+// them, and returns the result in torch's memory format (memory_format.h).
 #pragma once
 
 #include "../gemm.h"

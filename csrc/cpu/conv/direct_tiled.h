@@ -168,7 +168,7 @@ struct PaddedPlanes {
   template <int lanes, typename scalar_t, typename operand_t>
   void pad_band(const scalar_t* source, int64_t planes, const int64_t* strides, int64_t y0, int64_t rows,
                 operand_t* band) const {
-    const int64_t stride = band_stride(rows), padded_planes = (planes + lanes - 1) / lanes * lanes;
+    const int64_t stride = band_stride(rows), padded_planes = ceil_div(planes, lanes) * lanes;
     const int64_t sc = strides[0], sy = strides[1], sx = strides[2];
     auto at = [&](int64_t c, int64_t q) { return band + ((c / lanes) * stride + q) * lanes + c % lanes; };
     auto zero = [&](int64_t c, int64_t q0, int64_t q1) {
@@ -207,6 +207,18 @@ struct PaddedPlanes {
   }
 };
 
+// Rows per band of the tiled kernels' tasks (bands of rows of one sample
+// and group, `units` = samples x groups of them): as many as keep a band's
+// copies within kBandBytes (`row_bytes` per row, `extra_rows` more per
+// band), so they stay in L2 while every tile of the band passes over them,
+// and fewer where the tasks would otherwise be too few for the threads.
+inline int64_t rows_per_band(int64_t rows, int64_t row_bytes, int64_t extra_rows, int64_t step, int64_t units) {
+  constexpr int64_t kBandBytes = int64_t(256) << 10, kTasksPerThread = 4;
+  int64_t band = std::min(rows, std::max<int64_t>(1, (kBandBytes / row_bytes - extra_rows) / step));
+  while (band > 1 && units * ceil_div(rows, band) < kTasksPerThread * at::get_num_threads()) band = (band + 1) / 2;
+  return band;
+}
+
 // The weight of one group, packed for the tiles in `lanes` interleaved
 // source channels (as pad_band): block b's values
 // [c / lanes][tap][r][c % lanes] = weight(b * block_channels + r, c, tap),
@@ -216,7 +228,7 @@ struct PaddedPlanes {
 template <typename operand_t, int lanes, typename acc>
 std::vector<operand_t> pack_tiled_weight(const acc* w, int64_t block_channels, int64_t channels, int64_t sources,
                                          int64_t taps, int64_t stride_o, int64_t stride_c, bool flip) {
-  const int64_t blocks = (channels + block_channels - 1) / block_channels, sets = (sources + lanes - 1) / lanes;
+  const int64_t blocks = ceil_div(channels, block_channels), sets = ceil_div(sources, lanes);
   std::vector<operand_t> packed(blocks * sets * taps * block_channels * lanes, operand_t(0));
   for (int64_t o = 0; o < channels; ++o) {
     for (int64_t c = 0; c < sources; ++c) {
@@ -340,16 +352,10 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
     for (int64_t gi = 0; gi < groups; ++gi)
       for (int64_t o = 0; o < channels; ++o) block_bias[gi * blocks * Tile::channels + o] = bias[gi * channels + o];
   }
-  // Bands of result rows: a band's padded rows stay in L2 while every tile
-  // of the band passes over them, and the scratch stays small for any plane;
-  // narrower bands where the tasks would otherwise be too few for the threads.
-  constexpr int64_t kBandBytes = int64_t(256) << 10, kTasksPerThread = 4;
+  // Bands of result rows (rows_per_band); the scratch stays small for any plane.
   const int64_t row_bytes = sets * Tile::lanes * g.padded_w * static_cast<int64_t>(sizeof(operand_t));
-  int64_t band = std::min(g.out_h, std::max<int64_t>(1, (kBandBytes / row_bytes - g.reach_h - 1) / stride_h));
-  while (band > 1 && batch * groups * ((g.out_h + band - 1) / band) < kTasksPerThread * at::get_num_threads()) {
-    band = (band + 1) / 2;
-  }
-  const int64_t bands = (g.out_h + band - 1) / band, result_channels = groups * channels;
+  const int64_t band = rows_per_band(g.out_h, row_bytes, g.reach_h + 1, stride_h, batch * groups);
+  const int64_t bands = ceil_div(g.out_h, band), result_channels = groups * channels;
   at::parallel_for(0, batch * groups * bands, 1, [&](int64_t begin, int64_t end) {
     std::vector<operand_t> padded(sets * Tile::lanes * g.band_stride(band));
     alignas(64) acc tile[Tile::channels * Tile::pixels];

@@ -98,16 +98,11 @@ void tiled_conv2d_weight(const ConvShape& s, const at::Tensor& input, const at::
     std::fill(grad_weight, grad_weight + s.windows_channels * columns, scalar_t(0));
     return;
   }
-  // Bands of gradient rows whose padded plane rows and gradient copy stay
-  // within L2 while every tile passes over them; narrower where the tasks
-  // would otherwise be too few for the threads.
-  constexpr int64_t kBandBytes = int64_t(256) << 10, kTasksPerThread = 4;
+  // Bands of gradient rows (rows_per_band, direct_tiled.h): a row is its
+  // padded plane rows and its gradient copy.
   const int64_t row_bytes = (sources * g.padded_w * w.stride_h + channels * out_w) * static_cast<int64_t>(sizeof(acc));
-  int64_t band = std::min(g.out_h, std::max<int64_t>(1, kBandBytes / row_bytes));
-  while (band > 1 && s.batch * s.groups * ((g.out_h + band - 1) / band) < kTasksPerThread * at::get_num_threads()) {
-    band = (band + 1) / 2;
-  }
-  const int64_t bands = (g.out_h + band - 1) / band, tasks = s.batch * s.groups * bands;
+  const int64_t band = rows_per_band(g.out_h, row_bytes, 0, 1, s.batch * s.groups);
+  const int64_t bands = ceil_div(g.out_h, band), tasks = s.batch * s.groups * bands;
   WeightSums<acc> sums(s.groups * group_size, tasks > 1 ? at::get_num_threads() : 1);
   const scalar_t* x = input.data_ptr<scalar_t>();
   const WindowsOperand<scalar_t, acc> dy(grad_output, false);
