@@ -111,9 +111,9 @@ inline std::pair<int64_t, int64_t> check_conv_transpose2d(const at::Tensor& inpu
               "torchconv_cpp::conv_transpose2d: expected bias with ", weight.size(1) * groups,
               " elements, but got ", bias.has_value() ? bias->numel() : 0);
   const int64_t out_h =
-      conv_transpose_output_size(input.size(2), weight.size(2), stride[0], padding[0], dilation[0], output_padding[0]);
+      conv_transpose_output_size(input.size(2), weight.size(2), stride[0], padding[0], output_padding[0], dilation[0]);
   const int64_t out_w =
-      conv_transpose_output_size(input.size(3), weight.size(3), stride[1], padding[1], dilation[1], output_padding[1]);
+      conv_transpose_output_size(input.size(3), weight.size(3), stride[1], padding[1], output_padding[1], dilation[1]);
   TORCH_CHECK(out_h > 0 && out_w > 0, "torchconv_cpp::conv_transpose2d: output size is too small: ", out_h, "x",
               out_w);
   return {out_h, out_w};

@@ -51,9 +51,10 @@ TORCHCONV_HOST_DEVICE inline int64_t conv_output_size(int64_t size, int64_t kern
 }
 
 // conv_transpose2d's: the size whose conv2d output is `size`, plus output_padding.
+// Arguments in the order of torchconv/_output_size.py's twin.
 TORCHCONV_HOST_DEVICE inline int64_t conv_transpose_output_size(int64_t size, int64_t kernel, int64_t stride,
-                                                                int64_t pad, int64_t dilation,
-                                                                int64_t output_padding) {
+                                                                int64_t pad, int64_t output_padding,
+                                                                int64_t dilation) {
   return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1;
 }
 

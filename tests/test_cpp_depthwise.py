@@ -9,7 +9,7 @@ multipliers, dilation, padding wider than the kernel's reach, rows shorter
 than the vector lanes, transposed convolutions with output_padding, and the
 half dtypes (which widen into float32 planes); channels_last operands run
 kernels of their own ("depthwise, channels_last") for the true depthwise
-case (one grid channel per group) and come out channels_last, as torch's.
+case (one windows-side channel per group) and come out channels_last, as torch's.
 """
 
 import itertools

@@ -75,7 +75,7 @@ CASES = [
     ("convT-groups-outpad", torchconv.conv_transpose2d, F.conv_transpose2d, (2, 4, 5, 5), (4, 3, 3, 2),
      dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2), groups=2, dilation=(1, 2))),
     ("convT-pointwise", torchconv.conv_transpose2d, F.conv_transpose2d, (2, 6, 5, 5), (6, 4, 1, 1), {}),
-    # 1x1, but output_padding makes the output (the weight gradient's image) bigger than the grid.
+    # 1x1, but output_padding makes the output (the weight gradient's plane) bigger than its windows side.
     ("convT-pointwise-outpad", torchconv.conv_transpose2d, F.conv_transpose2d, (2, 3, 4, 5), (3, 2, 1, 1),
      dict(output_padding=1, dilation=2)),
     ("maxpool-overlap", torchconv.max_pool2d, F.max_pool2d, (2, 3, 9, 8), None,

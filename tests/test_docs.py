@@ -286,3 +286,20 @@ def test_cited_identifiers_occur_in_the_sources(page):
             cited.add(match.group(1))
     missing = sorted(cited - words)
     assert not missing, f"{os.path.relpath(page, ROOT)} cites identifiers found in no source file: {missing}"
+
+
+# Pages whose python blocks are whole programs a reader can paste and run
+# (docs/export.md's is a fragment beside its prose: it names a model it does
+# not build and writes files).
+RUNNABLE_PAGES = [os.path.join(ROOT, "README.md"), os.path.join(DOCS, "tolerances.md")]
+
+
+@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_python_examples_run(page, tmp_path, monkeypatch):
+    """The page's python blocks, run in order in one namespace, as a reader would."""
+    blocks = re.findall(r"^```python\n(.*?)^```", _read(page), flags=re.MULTILINE | re.DOTALL)
+    assert blocks, f"{os.path.relpath(page, ROOT)} has no python block"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__main__"}
+    for block in blocks:
+        exec(compile(block, page, "exec"), namespace)

@@ -106,7 +106,7 @@ at::Tensor conv_transpose2d_sized(const at::Tensor& x, const at::Tensor& weight,
   Ints output_padding(2);
   for (int i = 0; i < 2; ++i) {
     output_padding[i] = size[i] - conv_transpose_output_size(x.size(2 + i), weight.size(2 + i), stride[i],
-                                                             padding[i], dilation[i], /*output_padding=*/0);
+                                                             padding[i], /*output_padding=*/0, dilation[i]);
   }
   return calls::conv_transpose2d(x, weight, std::nullopt, stride, padding, output_padding, groups, dilation);
 }

@@ -202,7 +202,7 @@ PyObject* conv_transpose2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   for (int i = 0; i < 2; ++i) {
     const int64_t op = output_padding[i], s = call.stride[i], d = call.dilation[i];
     if (op < 0 || (op >= s && op >= d)) return declined();
-    if (conv_transpose_output_size(x.size(2 + i), w.size(2 + i), s, call.padding[i], d, op) <= 0) return declined();
+    if (conv_transpose_output_size(x.size(2 + i), w.size(2 + i), s, call.padding[i], op, d) <= 0) return declined();
   }
   at::Tensor out;
   {
