@@ -50,7 +50,13 @@ from . import _library
 from . import backends
 from ._output_size import conv_transpose_output_size
 from ._torch_kernels import torch_keeps_weight_layout
-from ._memory_format import conv_grads_in_memory_format, in_memory_format, memory_format_of, output_padding_is_big
+from ._memory_format import (
+    conv_grads_in_memory_format,
+    conv_memory_format,
+    in_memory_format,
+    memory_format_of,
+    output_padding_is_big,
+)
 
 __all__ = [
     "Conv2dFunction",
@@ -280,6 +286,12 @@ class ConvTranspose2dFunction(_Function):
         input, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        slow = output_padding_is_big(ctx.transposed[0], ctx.transposed[2])
+        if need_input and need_weight and conv_memory_format(input, weight, slow) == torch.channels_last:
+            # Both gradients read grad_output as the plane their windows lie
+            # on, which the channels_last kernels read dense: made dense once
+            # here, not once by each (as csrc/autograd/functions.cpp does).
+            grad_output = grad_output.contiguous(memory_format=torch.channels_last)
         grad_input = grad_weight = grad_bias = None
         if need_input:
             grad_input = _conv2d_sized(grad_output, weight.conj(), input.shape[2:], stride, padding, dilation, groups)
@@ -290,7 +302,6 @@ class ConvTranspose2dFunction(_Function):
         if need_bias:
             grad_bias = _bias_grad(grad_output)
         stride, output_padding = ctx.transposed[0], ctx.transposed[2]
-        slow = output_padding_is_big(stride, output_padding)
         native = torch_keeps_weight_layout(input, weight, stride, dilation, groups, output_padding)
         grads = conv_grads_in_memory_format(input, weight, grad_input, grad_weight, slow, native)
         return (*grads, grad_bias, None, None, None, None, None)

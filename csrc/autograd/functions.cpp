@@ -199,8 +199,15 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
+    const at::Tensor &input = saved[0], &weight = saved[1];
     const auto [stride, padding, dilation, groups, has_bias, slow] = saved_conv(ctx);
+    const at::MemoryFormat format = conv_memory_format(input, weight, slow);
+    // Both gradients read grad_output as the plane their windows lie on,
+    // which the channels_last kernels read dense: made dense once here, not
+    // once by each (a grad_output expanded from a sum would be copied twice).
+    const bool both = ctx->needs_input_grad(0) && ctx->needs_input_grad(1);
+    const at::Tensor grad_output =
+        both && format == at::MemoryFormat::ChannelsLast ? grads[0].contiguous(format) : grads[0];
     at::Tensor grad_input, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
       grad_input = conv2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation, groups);
@@ -209,7 +216,6 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
       grad_weight = calls::conv2d_weight(grad_output, input, weight.sizes(), stride, padding, dilation, groups);
     }
     if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
-    const at::MemoryFormat format = conv_memory_format(input, weight, slow);
     const bool native = torch_keeps_weight_layout(input, weight, stride, dilation, groups, true, slow);
     return {in_memory_format(grad_input, format), weight_grad_in_memory_format(grad_weight, weight, format, native),
             grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
