@@ -16,6 +16,11 @@
 #include <cstring>
 #include <type_traits>
 
+#include <c10/util/BFloat16.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 // Every CPU entry point dispatches over float32, float64, float16 and bfloat16.
 #define TORCHCONV_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, TYPE, NAME, __VA_ARGS__)
@@ -34,6 +39,35 @@ constexpr bool is_widened = !std::is_same<scalar_t, acc_t<scalar_t>>::value;
 // narrowing to a half dtype).
 template <typename from_t, typename to_t>
 inline void convert(const from_t* src, to_t* dst, int64_t n) {
+#if defined(__AVX512F__)
+  // bfloat16 <-> float32 sixteen at a time, bit for bit c10's scalar
+  // conversions below (a NaN narrows to 0x7FC0, denormals kept), which take
+  // the remainder. Not AVX512-BF16's vcvtneps2bf16: it flushes denormals to zero.
+  if constexpr (std::is_same<from_t, c10::BFloat16>::value && std::is_same<to_t, float>::value) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+      _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16)));
+    }
+    for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+    return;
+  } else if constexpr (std::is_same<from_t, float>::value && std::is_same<to_t, c10::BFloat16>::value) {
+    int64_t i = 0;
+    const __m512i half_minus_one = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1);
+    const __m512i quiet_nan = _mm512_set1_epi32(0x7FC0);
+    for (; i + 16 <= n; i += 16) {
+      const __m512 v = _mm512_loadu_ps(src + i);
+      const __m512i bits = _mm512_castps_si512(v);
+      // Round to nearest even: add 0x7FFF plus the lowest kept bit, keep the high half.
+      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+      __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(half_minus_one, odd)), 16);
+      rounded = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), rounded, quiet_nan);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(rounded));
+    }
+    for (; i < n; ++i) dst[i] = static_cast<c10::BFloat16>(src[i]);
+    return;
+  }
+#endif
   if constexpr (std::is_same<from_t, to_t>::value) {
     // A call of memcpy costs more than a copy of a few elements (the rows
     // of small planes).
