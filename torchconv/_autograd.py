@@ -285,8 +285,9 @@ class ConvTranspose2dFunction(_Function):
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
+        output_padding = ctx.transposed[2]
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        slow = output_padding_is_big(ctx.transposed[0], ctx.transposed[2])
+        slow = output_padding_is_big(stride, output_padding)
         if need_input and need_weight and conv_memory_format(input, weight, slow) == torch.channels_last:
             # Both gradients read grad_output as the plane their windows lie
             # on, which the channels_last kernels read dense: made dense once
@@ -301,7 +302,6 @@ class ConvTranspose2dFunction(_Function):
             )
         if need_bias:
             grad_bias = _bias_grad(grad_output)
-        stride, output_padding = ctx.transposed[0], ctx.transposed[2]
         native = torch_keeps_weight_layout(input, weight, stride, dilation, groups, output_padding)
         grads = conv_grads_in_memory_format(input, weight, grad_input, grad_weight, slow, native)
         return (*grads, grad_bias, None, None, None, None, None)

@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from . import _args, _dtypes, _output_size
-from . import _library
+from . import _args, _dtypes, _library, _output_size
 from ._eager import entries
 from ._memory_format import conv_memory_format, in_memory_format
 from ._autograd import (

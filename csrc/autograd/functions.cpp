@@ -12,7 +12,7 @@
 // Function has no jvp; a call with a tangent raises torch's "jvp is not
 // implemented for the c++ API of custom Function yet") and the torch.func
 // transforms. torchconv's public functions send such calls to the Python
-// Functions (docs/architecture.md, "Call paths").
+// Functions (docs/architecture.md, "One call, top to bottom").
 //
 // Gradients get the memory formats torch's convolutions and poolings give
 // them, as torchconv/_memory_format.py's rules say: a convolution's input
@@ -46,7 +46,7 @@ using Ints = std::vector<int64_t>;
 // and what that does to the weight gradient's strides.
 
 // Whether torch runs this CPU convolution with oneDNN rather than its native
-// kernels: torchconv/_args.py's torch_cpu_convolves_with_onednn (ATen's
+// kernels: torchconv/_torch_kernels.py's torch_cpu_convolves_with_onednn (ATen's
 // ConvParams::use_mkldnn, heuristics included), for the compiled dtypes.
 bool torch_cpu_convolves_with_onednn(const at::Tensor& input, const at::Tensor& weight, const Ints& stride,
                                      const Ints& dilation, int64_t groups, bool output_padding_big) {
@@ -70,7 +70,7 @@ bool torch_cpu_convolves_with_onednn(const at::Tensor& input, const at::Tensor& 
 #endif
 }
 
-// torchconv/_args.py's torch_keeps_weight_layout: whether torch's kernel for
+// torchconv/_torch_kernels.py's torch_keeps_weight_layout: whether torch's kernel for
 // this convolution gives the weight gradient the weight's own layout (the
 // native CPU kernels of the undilated conv2d, slow_conv2d, and of
 // conv_transpose2d do; the dilated native conv2d, oneDNN and the other
@@ -387,34 +387,38 @@ bool records(std::initializer_list<const at::Tensor*> tensors) {
   return false;
 }
 
+// An op's Autograd kernel: `Function` records the call when it records
+// anything (see records); otherwise `call` runs the op below autograd,
+// without a graph node.
+template <typename Function, typename Call, typename... Args>
+auto recorded_or_direct(std::initializer_list<const at::Tensor*> tensors, const Call& call, const Args&... args) {
+  if (!records(tensors)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return call(args...);
+  }
+  return Function::apply(args...);
+}
+
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const at::Tensor none;
-  if (!records({&input, &weight, bias.has_value() ? &*bias : &none})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return calls::conv2d(input, weight, bias, stride, padding, dilation, groups);
-  }
-  return Conv2d::apply(input, weight, bias, stride, padding, dilation, groups);
+  return recorded_or_direct<Conv2d>({&input, &weight, bias.has_value() ? &*bias : &none}, calls::conv2d, input, weight,
+                                    bias, stride, padding, dilation, groups);
 }
 
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
                             int64_t groups, at::IntArrayRef dilation) {
   const at::Tensor none;
-  if (!records({&input, &weight, bias.has_value() ? &*bias : &none})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return calls::conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
-  }
-  return ConvTranspose2d::apply(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  return recorded_or_direct<ConvTranspose2d>({&input, &weight, bias.has_value() ? &*bias : &none},
+                                             calls::conv_transpose2d, input, weight, bias, stride, padding,
+                                             output_padding, groups, dilation);
 }
 
 at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output, at::IntArrayRef weight_size,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  if (!records({&input, &grad_output})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return calls::conv2d_weight(input, grad_output, weight_size, stride, padding, dilation, groups);
-  }
-  return Conv2dWeight::apply(input, grad_output, weight_size, stride, padding, dilation, groups);
+  return recorded_or_direct<Conv2dWeight>({&input, &grad_output}, calls::conv2d_weight, input, grad_output,
+                                          weight_size, stride, padding, dilation, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -431,33 +435,22 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
                                at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation) {
-  if (!records({&grad_output})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return calls::max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation);
-  }
-  return MaxPool2dBackward::apply(grad_output, indices, input_size, kernel_size, stride, padding, dilation);
+  return recorded_or_direct<MaxPool2dBackward>({&grad_output}, calls::max_pool2d_backward, grad_output, indices,
+                                               input_size, kernel_size, stride, padding, dilation);
 }
 
 at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                       at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                       std::optional<int64_t> divisor) {
-  if (!records({&input})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return calls::avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
-  }
-  return AvgPool2d::apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
+  return recorded_or_direct<AvgPool2d>({&input}, calls::avg_pool2d, input, kernel_size, stride, padding, ceil_mode,
+                                       count_include_pad, divisor);
 }
 
 at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef input_size, at::IntArrayRef kernel_size,
                                at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode,
                                bool count_include_pad, std::optional<int64_t> divisor) {
-  if (!records({&grad_output})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return calls::avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
-                                      count_include_pad, divisor);
-  }
-  return AvgPool2dBackward::apply(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
-                                  count_include_pad, divisor);
+  return recorded_or_direct<AvgPool2dBackward>({&grad_output}, calls::avg_pool2d_backward, grad_output, input_size,
+                                               kernel_size, stride, padding, ceil_mode, count_include_pad, divisor);
 }
 
 }  // namespace

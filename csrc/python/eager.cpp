@@ -114,6 +114,10 @@ PyObject* declined() { Py_RETURN_NOTIMPLEMENTED; }
 
 PyObject* wrap(at::Tensor&& t) { return THPVariable_Wrap(std::move(t)); }
 
+// A result as the public function returns it: without the batch dimension
+// an unbatched input was given.
+PyObject* result(bool unbatched, at::Tensor&& out) { return wrap(unbatched ? out.squeeze(0) : std::move(out)); }
+
 // ------------------------------------------------------------ convolutions
 
 struct ConvCall {
@@ -168,11 +172,6 @@ bool conv_call(PyObject* const* args, Py_ssize_t dilation_at, Py_ssize_t groups_
   return true;
 }
 
-// A convolution's result as the public function returns it.
-PyObject* conv_result(const ConvCall& call, at::Tensor&& out) {
-  return wrap(call.unbatched ? out.squeeze(0) : std::move(out));
-}
-
 PyObject* conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   ConvCall call;
@@ -180,14 +179,16 @@ PyObject* conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   const at::Tensor &x = call.input, &w = call.weight;
   if (x.size(1) != w.size(1) * call.groups || (call.bias && call.bias->size(0) != w.size(0))) return declined();
   for (int i = 0; i < 2; ++i) {
-    if (x.size(2 + i) + 2 * call.padding[i] < call.dilation[i] * (w.size(2 + i) - 1) + 1) return declined();
+    if (conv_output_size(x.size(2 + i), w.size(2 + i), call.stride[i], call.padding[i], call.dilation[i]) <= 0) {
+      return declined();
+    }
   }
   at::Tensor out;
   {
     pybind11::gil_scoped_release no_gil;
     out = calls::conv2d(x, w, call.bias, call.stride, call.padding, call.dilation, call.groups);
   }
-  return conv_result(call, std::move(out));
+  return result(call.unbatched, std::move(out));
   END_HANDLE_TH_ERRORS
 }
 
@@ -210,7 +211,7 @@ PyObject* conv_transpose2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     out = calls::conv_transpose2d(x, w, call.bias, call.stride, call.padding, output_padding, call.groups,
                                   call.dilation);
   }
-  return conv_result(call, std::move(out));
+  return result(call.unbatched, std::move(out));
   END_HANDLE_TH_ERRORS
 }
 
@@ -257,11 +258,6 @@ bool pool_call(PyObject* input, PyObject* kernel, PyObject* stride, PyObject* pa
   return !dispatcher_watched();
 }
 
-// A pooling's result as the public function returns it.
-PyObject* pool_result(const PoolCall& call, at::Tensor&& out) {
-  return wrap(call.unbatched ? out.squeeze(0) : std::move(out));
-}
-
 PyObject* max_pool2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   // (input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
@@ -275,9 +271,9 @@ PyObject* max_pool2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     pybind11::gil_scoped_release no_gil;
     out = calls::max_pool2d(call.input, call.kernel, call.stride, call.padding, call.dilation, call.ceil_mode);
   }
-  if (args[6] == Py_False) return pool_result(call, std::move(std::get<0>(out)));
-  PyObject* values = pool_result(call, std::move(std::get<0>(out)));
-  PyObject* indices = values == nullptr ? nullptr : pool_result(call, std::move(std::get<1>(out)));
+  if (args[6] == Py_False) return result(call.unbatched, std::move(std::get<0>(out)));
+  PyObject* values = result(call.unbatched, std::move(std::get<0>(out)));
+  PyObject* indices = values == nullptr ? nullptr : result(call.unbatched, std::move(std::get<1>(out)));
   if (indices == nullptr) {
     Py_XDECREF(values);
     return nullptr;
@@ -309,7 +305,7 @@ PyObject* avg_pool2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     out = calls::avg_pool2d(call.input, call.kernel, call.stride, call.padding, call.ceil_mode,
                             args[5] == Py_True, divisor);
   }
-  return pool_result(call, std::move(out));
+  return result(call.unbatched, std::move(out));
   END_HANDLE_TH_ERRORS
 }
 
