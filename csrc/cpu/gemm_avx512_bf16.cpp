@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "gemm_avx512.h"
@@ -131,28 +133,57 @@ void pack_k_minor(const T* src, int64_t ld, int64_t kc, int w, int W, uint32_t* 
   }
 }
 
-// C[0:mr, 0:(nv-1)*L + popcount(last)] = alpha * A B + beta * C from a
-// packed A panel (pairs x MR lanes) and B panel (pairs x NR lanes).
-template <int mr, int nv>
-void micro_kernel(int64_t pairs, const uint32_t* __restrict a, const uint32_t* __restrict b, float* __restrict c,
-                  int64_t ldc, float alpha, float beta, __mmask16 last) {
-  __m512 acc[mr][nv];
+// Where a micro-kernel reads the pairs of A: a packed micro-panel (pair kk
+// of row i at a[kk * MR + i], pack_k_minor / pack_k_major), or A itself
+// where its rows already hold the pairs in order (bfloat16 A, not
+// transposed, an even K: pair kk of row i is the 32 bits at byte 4 * kk of
+// row i, rows a_row_bytes apart), which saves packing A.
+enum class PanelA { Packed, InPlace };
+
+template <PanelA panel>
+inline __m512bh broadcast_pair(const char* a, int64_t a_row_bytes, int i, int64_t kk) {
+  uint32_t pair;
+  std::memcpy(&pair, panel == PanelA::InPlace ? a + i * a_row_bytes + 4 * kk : a + 4 * (kk * MR + i), 4);
+  return (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+}
+
+// C[0:mr, 0:(nv-1)*L + popcount(last)] = alpha * A B + beta * C from A's
+// pairs (PanelA) and a packed B panel (pairs x NR lanes). A tile of few
+// accumulators keeps two sets of them, for even and odd pairs, so that
+// enough independent sums are in flight to cover the dot product's latency.
+template <int mr, int nv, PanelA panel>
+void micro_kernel(int64_t pairs, const char* __restrict a, int64_t a_row_bytes, const uint32_t* __restrict b,
+                  float* __restrict c, int64_t ldc, float alpha, float beta, __mmask16 last) {
+  constexpr int ways = mr * nv <= 8 ? 2 : 1;
+  __m512 acc[ways][mr][nv];
+#pragma GCC unroll 2
+  for (int w = 0; w < ways; ++w)
 #pragma GCC unroll 8
-  for (int i = 0; i < mr; ++i)
+    for (int i = 0; i < mr; ++i)
 #pragma GCC unroll 3
-    for (int j = 0; j < nv; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t kk = 0; kk < pairs; ++kk) {
+      for (int j = 0; j < nv; ++j) acc[w][i][j] = _mm512_setzero_ps();
+  const auto step = [&](__m512(&sums)[mr][nv], int64_t kk) __attribute__((always_inline)) {
     __m512bh bv[nv];
 #pragma GCC unroll 3
-    for (int j = 0; j < nv; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + j * L);
+    for (int j = 0; j < nv; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + kk * NR + j * L);
 #pragma GCC unroll 8
     for (int i = 0; i < mr; ++i) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i]));
+      const __m512bh av = broadcast_pair<panel>(a, a_row_bytes, i, kk);
 #pragma GCC unroll 3
-      for (int j = 0; j < nv; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, bv[j]);
+      for (int j = 0; j < nv; ++j) sums[i][j] = _mm512_dpbf16_ps(sums[i][j], av, bv[j]);
     }
-    a += MR;
-    b += NR;
+  };
+  int64_t kk = 0;
+  for (; kk + ways <= pairs; kk += ways) {
+#pragma GCC unroll 2
+    for (int w = 0; w < ways; ++w) step(acc[w], kk + w);
+  }
+  for (; kk < pairs; ++kk) step(acc[0], kk);
+  if constexpr (ways == 2) {
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 3
+      for (int j = 0; j < nv; ++j) acc[0][i][j] = _mm512_add_ps(acc[0][i][j], acc[1][i][j]);
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
@@ -161,7 +192,7 @@ void micro_kernel(int64_t pairs, const uint32_t* __restrict a, const uint32_t* _
 #pragma GCC unroll 3
     for (int j = 0; j < nv; ++j) {
       const __mmask16 lanes = j == nv - 1 ? last : __mmask16(0xFFFF);
-      __m512 r = alpha == 1.0f ? acc[i][j] : _mm512_mul_ps(acc[i][j], va);
+      __m512 r = alpha == 1.0f ? acc[0][i][j] : _mm512_mul_ps(acc[0][i][j], va);
       if (beta != 0.0f) {  // beta == 0 never reads C
         const __m512 old = _mm512_maskz_loadu_ps(lanes, ci + j * L);
         r = beta == 1.0f ? _mm512_add_ps(r, old) : _mm512_fmadd_ps(old, vb, r);
@@ -171,20 +202,28 @@ void micro_kernel(int64_t pairs, const uint32_t* __restrict a, const uint32_t* _
   }
 }
 
-using KernelFn = void (*)(int64_t, const uint32_t*, const uint32_t*, float*, int64_t, float, float, __mmask16);
+using KernelFn = void (*)(int64_t, const char*, int64_t, const uint32_t*, float*, int64_t, float, float, __mmask16);
 
-template <int mr, int... nv>
+template <PanelA panel, int mr, int... nv>
 constexpr std::array<KernelFn, NV> kernel_row(std::integer_sequence<int, nv...>) {
-  return {&micro_kernel<mr, nv + 1>...};
+  return {&micro_kernel<mr, nv + 1, panel>...};
 }
 
-template <int... mr>
+template <PanelA panel, int... mr>
 constexpr std::array<std::array<KernelFn, NV>, MR> kernel_table(std::integer_sequence<int, mr...>) {
-  return {kernel_row<mr + 1>(std::make_integer_sequence<int, NV>{})...};
+  return {kernel_row<panel, mr + 1>(std::make_integer_sequence<int, NV>{})...};
 }
 
-// kKernels[mr - 1][nv - 1]: the micro-kernel of an mr x nv-vector tile.
-constexpr std::array<std::array<KernelFn, NV>, MR> kKernels = kernel_table(std::make_integer_sequence<int, MR>{});
+// kKernels<panel>[mr - 1][nv - 1]: the micro-kernel of an mr x nv-vector tile.
+template <PanelA panel>
+constexpr std::array<std::array<KernelFn, NV>, MR> kKernels =
+    kernel_table<panel>(std::make_integer_sequence<int, MR>{});
+
+// Whether the micro-kernels read A in place (PanelA::InPlace).
+template <typename T>
+bool reads_a_in_place(bool transA, int64_t K) {
+  return std::is_same<T, at::BFloat16>::value && !transA && K % 2 == 0;
+}
 
 // Single-threaded blocked GEMM; M, N, K > 0 and alpha != 0.
 template <typename T>
@@ -195,6 +234,7 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, flo
   const int64_t NC = balanced_block(N, nc_max, NR);
   auto* packed_b = static_cast<uint32_t*>(tls_packed_b.get(static_cast<size_t>(KC / 2 * NC) * sizeof(uint32_t)));
   alignas(64) uint32_t packed_a[kMaxPairs * MR];
+  const bool in_place = reads_a_in_place<T>(transA, K);
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -212,17 +252,23 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, flo
       const float beta_k = pc == 0 ? beta : 1.0f;
       for (int64_t ir = 0; ir < M; ir += MR) {
         const int mr = static_cast<int>(std::min<int64_t>(MR, M - ir));
-        if (transA) {
+        const char* a = reinterpret_cast<const char*>(packed_a);
+        int64_t a_row_bytes = 0;
+        if (in_place) {
+          a = reinterpret_cast<const char*>(A + ir * lda + pc);
+          a_row_bytes = lda * static_cast<int64_t>(sizeof(T));
+        } else if (transA) {
           pack_k_major(A + pc * lda + ir, lda, kc, mr, MR, packed_a);
         } else {
           pack_k_minor(A + ir * lda + pc, lda, kc, mr, MR, packed_a);
         }
+        const auto& kernels = in_place ? kKernels<PanelA::InPlace> : kKernels<PanelA::Packed>;
         for (int64_t p = 0; p * NR < nc; ++p) {
           const int64_t col = jc + p * NR;
           const int w = static_cast<int>(std::min<int64_t>(NR, N - col));
           const int nv = static_cast<int>(ceil_div(w, L));
-          kKernels[mr - 1][nv - 1](pairs, packed_a, packed_b + p * pairs * NR, C + ir * ldc + col, ldc, alpha,
-                                   beta_k, first_lanes(w - (nv - 1) * L));
+          kernels[mr - 1][nv - 1](pairs, a, a_row_bytes, packed_b + p * pairs * NR, C + ir * ldc + col, ldc, alpha,
+                                  beta_k, first_lanes(w - (nv - 1) * L));
         }
       }
     }

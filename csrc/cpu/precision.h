@@ -36,14 +36,41 @@ using acc_t = at::opmath_type<scalar_t>;
 template <typename scalar_t>
 constexpr bool is_widened = !std::is_same<scalar_t, acc_t<scalar_t>>::value;
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define TORCHCONV_STORE16 1
+// The lanes of v (float32) that `lanes` selects, stored at dst as to_t:
+// rounded to nearest even for the half dtypes, bit for bit c10's scalar
+// conversions (a NaN narrows to bfloat16's 0x7FC0; denormals kept: not
+// AVX512-BF16's vcvtneps2bf16, which flushes them to zero; float16 by the
+// F16C rounding, IEEE's).
+template <typename to_t>
+inline void store16(__m512 v, __mmask16 lanes, to_t* dst) {
+  if constexpr (std::is_same<to_t, float>::value) {
+    _mm512_mask_storeu_ps(dst, lanes, v);
+  } else if constexpr (std::is_same<to_t, c10::BFloat16>::value) {
+    const __m512i bits = _mm512_castps_si512(v);
+    // Round to nearest even: add 0x7FFF plus the lowest kept bit, keep the high half.
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), odd)), 16);
+    rounded = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), rounded, _mm512_set1_epi32(0x7FC0));
+    _mm512_mask_cvtepi32_storeu_epi16(dst, lanes, rounded);
+  } else {
+    static_assert(std::is_same<to_t, c10::Half>::value, "store16: float32, bfloat16 or float16");
+    const __m256i halves = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi16(dst, lanes, halves);
+  }
+}
+#else
+#define TORCHCONV_STORE16 0
+#endif
+
 // n elements of src converted into dst (rounding to nearest even when
 // narrowing to a half dtype).
 template <typename from_t, typename to_t>
 inline void convert(const from_t* src, to_t* dst, int64_t n) {
-#if defined(__AVX512F__)
-  // bfloat16 <-> float32 sixteen at a time, bit for bit c10's scalar
-  // conversions below (a NaN narrows to 0x7FC0, denormals kept), which take
-  // the remainder. Not AVX512-BF16's vcvtneps2bf16: it flushes denormals to zero.
+#if TORCHCONV_STORE16
+  // The half dtypes <-> float32 sixteen at a time (store16's rounding), bit
+  // for bit c10's scalar conversions below.
   if constexpr (std::is_same<from_t, c10::BFloat16>::value && std::is_same<to_t, float>::value) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -54,18 +81,11 @@ inline void convert(const from_t* src, to_t* dst, int64_t n) {
     return;
   } else if constexpr (std::is_same<from_t, float>::value && std::is_same<to_t, c10::BFloat16>::value) {
     int64_t i = 0;
-    const __m512i half_minus_one = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1);
-    const __m512i quiet_nan = _mm512_set1_epi32(0x7FC0);
-    for (; i + 16 <= n; i += 16) {
-      const __m512 v = _mm512_loadu_ps(src + i);
-      const __m512i bits = _mm512_castps_si512(v);
-      // Round to nearest even: add 0x7FFF plus the lowest kept bit, keep the high half.
-      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
-      __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(half_minus_one, odd)), 16);
-      rounded = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), rounded, quiet_nan);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(rounded));
+    for (; i + 16 <= n; i += 16) store16(_mm512_loadu_ps(src + i), __mmask16(0xFFFF), dst + i);
+    if (i < n) {
+      const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1u);
+      store16(_mm512_maskz_loadu_ps(tail, src + i), tail, dst + i);
     }
-    for (; i < n; ++i) dst[i] = static_cast<c10::BFloat16>(src[i]);
     return;
   } else if constexpr (std::is_same<from_t, c10::Half>::value && std::is_same<to_t, float>::value) {
     // float16 <-> float32 with the F16C conversions of AVX-512 F: exact
@@ -78,11 +98,11 @@ inline void convert(const from_t* src, to_t* dst, int64_t n) {
     return;
   } else if constexpr (std::is_same<from_t, float>::value && std::is_same<to_t, c10::Half>::value) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-      const __m256i halves = _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), halves);
+    for (; i + 16 <= n; i += 16) store16(_mm512_loadu_ps(src + i), __mmask16(0xFFFF), dst + i);
+    if (i < n) {
+      const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1u);
+      store16(_mm512_maskz_loadu_ps(tail, src + i), tail, dst + i);
     }
-    for (; i < n; ++i) dst[i] = static_cast<c10::Half>(src[i]);
     return;
   }
 #endif

@@ -42,6 +42,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -219,27 +220,36 @@ inline int64_t rows_per_band(int64_t rows, int64_t row_bytes, int64_t extra_rows
   return band;
 }
 
+// The elements of one group's packed weight (pack_tiled_weight).
+inline int64_t tiled_weight_size(int64_t block_channels, int64_t channels, int64_t sources, int64_t taps,
+                                 int64_t lanes) {
+  return ceil_div(channels, block_channels) * ceil_div(sources, lanes) * taps * block_channels * lanes;
+}
+
 // The weight of one group, packed for the tiles in `lanes` interleaved
-// source channels (as pad_band): block b's values
+// source channels (as pad_band) into `packed`: block b's values
 // [c / lanes][tap][r][c % lanes] = weight(b * block_channels + r, c, tap),
 // zero past `channels` and `sources`. weight(o, c, i, j) lies at
 // w[o * stride_o + c * stride_c + tap], tap = i * kernel_w + j, or the tap
-// (kernel_h - 1 - i, kernel_w - 1 - j) when `flip`.
-template <typename operand_t, int lanes, typename acc>
-std::vector<operand_t> pack_tiled_weight(const acc* w, int64_t block_channels, int64_t channels, int64_t sources,
-                                         int64_t taps, int64_t stride_o, int64_t stride_c, bool flip) {
-  const int64_t blocks = ceil_div(channels, block_channels), sets = ceil_div(sources, lanes);
-  std::vector<operand_t> packed(blocks * sets * taps * block_channels * lanes, operand_t(0));
-  for (int64_t o = 0; o < channels; ++o) {
-    for (int64_t c = 0; c < sources; ++c) {
-      for (int64_t t = 0; t < taps; ++t) {
-        const int64_t at = (((o / block_channels) * sets + c / lanes) * taps + t) * block_channels * lanes +
-                           (o % block_channels) * lanes + c % lanes;
-        packed[at] = static_cast<operand_t>(w[o * stride_o + c * stride_c + (flip ? taps - 1 - t : t)]);
+// (kernel_h - 1 - i, kernel_w - 1 - j) when `flip`; it is read in its own
+// dtype, which operand_t holds exactly (the operand is the weight's dtype or
+// wider). Result channels are packed in parallel.
+template <int lanes, typename weight_t, typename operand_t>
+void pack_tiled_weight(const weight_t* w, int64_t block_channels, int64_t channels, int64_t sources, int64_t taps,
+                       int64_t stride_o, int64_t stride_c, bool flip, operand_t* packed) {
+  const int64_t sets = ceil_div(sources, lanes);
+  std::fill(packed, packed + tiled_weight_size(block_channels, channels, sources, taps, lanes), operand_t(0));
+  at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      for (int64_t c = 0; c < sources; ++c) {
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t at = (((o / block_channels) * sets + c / lanes) * taps + t) * block_channels * lanes +
+                             (o % block_channels) * lanes + c % lanes;
+          packed[at] = static_cast<operand_t>(w[o * stride_o + c * stride_c + (flip ? taps - 1 - t : t)]);
+        }
       }
     }
-  }
-  return packed;
+  });
 }
 
 // One tile of kTilePixels consecutive result pixels, the first `first_row`
@@ -321,6 +331,33 @@ struct TileOf<at::BFloat16> {
   static constexpr int64_t pixels = kPairTilePixels, channels = kPairTileChannels;
 };
 
+// A tile (tile[m * tile_channels + r]: `count` pixels of `channels`
+// result channels) stored as rows of result channels, out[r * out_size +
+// m], rounded to scalar_t. With AVX-512 a result channel's pixels are
+// gathered into one vector and rounded and stored together (store16),
+// instead of one scalar conversion per value.
+template <typename scalar_t, typename acc>
+void store_tile_by_channel(const acc* tile, int64_t tile_channels, int64_t channels, int64_t count, scalar_t* out,
+                           int64_t out_size) {
+#if TORCHCONV_STORE16
+  if constexpr (std::is_same<acc, float>::value) {
+    if (count <= 16) {
+      const __m512i pixels = _mm512_mullo_epi32(
+          _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+          _mm512_set1_epi32(static_cast<int>(tile_channels)));
+      const __mmask16 lanes = static_cast<__mmask16>((1u << count) - 1u);
+      for (int64_t r = 0; r < channels; ++r) {
+        const __m512 values = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, pixels, tile + r, sizeof(float));
+        store16(values, lanes, out + r * out_size);
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t r = 0; r < channels; ++r)
+    for (int64_t m = 0; m < count; ++m) out[r * out_size + m] = static_cast<scalar_t>(tile[m * tile_channels + r]);
+}
+
 // The tiled convolution of a batch: source (batch, groups * sources, h, w)
 // with strides source_strides (any), result (batch, groups * channels,
 // out_h, out_w), contiguous, or channels_last when `channels_last`; packed holds each group's packed
@@ -385,10 +422,8 @@ void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t so
             for (int64_t m = 0; m < count; ++m)
               convert(tile + m * Tile::channels, out + (at + m) * result_channels + first_channel, rows_of_tile);
           } else {
-            scalar_t* block_out = out + first_channel * out_size + at;
-            for (int64_t r = 0; r < rows_of_tile; ++r)
-              for (int64_t m = 0; m < count; ++m)
-                block_out[r * out_size + m] = static_cast<scalar_t>(tile[m * Tile::channels + r]);
+            store_tile_by_channel(tile, Tile::channels, rows_of_tile, count, out + first_channel * out_size + at,
+                                  out_size);
           }
         }
       }
@@ -468,19 +503,19 @@ at::Tensor tiled_convolution(const ConvShape& s, const at::Tensor& input, const 
   const int64_t channels = transposed ? s.plane_group() : s.windows_group();
   const int64_t stride_o = transposed ? taps : sources * taps, stride_c = transposed ? channels * taps : taps;
   const PaddedPlanes planes = transposed ? conv_transpose2d_planes(s) : conv2d_planes(s);
-  const at::Tensor w = computed_in_opmath(weight);
+  const at::Tensor w = weight.contiguous();
   at::Tensor out = to_channels_last ? empty_channels_last(out_sizes, input) : at::empty(out_sizes, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), op_name, [&] {
     using acc = acc_t<scalar_t>;
     with_gemm_operand<scalar_t>([&](auto operand) {
       using operand_t = decltype(operand);
       using Tile = TileOf<operand_t>;
-      std::vector<operand_t> packed;
+      const int64_t group_size = tiled_weight_size(Tile::channels, channels, sources, taps, Tile::lanes);
+      std::vector<operand_t> packed(s.groups * group_size);
       for (int64_t g = 0; g < s.groups; ++g) {
-        const std::vector<operand_t> group = pack_tiled_weight<operand_t, Tile::lanes>(
-            w.data_ptr<acc>() + g * channels * sources * taps, Tile::channels, channels, sources, taps, stride_o,
-            stride_c, transposed);
-        packed.insert(packed.end(), group.begin(), group.end());
+        pack_tiled_weight<Tile::lanes>(w.data_ptr<scalar_t>() + g * channels * sources * taps, Tile::channels,
+                                       channels, sources, taps, stride_o, stride_c, transposed,
+                                       packed.data() + g * group_size);
       }
       tiled_conv(planes, s.batch, s.groups, sources, channels, to_channels_last, input.data_ptr<scalar_t>(),
                  input.strides().data(), packed, data_or_null<acc>(bias), out.data_ptr<scalar_t>());

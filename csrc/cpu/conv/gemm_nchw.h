@@ -22,11 +22,13 @@ namespace conv {
 // operand of the block (the output, or the gradient read) is gathered into,
 // or scattered from, scratch of the same width, as no single matrix of the
 // tensor spans them. A folded block is still narrow: where its window
-// positions are fewer than the other side of C (output channels for conv2d,
-// column rows for conv_transpose2d), its GEMM is the transposed product,
-// with the window positions as the rows of C,
-// as the GEMM's tiles run along C's rows, which a narrow C leaves part
-// empty.
+// positions are fewer than its column rows, conv_transpose2d's GEMM is the
+// transposed product, with the window positions as the rows of C, as the
+// GEMM's tiles run along C's rows, which a narrow C leaves part empty.
+// conv2d's is not: there the weight is the GEMM's A, which the bfloat16 GEMM
+// reads in place, and the product as it is measured faster at every width
+// in both dtypes (benchmarks/README.md, "The measurements behind the
+// kernels' fixed bounds").
 
 // Group g's column matrix of the block of windows rows [y0, y1) from sample
 // n, with its row stride in *ld: in place when `in_place` (a pointwise block
@@ -79,13 +81,11 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
   // Per thread: the block's columns, then (half dtypes, folded samples) its float32 output.
   const int64_t column_size = scratch_elements<acc, operand_t>(columns_needed ? rows * width : 0);
   const int64_t out_size = out_in_scratch ? s.windows_channels * width : 0;
-  const bool transposed = folding && width < s.windows_group();
   for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * ww;
     operand_t* column_buffer = reinterpret_cast<operand_t*>(buffer);
-    // Transposed: out^T (L x Cout), a row per window position.
     acc* out = buffer + column_size;
-    int64_t ld_out = transposed ? s.windows_channels : cols;
+    int64_t ld_out = cols;
     if constexpr (!is_widened<scalar_t>) {
       if (!out_in_scratch) {
         out = output + n * s.windows_sample() + y0 * ww;
@@ -97,26 +97,9 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
       const operand_t* columns =
           group_columns(s, input, g, n, y0, y1, !columns_needed, column_buffer, cols, &ld_columns);
       const operand_t* group_weight = weight + g * s.windows_group() * rows;
-      if (transposed) {
-        operand_gemm<scalar_t>(true, true, cols, s.windows_group(), rows, 1, columns, std::max<int64_t>(ld_columns, 1),
-                               group_weight, std::max<int64_t>(rows, 1), 0, out + g * s.windows_group(),
-                               std::max<int64_t>(ld_out, 1));
-      } else {
-        operand_gemm<scalar_t>(false, false, s.windows_group(), cols, rows, 1, group_weight, std::max<int64_t>(rows, 1),
-                               columns, std::max<int64_t>(ld_columns, 1), 0, out + g * s.windows_group() * ld_out,
-                               std::max<int64_t>(ld_out, 1));
-      }
-    }
-    if (transposed) {
-      if (bias != nullptr) add_bias_pixels(out, bias, s.windows_channels, cols);
-      for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
-        for (int64_t c = 0; c < s.windows_channels; ++c) {
-          scalar_t* plane = output + m * s.windows_sample() + c * windows + ya * ww;
-          const acc* pixels = out + before * ww * ld_out + c;
-          for (int64_t p = 0; p < (yb - ya) * ww; ++p) plane[p] = static_cast<scalar_t>(pixels[p * ld_out]);
-        }
-      });
-      return;
+      operand_gemm<scalar_t>(false, false, s.windows_group(), cols, rows, 1, group_weight, std::max<int64_t>(rows, 1),
+                             columns, std::max<int64_t>(ld_columns, 1), 0, out + g * s.windows_group() * ld_out,
+                             std::max<int64_t>(ld_out, 1));
     }
     if (bias != nullptr) add_bias_planes(out, bias, s.windows_channels, cols, ld_out);
     if (out_in_scratch) {
