@@ -42,9 +42,12 @@ constexpr int L = 16;           // float32 lanes of a zmm
 constexpr int NV = 3;           // zmm vectors across a micro-tile
 constexpr int NR = NV * L;      // columns of a micro-tile
 // The A micro-panel (MR rows x KC bfloat16) in half of a 32 KiB L1D, and
-// the packed B block in half of a 1 MiB+ L2, as gemm_avx512.cpp's.
+// the packed B block in half of a 1 MiB L2: every A row panel streams it
+// again, and each thread keeps one (a larger block measured no faster and
+// added its size to the peak memory of small bfloat16 convolutions:
+// benchmarks/README.md, "The measurements behind the kernels' fixed bounds").
 constexpr int64_t kAPanelBytes = 16 * 1024;
-constexpr int64_t kBBlockBytes = 1024 * 1024;
+constexpr int64_t kBBlockBytes = 512 * 1024;
 constexpr int64_t kMaxPairs = kAPanelBytes / (MR * 4);  // k pairs per A panel
 
 thread_local gemm_common::Scratch tls_packed_b;
