@@ -11,7 +11,10 @@
 // float32 values to bfloat16 (exact, as they are bfloat16 values; bfloat16
 // ones are read as they are) and interleaves pairs of k, the operand layout vdpbf16ps reads: a 32-bit lane
 // holds (x[k], x[k + 1]) of one row of A or one column of B. An odd K is
-// padded with a zero.
+// padded with a zero. A bfloat16 A that is not transposed already holds
+// its rows' pairs in that order: with an even K its micro-panels are read
+// in place, which saves packing the operand that is often the larger one
+// (the columns of a channels_last convolution, the weight of a deep layer).
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
