@@ -5,9 +5,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "../gemm.h"
+#include "../capability.h"
 #include "../im2col.h"
+#include "../im2col_small.h"
 #include "blocks.h"
 #include "operands.h"
 #include "shape.h"
@@ -47,12 +50,22 @@ const operand_t* group_columns(const ConvShape& s, const scalar_t* input, int64_
     }
   }
   const int64_t elements = taps * std::min(y1 - y0, s.windows_h) * ww;  // per (sample, channel)
+  // Whole small planes of the operand type: by permutes (im2col_small.h).
+  std::unique_ptr<SmallPlaneColumns<operand_t>> small;
+  if constexpr (!converts<scalar_t, operand_t>) {
+    if (!s.is_pointwise() && capability() >= Capability::AVX512 &&
+        SmallPlaneColumns<operand_t>::fits(s.plane_h, s.plane_w, s.windows_h, s.windows_w)) {
+      small = std::make_unique<SmallPlaneColumns<operand_t>>(s.window, s.plane_h, s.plane_w, s.windows_h, ww);
+    }
+  }
   for_each_sample_channel(s, n, y0, y1, s.plane_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
                                                                         int64_t before, int64_t c) {
     const scalar_t* plane = input + m * s.plane_sample() + (g * s.plane_group() + c) * s.plane_size();
     operand_t* rows = buffer + c * taps * ld_buffer + before * ww;
     if (s.is_pointwise()) {
       convert(plane + ya * ww, rows, (yb - ya) * ww);
+    } else if (small != nullptr && ya == 0 && yb == s.windows_h) {
+      if constexpr (!converts<scalar_t, operand_t>) small->columns(plane, rows, ld_buffer);
     } else {
       im2col(plane, 1, s.plane_h, s.plane_w, ww, s.window, ya, yb, rows, ld_buffer);
     }
