@@ -7,7 +7,7 @@
 //   for jc in N by NC:                 B block KC x NC, packed, lives in L2
 //     for pc in K by KC:
 //       for ir in M by MR:             A micro-panel MR x KC, lives in L1
-//         pack A[ir:+MR, pc:+KC]        (transposing unless transpose_a)
+//         pack A[ir:+MR, pc:+KC]        (if transpose_a; else read in place, see a_in_place)
 //         for jr in NC by NR:          stream one B panel from L2
 //           (ir == 0: pack B[pc:+KC, jc+jr:+NR] first, transposing if transpose_b,
 //            unless B is used in place, see kInPlaceMaxRows)
@@ -168,13 +168,14 @@ Prefetch<T> prefetch_panel(const T* src, int64_t ld, int64_t kc, int64_t w, bool
 }
 
 // C[0:mr, 0:(nv-1)*L + popcount(last)] = alpha * A @ B + beta * C, where
-// a is a packed MR x kc panel (k-major, MR values per k) and b a kc x NR
+// a is a packed MR x kc panel (k-major, MR values per k), or with
+// a_in_place A's own rows (row i at a + i * lda, k-minor), and b a kc x NR
 // panel with row stride ldbk (NR when packed, ldb when B is used in place).
 // Only the first mr rows / nv vectors are computed; the rest of the packed
 // layout is padding. The last vector of every row is loaded/stored under
 // `last` (all ones for a full tile). Meanwhile `pf` is prefetched into L2.
-template <typename T, int mr, int nv>
-void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, int64_t ldbk,
+template <typename T, int mr, int nv, bool a_in_place>
+void micro_kernel(int64_t kc, const T* __restrict a, int64_t lda, const T* __restrict b, int64_t ldbk,
                   T* __restrict c, int64_t ldc, T alpha, T beta,
                   typename Vec<T>::mask last, const Prefetch<T>& pf) {
   using V = Vec<T>;
@@ -219,13 +220,13 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, int6
     }
 #pragma GCC unroll 8
     for (int i = 0; i < mr; ++i) {
-      const reg av = V::set1(a[i]);
+      const reg av = V::set1(a_in_place ? a[i * lda] : a[i]);
 #pragma GCC unroll 3
       for (int j = 0; j < nv; ++j) {
         acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
       }
     }
-    a += MR;
+    a += a_in_place ? 1 : MR;
     b += ldbk;
   }
 
@@ -272,24 +273,25 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, int6
 }
 
 template <typename T>
-using KernelFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t, T, T,
+using KernelFn = void (*)(int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, T, T,
                           typename Vec<T>::mask, const Prefetch<T>&);
 
-template <typename T, int mr, int... nv>
+template <typename T, bool a_in_place, int mr, int... nv>
 constexpr std::array<KernelFn<T>, NV> kernel_row(std::integer_sequence<int, nv...>) {
-  return {&micro_kernel<T, mr, nv + 1>...};
+  return {&micro_kernel<T, mr, nv + 1, a_in_place>...};
 }
 
-template <typename T, int... mr>
+template <typename T, bool a_in_place, int... mr>
 constexpr std::array<std::array<KernelFn<T>, NV>, MR> kernel_table(
     std::integer_sequence<int, mr...>) {
-  return {kernel_row<T, mr + 1>(std::make_integer_sequence<int, NV>{})...};
+  return {kernel_row<T, a_in_place, mr + 1>(std::make_integer_sequence<int, NV>{})...};
 }
 
-// kKernels<T>[mr - 1][nv - 1]: the micro-kernel for an mr x nv-vector tile.
-template <typename T>
+// kKernels<T, a_in_place>[mr - 1][nv - 1]: the micro-kernel for an mr x
+// nv-vector tile, reading A packed or in place.
+template <typename T, bool a_in_place>
 constexpr std::array<std::array<KernelFn<T>, NV>, MR> kKernels =
-    kernel_table<T>(std::make_integer_sequence<int, MR>{});
+    kernel_table<T, a_in_place>(std::make_integer_sequence<int, MR>{});
 
 // dst[k*W + c] = c < w ? src[k*ld + c] : 0, for k < kc, c < W.
 // Used for B (W = NR) and for transposed A (W = MR): the source rows are
@@ -353,7 +355,7 @@ struct Tile<double> {
 };
 
 // dst[k*W + c] = c < w ? src[c*ld + k] : 0, for k < kc, c < W (W a
-// multiple of the tile size S). Used for non-transposed A (W = MR) and
+// multiple of the tile size S). Used for non-transposed A whose rows alias (W = MR) and
 // transposed B (W = NR): the source is c-major, so S x S blocks are
 // transposed in registers (8x8 floats: 8 loads + 24 shuffles + 8 stores,
 // ~0.2 cycles per element, versus ~1 for a scalar gather).
@@ -470,6 +472,9 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T a
   };
   const bool in_place = !transB && M <= kInPlaceMaxRows &&
       (ldb * static_cast<int64_t>(sizeof(T))) % kAliasBytes != 0;
+  // A not transposed holds a micro-panel's rows as the kernel reads them
+  // (one value per row and k): read in place unless its rows alias.
+  const bool a_in_place = !transA && (lda * static_cast<int64_t>(sizeof(T))) % kAliasBytes != 0;
   const auto block_at = [&](int64_t jc, int64_t pc) {
     return BBlock<T>{B, ldb, transB, in_place, N, jc, std::min(NC, N - jc), pc,
                      std::min(KC, K - pc)};
@@ -493,10 +498,11 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T a
         const int mr = static_cast<int>(std::min<int64_t>(MR, M - ir));
         if (transA) {
           pack_direct(a_source(ir, pc), lda, kc, mr, MR, apanel);
-        } else {
+        } else if (!a_in_place) {
           pack_transposed(a_source(ir, pc), lda, kc, mr, MR, apanel);
         }
-        const auto& row = kKernels<T>[mr - 1];
+        const T* a_panel = a_in_place ? a_source(ir, pc) : apanel;
+        const auto& row = a_in_place ? kKernels<T, true>[mr - 1] : kKernels<T, false>[mr - 1];
         for (int64_t p = 0; p < npanels; ++p) {
           if (ir == 0 && p > 0) {
             blk.pack(p, bblock);
@@ -517,7 +523,7 @@ void blocked_gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T a
           const int64_t n0 = blk.col(p);
           const int w = blk.width(p);
           const int nv = static_cast<int>(ceil_div(w, L));
-          row[nv - 1](kc, apanel, blk.panel(p, bblock), blk.panel_ld(p), C + ir * ldc + n0, ldc,
+          row[nv - 1](kc, a_panel, lda, blk.panel(p, bblock), blk.panel_ld(p), C + ir * ldc + n0, ldc,
                       alpha, beta_k, V::tail_mask(w - (nv - 1) * L), pf);
         }
       }

@@ -239,7 +239,10 @@ void pack_tiled_weight(const weight_t* w, int64_t block_channels, int64_t channe
                        int64_t stride_o, int64_t stride_c, bool flip, operand_t* packed) {
   const int64_t sets = ceil_div(sources, lanes);
   std::fill(packed, packed + tiled_weight_size(block_channels, channels, sources, taps, lanes), operand_t(0));
-  at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+  // Packs of a few thousand values stay on the calling thread (a fork costs more).
+  constexpr int64_t kMinParallelValues = int64_t(1) << 15;
+  const int64_t grain = std::max<int64_t>(1, kMinParallelValues / std::max<int64_t>(sources * taps, 1));
+  at::parallel_for(0, channels, grain, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
       for (int64_t c = 0; c < sources; ++c) {
         for (int64_t t = 0; t < taps; ++t) {
