@@ -36,7 +36,7 @@ using acc_t = at::opmath_type<scalar_t>;
 template <typename scalar_t>
 constexpr bool is_widened = !std::is_same<scalar_t, acc_t<scalar_t>>::value;
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define TORCHCONV_STORE16 1
 // The lanes of v (float32) that `lanes` selects, stored at dst as to_t:
 // rounded to nearest even for the half dtypes, bit for bit c10's scalar
