@@ -47,21 +47,21 @@ template <typename plane_t, typename column_t>
 inline void copy_every_other(const plane_t* in, column_t* out, int64_t n) {
   int64_t x = 0;
 #if TORCHCONV_STORE16
-  const auto lanes = [](int64_t count) { return count <= 0 ? uint64_t(0) : (~uint64_t(0)) >> (64 - count); };
   if constexpr (std::is_same<plane_t, column_t>::value && std::is_same<plane_t, c10::BFloat16>::value) {
     for (; x < n; x += 16) {
       const int64_t count = std::min<int64_t>(16, n - x);
-      const __m512i pairs = _mm512_maskz_loadu_epi16(static_cast<__mmask32>(lanes(2 * count - 1)), in + 2 * x);
-      _mm256_mask_storeu_epi16(out + x, static_cast<__mmask16>(lanes(count)), _mm512_cvtepi32_epi16(pairs));
+      const __m512i pairs = _mm512_maskz_loadu_epi16(static_cast<__mmask32>(lanes_mask(2 * count - 1)), in + 2 * x);
+      _mm256_mask_storeu_epi16(out + x, static_cast<__mmask16>(lanes_mask(count)), _mm512_cvtepi32_epi16(pairs));
     }
     return;
   } else if constexpr (std::is_same<plane_t, column_t>::value && std::is_same<plane_t, float>::value) {
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     for (; x < n; x += 16) {
       const int64_t count = std::min<int64_t>(16, n - x), reads = 2 * count - 1;
-      const __m512 low = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes(std::min<int64_t>(16, reads))), in + 2 * x);
-      const __m512 high = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes(reads - 16)), in + 2 * x + 16);
-      _mm512_mask_storeu_ps(out + x, static_cast<__mmask16>(lanes(count)), _mm512_permutex2var_ps(low, even, high));
+      const __mmask16 first = static_cast<__mmask16>(lanes_mask(std::min<int64_t>(16, reads)));
+      const __m512 low = _mm512_maskz_loadu_ps(first, in + 2 * x);
+      const __m512 high = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes_mask(reads - 16)), in + 2 * x + 16);
+      _mm512_mask_storeu_ps(out + x, static_cast<__mmask16>(lanes_mask(count)), _mm512_permutex2var_ps(low, even, high));
     }
     return;
   }

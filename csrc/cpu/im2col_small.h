@@ -18,14 +18,10 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-#include <immintrin.h>
-#define TORCHCONV_IM2COL_SMALL 1
-#else
-#define TORCHCONV_IM2COL_SMALL 0
-#endif
 
+#include "precision.h"  // TORCHCONV_STORE16, lanes_mask
 #include "window.h"
+
 
 namespace torchconv {
 namespace cpu {
@@ -43,7 +39,7 @@ class SmallPlaneColumns {
   // Whether planes of plane_h x plane_w with windows_h x windows_w window
   // positions fit (and the build has the permutes).
   static bool fits(int64_t plane_h, int64_t plane_w, int64_t windows_h, int64_t windows_w) {
-    return TORCHCONV_IM2COL_SMALL && (std::is_same<T, float>::value || std::is_same<T, c10::BFloat16>::value) &&
+    return TORCHCONV_STORE16 && (std::is_same<T, float>::value || std::is_same<T, c10::BFloat16>::value) &&
            plane_h * plane_w <= kValues && windows_h * windows_w <= kValues && windows_h * windows_w > 0;
   }
 
@@ -70,7 +66,7 @@ class SmallPlaneColumns {
   // The column matrix of one plane: row `tap` (kernel_h * kernel_w rows,
   // ld apart) holds the plane's pixel of that tap at every window position.
   void columns(const T* plane, T* rows, int64_t ld) const {
-#if TORCHCONV_IM2COL_SMALL
+#if TORCHCONV_STORE16
     const int64_t stored_vectors = (positions_ + kLanes - 1) / kLanes;
     if constexpr (std::is_same<T, c10::BFloat16>::value) {
       const __m512i lo = _mm512_maskz_loadu_epi16(lanes_of(plane_size_), plane);
@@ -114,11 +110,8 @@ class SmallPlaneColumns {
   }
 
  private:
-  // The first n lanes (none for n <= 0, all for n >= kLanes).
-  static Mask lanes_of(int64_t n) {
-    if (n <= 0) return 0;
-    return n >= kLanes ? Mask(~Mask(0)) : static_cast<Mask>((uint64_t(1) << n) - 1);
-  }
+  // The first n of a vector's kLanes lanes (lanes_mask, precision.h).
+  static Mask lanes_of(int64_t n) { return static_cast<Mask>(lanes_mask(n)); }
 
   int64_t plane_size_, positions_, taps_;
   std::vector<std::array<Index, kLanes>> indices_;  // per tap, kVectors vectors of window positions

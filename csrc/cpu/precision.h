@@ -38,6 +38,13 @@ constexpr bool is_widened = !std::is_same<scalar_t, acc_t<scalar_t>>::value;
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define TORCHCONV_STORE16 1
+// The mask of the first n lanes of a vector of up to 64 (none for n <= 0,
+// all 64 for n >= 64), cast to the width of a vector's mask by its user.
+inline uint64_t lanes_mask(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1;
+}
+
 // The lanes of v (float32) that `lanes` selects, stored at dst as to_t:
 // rounded to nearest even for the half dtypes, bit for bit c10's scalar
 // conversions (a NaN narrows to bfloat16's 0x7FC0; denormals kept: not
@@ -79,11 +86,12 @@ inline void convert(const from_t* src, to_t* dst, int64_t n) {
     }
     for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
     return;
-  } else if constexpr (std::is_same<from_t, float>::value && std::is_same<to_t, c10::BFloat16>::value) {
+  } else if constexpr (std::is_same<from_t, float>::value &&
+                       (std::is_same<to_t, c10::BFloat16>::value || std::is_same<to_t, c10::Half>::value)) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) store16(_mm512_loadu_ps(src + i), __mmask16(0xFFFF), dst + i);
     if (i < n) {
-      const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1u);
+      const __mmask16 tail = static_cast<__mmask16>(lanes_mask(n - i));
       store16(_mm512_maskz_loadu_ps(tail, src + i), tail, dst + i);
     }
     return;
@@ -95,14 +103,6 @@ inline void convert(const from_t* src, to_t* dst, int64_t n) {
       _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
     }
     for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
-    return;
-  } else if constexpr (std::is_same<from_t, float>::value && std::is_same<to_t, c10::Half>::value) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) store16(_mm512_loadu_ps(src + i), __mmask16(0xFFFF), dst + i);
-    if (i < n) {
-      const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1u);
-      store16(_mm512_maskz_loadu_ps(tail, src + i), tail, dst + i);
-    }
     return;
   }
 #endif

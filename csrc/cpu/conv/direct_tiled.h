@@ -227,9 +227,10 @@ inline int64_t tiled_weight_size(int64_t block_channels, int64_t channels, int64
 }
 
 // The weight of one group, packed for the tiles in `lanes` interleaved
-// source channels (as pad_band) into `packed`: block b's values
+// source channels (as pad_band) into `packed`, zeroed by the caller
+// (tiled_weight_size elements): block b's values
 // [c / lanes][tap][r][c % lanes] = weight(b * block_channels + r, c, tap),
-// zero past `channels` and `sources`. weight(o, c, i, j) lies at
+// left zero past `channels` and `sources`. weight(o, c, i, j) lies at
 // w[o * stride_o + c * stride_c + tap], tap = i * kernel_w + j, or the tap
 // (kernel_h - 1 - i, kernel_w - 1 - j) when `flip`; it is read in its own
 // dtype, which operand_t holds exactly (the operand is the weight's dtype or
@@ -238,7 +239,6 @@ template <int lanes, typename weight_t, typename operand_t>
 void pack_tiled_weight(const weight_t* w, int64_t block_channels, int64_t channels, int64_t sources, int64_t taps,
                        int64_t stride_o, int64_t stride_c, bool flip, operand_t* packed) {
   const int64_t sets = ceil_div(sources, lanes);
-  std::fill(packed, packed + tiled_weight_size(block_channels, channels, sources, taps, lanes), operand_t(0));
   // Packs of a few thousand values stay on the calling thread (a fork costs more).
   constexpr int64_t kMinParallelValues = int64_t(1) << 15;
   const int64_t grain = std::max<int64_t>(1, kMinParallelValues / std::max<int64_t>(sources * taps, 1));
@@ -348,7 +348,7 @@ void store_tile_by_channel(const acc* tile, int64_t tile_channels, int64_t chann
       const __m512i pixels = _mm512_mullo_epi32(
           _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
           _mm512_set1_epi32(static_cast<int>(tile_channels)));
-      const __mmask16 lanes = static_cast<__mmask16>((1u << count) - 1u);
+      const __mmask16 lanes = static_cast<__mmask16>(lanes_mask(count));
       for (int64_t r = 0; r < channels; ++r) {
         const __m512 values = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, pixels, tile + r, sizeof(float));
         store16(values, lanes, out + r * out_size);
@@ -514,7 +514,7 @@ at::Tensor tiled_convolution(const ConvShape& s, const at::Tensor& input, const 
       using operand_t = decltype(operand);
       using Tile = TileOf<operand_t>;
       const int64_t group_size = tiled_weight_size(Tile::channels, channels, sources, taps, Tile::lanes);
-      std::vector<operand_t> packed(s.groups * group_size);
+      std::vector<operand_t> packed(s.groups * group_size, operand_t(0));
       for (int64_t g = 0; g < s.groups; ++g) {
         pack_tiled_weight<Tile::lanes>(w.data_ptr<scalar_t>() + g * channels * sources * taps, Tile::channels,
                                        channels, sources, taps, stride_o, stride_c, transposed,

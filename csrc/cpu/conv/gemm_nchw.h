@@ -33,15 +33,32 @@ namespace conv {
 // in both dtypes (benchmarks/README.md, "The measurements behind the
 // kernels' fixed bounds").
 
+// The permute im2col (im2col_small.h) of shape s's whole planes where it
+// applies: planes of the operand type, not pointwise, small enough, at a
+// level with AVX-512; else null. Built once per call of a kernel.
+template <typename scalar_t, typename operand_t>
+std::unique_ptr<SmallPlaneColumns<operand_t>> small_plane_columns(const ConvShape& s) {
+  if constexpr (!converts<scalar_t, operand_t>) {
+    if (!s.is_pointwise() && capability() >= Capability::AVX512 &&
+        SmallPlaneColumns<operand_t>::fits(s.plane_h, s.plane_w, s.windows_h, s.windows_w)) {
+      return std::make_unique<SmallPlaneColumns<operand_t>>(s.window, s.plane_h, s.plane_w, s.windows_h,
+                                                             s.windows_w);
+    }
+  }
+  return nullptr;
+}
+
 // Group g's column matrix of the block of windows rows [y0, y1) from sample
 // n, with its row stride in *ld: in place when `in_place` (a pointwise block
 // of one sample whose planes are of the operand type is its own column
 // matrix, rows a plane apart), else built into `buffer` (rows ld_buffer
-// apart; several samples side by side when folded): im2col, or for a
+// apart; several samples side by side when folded): im2col (by `small`'s
+// permutes for whole planes where small_plane_columns gave one), or for a
 // pointwise convolution the planes copied (converted to the operand type).
 template <typename scalar_t, typename operand_t>
 const operand_t* group_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0,
-                               int64_t y1, bool in_place, operand_t* buffer, int64_t ld_buffer, int64_t* ld) {
+                               int64_t y1, bool in_place, const SmallPlaneColumns<operand_t>* small,
+                               operand_t* buffer, int64_t ld_buffer, int64_t* ld) {
   const int64_t ww = s.windows_w, taps = s.window.kernel_h * s.window.kernel_w;
   if constexpr (!converts<scalar_t, operand_t>) {
     if (in_place) {
@@ -50,14 +67,6 @@ const operand_t* group_columns(const ConvShape& s, const scalar_t* input, int64_
     }
   }
   const int64_t elements = taps * std::min(y1 - y0, s.windows_h) * ww;  // per (sample, channel)
-  // Whole small planes of the operand type: by permutes (im2col_small.h).
-  std::unique_ptr<SmallPlaneColumns<operand_t>> small;
-  if constexpr (!converts<scalar_t, operand_t>) {
-    if (!s.is_pointwise() && capability() >= Capability::AVX512 &&
-        SmallPlaneColumns<operand_t>::fits(s.plane_h, s.plane_w, s.windows_h, s.windows_w)) {
-      small = std::make_unique<SmallPlaneColumns<operand_t>>(s.window, s.plane_h, s.plane_w, s.windows_h, ww);
-    }
-  }
   for_each_sample_channel(s, n, y0, y1, s.plane_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
                                                                         int64_t before, int64_t c) {
     const scalar_t* plane = input + m * s.plane_sample() + (g * s.plane_group() + c) * s.plane_size();
@@ -94,6 +103,7 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
   // Per thread: the block's columns, then (half dtypes, folded samples) its float32 output.
   const int64_t column_size = scratch_elements<acc, operand_t>(columns_needed ? rows * width : 0);
   const int64_t out_size = out_in_scratch ? s.windows_channels * width : 0;
+  const auto small = small_plane_columns<scalar_t, operand_t>(s);
   for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * ww;
     operand_t* column_buffer = reinterpret_cast<operand_t*>(buffer);
@@ -108,7 +118,7 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
     for (int64_t g = 0; g < s.groups; ++g) {
       int64_t ld_columns = 0;
       const operand_t* columns =
-          group_columns(s, input, g, n, y0, y1, !columns_needed, column_buffer, cols, &ld_columns);
+          group_columns(s, input, g, n, y0, y1, !columns_needed, small.get(), column_buffer, cols, &ld_columns);
       const operand_t* group_weight = weight + g * s.windows_group() * rows;
       operand_gemm<scalar_t>(false, false, s.windows_group(), cols, rows, 1, group_weight, std::max<int64_t>(rows, 1),
                              columns, std::max<int64_t>(ld_columns, 1), 0, out + g * s.windows_group() * ld_out,
@@ -224,6 +234,7 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input,
   // Per thread: the block's columns, then its copy of grad_output (both in the operand type).
   const int64_t column_size = columns_needed ? rows * width : 0;
   const int64_t dy_size = dy_copied ? s.windows_channels * width : 0;
+  const auto small = small_plane_columns<scalar_t, operand_t>(s);
   for_each_block<operand_t>(s, blocks, false, column_size + dy_size,
                             [&](int64_t n, int64_t y0, int64_t y1, operand_t* buffer) {
     const int64_t cols = (y1 - y0) * ww;
@@ -240,7 +251,8 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input,
     }
     for (int64_t g = 0; g < s.groups; ++g) {
       int64_t ld_columns = 0;
-      const operand_t* columns = group_columns(s, input, g, n, y0, y1, !columns_needed, buffer, cols, &ld_columns);
+      const operand_t* columns = group_columns(s, input, g, n, y0, y1, !columns_needed, small.get(), buffer, cols,
+                                                 &ld_columns);
       operand_gemm<scalar_t>(false, true, s.windows_group(), rows, cols, 1, dy + g * s.windows_group() * ld_dy,
                              std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
                              sum + g * s.windows_group() * rows, std::max<int64_t>(rows, 1));
