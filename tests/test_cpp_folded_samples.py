@@ -4,8 +4,8 @@ float64.
 
 When one sample's windows side (output of a convolution, input of a transposed one) has
 few pixels, the kernels fold several whole samples into one GEMM, in either
-memory format (csrc/cpu/conv/gemm_nchw.h puts the samples' columns side by side
-and computes the transposed products). The shapes here make blocks of several
+memory format (csrc/cpu/conv/gemm_nchw.h puts the samples' columns side by side,
+and computes a transposed convolution's narrow blocks as the transposed product). The shapes here make blocks of several
 samples, with batches that do and do not divide evenly, more blocks than
 threads and fewer, 1 to 3 threads, groups, 1x1 kernels (the image is its own
 column matrix), strides, dilation, transposed convolutions whose windows
@@ -35,7 +35,7 @@ CONV_SHAPES = [
     (3, 4, 6, (1, 1), 1, 1, 0, 1, 1),  # one pixel per sample
     (2, 3, 5, (6, 6), 3, 1, 1, 1, 1),  # batch 2
     (20, 4, 8, (5, 5), 3, 1, 1, 1, 1),  # more blocks than threads, a batch they do not divide
-    (4, 8, 40, (2, 2), 3, 1, 1, 1, 1),  # more output channels than folded pixels (the transposed product)
+    (4, 8, 40, (2, 2), 3, 1, 1, 1, 1),  # more output channels than folded pixels (the weight still the GEMM's A)
     (3, 256, 16, (8, 8), 3, 1, 1, 1, 1),  # one sample's scratch over half the block budget: no folding
 ]
 CONV_T_SHAPES = [
