@@ -8,6 +8,9 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
+#include <cstdint>
+#include <cstring>
+
 namespace torchconv {
 namespace cpu {
 namespace {
@@ -30,6 +33,33 @@ __attribute__((target("avx"), always_inline)) inline void transpose8x8(__m256 r[
     r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
     r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
   }
+}
+
+// dst[k * dst_stride + x] = src[x * src_stride + k] for x < rows, k < cols:
+// a matrix of 32-bit words transposed 8 x 8 through registers, the edges
+// word by word (through memcpy: the words need not be aligned). For the
+// tiled kernel's channels_last sources (direct_tiled.h), where a word is a
+// float32 channel or a pair of bfloat16 ones.
+__attribute__((target("avx"))) inline void transpose_words(const void* src, int64_t rows, int64_t cols,
+                                                            int64_t src_stride, void* dst, int64_t dst_stride) {
+  const float* from = static_cast<const float*>(src);
+  float* to = static_cast<float*>(dst);
+  const int64_t row_end = rows / 8 * 8, col_end = cols / 8 * 8;
+  for (int64_t x = 0; x < row_end; x += 8) {
+    for (int64_t k = 0; k < col_end; k += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(from + (x + i) * src_stride + k);
+      transpose8x8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(to + (k + i) * dst_stride + x, r[i]);
+    }
+  }
+  auto copy = [&](int64_t x, int64_t k) {
+    std::memcpy(to + k * dst_stride + x, from + x * src_stride + k, sizeof(float));
+  };
+  for (int64_t x = 0; x < row_end; ++x)
+    for (int64_t k = col_end; k < cols; ++k) copy(x, k);
+  for (int64_t x = row_end; x < rows; ++x)
+    for (int64_t k = 0; k < cols; ++k) copy(x, k);
 }
 
 }  // namespace

@@ -51,6 +51,7 @@
 #endif
 
 #include "../precision.h"
+#include "../transpose8x8.h"
 #include "direct_tiled_bf16.h"
 #include "../../memory_format.h"
 #include "operands.h"
@@ -199,9 +200,23 @@ struct PaddedPlanes {
         }
       }
       if (pixel_major && inside) {
-        for (int64_t x = 0; x < w; ++x) {
-          const scalar_t* pixel = source + y * sy + x * sx;
-          for (int64_t c = 0; c < planes; ++c) *at(c, q + left + x) = static_cast<operand_t>(pixel[c]);
+        int64_t done = 0;  // planes already copied
+#if defined(__AVX__)
+        // A word of `lanes` channels is one padded plane's value: a
+        // transpose of (pixels x words), unless channels are converted or
+        // the pixels are not a whole number of words apart.
+        if constexpr (std::is_same<scalar_t, operand_t>::value && sizeof(operand_t) * lanes == 4) {
+          if (sx % lanes == 0) {
+            done = planes / lanes * lanes;
+            transpose_words(source + y * sy, w, planes / lanes, sx / lanes, at(0, q + left), stride);
+          }
+        }
+#endif
+        if (done < planes) {
+          for (int64_t x = 0; x < w; ++x) {
+            const scalar_t* pixel = source + y * sy + x * sx;
+            for (int64_t c = done; c < planes; ++c) *at(c, q + left + x) = static_cast<operand_t>(pixel[c]);
+          }
         }
       }
     }
