@@ -5,7 +5,7 @@ float64.
 When one sample's windows side (output of a convolution, input of a transposed one) has
 few pixels, the kernels fold several whole samples into one GEMM, in either
 memory format (csrc/cpu/conv/gemm_nchw.h puts the samples' columns side by side,
-and computes a transposed convolution's narrow blocks as the transposed product). The shapes here make blocks of several
+and computes a transposed convolution's narrow blocks of at most 64 positions as the transposed product). The shapes here make blocks of several
 samples, with batches that do and do not divide evenly, more blocks than
 threads and fewer, 1 to 3 threads, groups, 1x1 kernels (the image is its own
 column matrix), strides, dilation, transposed convolutions whose windows
@@ -42,6 +42,7 @@ CONV_T_SHAPES = [
     (8, 16, 12, (3, 3), 4, 2, 1, 1, 1),  # a DCGAN-like upsampling, overlapping windows
     (5, 6, 4, (4, 4), 3, 1, 1, 1, 2),  # groups
     (7, 8, 8, (2, 5), 1, 1, 0, 1, 1),  # pointwise
+    (6, 8, 64, (8, 8), 4, 2, 1, 1, 1),  # blocks of over 64 positions: the product untransposed
 ]
 
 

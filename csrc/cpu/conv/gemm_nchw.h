@@ -25,13 +25,17 @@ namespace conv {
 // operand of the block (the output, or the gradient read) is gathered into,
 // or scattered from, scratch of the same width, as no single matrix of the
 // tensor spans them. A folded block is still narrow: where its window
-// positions are fewer than its column rows, conv_transpose2d's GEMM is the
-// transposed product, with the window positions as the rows of C, as the
-// GEMM's tiles run along C's rows, which a narrow C leaves part empty.
+// positions are fewer than its column rows and at most
+// kMaxTransposedPositions, conv_transpose2d's GEMM is the transposed
+// product, with the window positions as the rows of C, as the GEMM's tiles
+// run along C's rows, which a narrow C leaves part empty; wider blocks fill
+// the tiles as they are and measured faster untransposed.
 // conv2d's is not: there the weight is the GEMM's A, which the bfloat16 GEMM
 // reads in place, and the product as it is measured faster at every width
 // in both dtypes (benchmarks/README.md, "The measurements behind the
 // kernels' fixed bounds").
+
+constexpr int64_t kMaxTransposedPositions = 64;
 
 // The permute im2col (im2col_small.h) of shape s's whole planes where it
 // applies: planes of the operand type, not pointwise, small enough, at a
@@ -159,7 +163,7 @@ void conv_transpose2d_kernel(const ConvShape& s, const WindowsOperand<scalar_t, 
   // Per thread: the block's columns, then its copy of the input (in the operand type).
   const int64_t column_size = via_columns ? rows * width : 0;
   const int64_t x_size = scratch_elements<acc, operand_t>(x_copied ? s.windows_channels * width : 0);
-  const bool transposed = folding && width < rows;
+  const bool transposed = folding && width < rows && width <= kMaxTransposedPositions;
   for_each_block<acc>(s, blocks, via_columns, column_size + x_size,
                       [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * ww;
