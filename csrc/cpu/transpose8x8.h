@@ -39,7 +39,8 @@ __attribute__((target("avx"), always_inline)) inline void transpose8x8(__m256 r[
 // a matrix of 32-bit words transposed 8 x 8 through registers, the edges
 // word by word (through memcpy: the words need not be aligned). For the
 // tiled kernel's channels_last sources (direct_tiled.h), where a word is a
-// float32 channel or a pair of bfloat16 ones.
+// float32 channel or a pair of bfloat16 ones, and float32 planes read as
+// pixels (WindowsOperand::pixels, operands.h).
 __attribute__((target("avx"))) inline void transpose_words(const void* src, int64_t rows, int64_t cols,
                                                             int64_t src_stride, void* dst, int64_t dst_stride) {
   const float* from = static_cast<const float*>(src);

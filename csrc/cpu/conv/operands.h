@@ -167,19 +167,8 @@ struct WindowsOperand {
 #if defined(__AVX__)
     if constexpr (std::is_same<scalar_t, float>::value && std::is_same<operand_t, float>::value) {
       if (sw == 1 && sh == windows_w) {
-        const int64_t count = (y1 - y0) * windows_w;
-        done = channels / 8 * 8;
-        for (int64_t c = 0; c < done; c += 8) {
-          int64_t p = 0;
-          for (; p + 8 <= count; p += 8) {
-            __m256 r[8];
-            for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(block + (c + i) * sc + p);
-            transpose8x8(r);
-            for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (p + i) * channels + c, r[i]);
-          }
-          for (; p < count; ++p)
-            for (int64_t i = 0; i < 8; ++i) dst[p * channels + c + i] = block[(c + i) * sc + p];
-        }
+        transpose_words(block, channels, (y1 - y0) * windows_w, sc, dst, channels);
+        done = channels;
       }
     }
 #endif
