@@ -8,7 +8,7 @@ has the rule). The shapes here fall under the rule: rows that a tile
 straddles, a last tile past the plane's end, 5x5 and 3x1 windows,
 dilation, asymmetric padding, groups, stride 2, transposed convolutions with no
 padding, with output_padding and with groups, in both memory formats
-(channels_last shapes have wide rows and at most 64 channels, as the rule
+(channels_last shapes have wide rows and at most 128 channels, as the rule
 asks), each with its gradients (a conv2d's input gradient of 32 channels is
 a tiled transposed convolution), in float64 against torch's float64 and in
 the other dtypes against torch's result rounded to them.
@@ -34,6 +34,7 @@ CONV_SHAPES = [
     (2, 16, 64, (10, 28), 3, 1, 1, 2),  # groups
     (2, 32, 32, (12, 28), (3, 1), (1, 0), 1, 1),  # a 3x1 window; 32-channel input gradient
     (1, 32, 32, (13, 30), 3, 1, 1, 1),  # batch 1
+    (1, 128, 96, (6, 28), 3, 1, 1, 1),  # the most channels the channels_last rule takes, the longest reduction
     (2, 18, 64, (12, 30), 3, 1, 1, 2),  # an odd number of input channels per group (a bfloat16 pair short of one)
 ]
 # conv2d at stride 2, the same fields
@@ -120,6 +121,8 @@ def test_tiled_in_other_dtypes(dtype, memory_format):
     tensors, kwargs = _conv_inputs(CONV_SHAPES[1])
     _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
     tensors, kwargs = _conv_inputs(CONV_SHAPES[-1])
+    _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
+    tensors, kwargs = _conv_inputs(CONV_SHAPES[-2])
     _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
     tensors, kwargs = _conv_t_inputs(CONV_T_SHAPES[2])
     _check(torchconv.conv_transpose2d, F.conv_transpose2d, tensors, kwargs, dtype, memory_format)

@@ -323,7 +323,7 @@ constexpr int64_t kMaxTiledStride = 2;
 // The bounds of uses_tiled_kernel's rule.
 constexpr int64_t kMinTiledReduction = 64, kMaxTiledReduction = 1152, kMaxTiledWeightBytes = int64_t(576) << 10;
 constexpr int64_t kMaxTiledStridedWeightBytes = int64_t(192) << 10;
-constexpr int64_t kMaxTiledChannelsLast = 64, kMinTiledChannelsLastWidth = 28;
+constexpr int64_t kMaxTiledChannelsLast = 128, kMinTiledChannelsLastWidth = 28;
 
 // Whether the float step has the build's vectors and fused multiply-adds
 // to run on. Without them (a portable build) its vectors would be emulated
@@ -478,8 +478,9 @@ inline PaddedPlanes conv_transpose2d_planes(const ConvShape& s) {
 // padding to pay off nor too long (the group's packed weight, which every
 // tile reads, within L2: 576 KiB is 128 channels x 1152; at stride 2,
 // whose band of source rows is twice as tall, a third of that), and in
-// channels_last, where the padding also transposes the source, only small
-// channel counts over wide rows. The bounds come from timing the tiles
+// channels_last, where the padding also transposes the source, only
+// windows of more than one tap (the NHWC GEMM reads a 1x1 window's
+// columns in place) and small channel counts over wide rows. The bounds come from timing the tiles
 // against the GEMM kernels shape by shape on the forward and transposed
 // computations alone (benchmarks/bench_ops.py; benchmarks/README.md, "Where
 // the time goes").
@@ -500,7 +501,8 @@ inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels
   const int64_t max_weight = w.stride_w == 1 ? kMaxTiledWeightBytes : kMaxTiledStridedWeightBytes;
   if (channels * reduction * static_cast<int64_t>(sizeof(float)) > max_weight) return false;
   if (channels_last) {
-    return sources <= kMaxTiledChannelsLast && channels <= kMaxTiledChannelsLast && out_w >= kMinTiledChannelsLastWidth;
+    return w.kernel_h * w.kernel_w > 1 && sources <= kMaxTiledChannelsLast && channels <= kMaxTiledChannelsLast &&
+           out_w >= kMinTiledChannelsLastWidth;
   }
   return true;
 }
