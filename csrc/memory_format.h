@@ -51,6 +51,18 @@ inline at::Tensor in_memory_format(const at::Tensor& t, at::MemoryFormat format)
   return fresh ? t : t.clone(format);
 }
 
+// `t` viewed with the strides of a fresh tensor in `format` when its
+// elements already lie in that order (only the strides of size-1
+// dimensions differ, as a 1x1 weight's do): a view the kernels read
+// `format` off (is_channels_last). A backward's incoming gradient may
+// suggest no format (the gradient of a sum is expanded, every stride 0), so
+// its kernels learn the format of the gradients torch gives from the weight.
+inline at::Tensor with_format_strides(const at::Tensor& t, at::MemoryFormat format) {
+  if (format != at::MemoryFormat::ChannelsLast || t.dim() != 4 || !t.is_contiguous(format)) return t;
+  const std::vector<int64_t> strides = c10::get_channels_last_strides_2d(t.sizes());
+  return t.strides() == at::IntArrayRef(strides) ? t : t.as_strided(t.sizes(), strides, t.storage_offset());
+}
+
 // A fresh channels_last tensor of `sizes` with the dtype and device of `like`.
 inline at::Tensor empty_channels_last(at::IntArrayRef sizes, const at::Tensor& like) {
   return at::empty(sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));

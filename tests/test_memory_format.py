@@ -21,6 +21,7 @@ from torchconv._memory_format import (
     in_memory_format,
     memory_format_of,
     output_padding_is_big,
+    with_format_strides,
 )
 
 CL = torch.channels_last
@@ -80,6 +81,39 @@ def test_in_memory_format_copies_only_when_strides_differ():
     assert in_memory_format(y, CL) is y
     z = in_memory_format(torch.randn(2, 3, 4, 5).permute(0, 1, 3, 2), torch.contiguous_format)
     assert z.stride() == dense_strides(z.shape, torch.contiguous_format)
+
+
+def test_with_format_strides_views_a_1x1_weight_as_channels_last():
+    w = torch.randn(8, 4, 1, 1)  # in channels_last order already, with contiguous strides
+    view = with_format_strides(w, CL)
+    assert view.stride() == dense_strides(w.shape, CL) and memory_format_of(view) == CL
+    assert view.data_ptr() == w.data_ptr() and torch.equal(view, w)
+    assert with_format_strides(view, CL) is view
+    assert with_format_strides(w, torch.contiguous_format) is w
+    wide = torch.randn(8, 4, 3, 3)  # not in channels_last order: left as it is
+    assert with_format_strides(wide, CL) is wide
+
+
+@pytest.mark.parametrize("path", ["python_autograd", "compiled_entry"])
+def test_expanded_gradient_of_a_channels_last_1x1_layer(path):
+    """y.sum()'s gradient suggests no memory format and a 1x1 weight's
+    strides read contiguous: the input gradient still comes out
+    channels_last, as torch's, and equal to it."""
+    import torchconv
+    from torch.profiler import profile
+
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=CL).requires_grad_()
+    w = torch.randn(16, 8, 1, 1).contiguous(memory_format=CL).requires_grad_()
+    expected = torch.autograd.grad(F.conv2d(x, w).sum(), (x, w))
+    with torchconv.backends.use("cpp"):
+        if path == "python_autograd":  # the profiler sends the call down the Python path
+            with profile():
+                ours = torch.autograd.grad(torchconv.conv2d(x, w).sum(), (x, w))
+        else:
+            ours = torch.autograd.grad(torchconv.conv2d(x, w).sum(), (x, w))
+    for got, want in zip(ours, expected):
+        assert got.stride() == want.stride()
+        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("weight_format", FORMATS, ids=str)

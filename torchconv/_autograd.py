@@ -56,6 +56,7 @@ from ._memory_format import (
     in_memory_format,
     memory_format_of,
     output_padding_is_big,
+    with_format_strides,
 )
 
 __all__ = [
@@ -249,9 +250,8 @@ class Conv2dFunction(_Function):
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_input = grad_weight = grad_bias = None
         if need_input:
-            grad_input = _conv_transpose2d_sized(
-                grad_output, weight.conj(), input.shape[2:], stride, padding, dilation, groups
-            )
+            kernel = with_format_strides(weight.conj(), conv_memory_format(input, weight))
+            grad_input = _conv_transpose2d_sized(grad_output, kernel, input.shape[2:], stride, padding, dilation, groups)
         if need_weight:
             grad_weight = Conv2dWeightFunction.apply(
                 input.conj(), grad_output, weight.shape, stride, padding, dilation, groups
@@ -295,7 +295,8 @@ class ConvTranspose2dFunction(_Function):
             grad_output = grad_output.contiguous(memory_format=torch.channels_last)
         grad_input = grad_weight = grad_bias = None
         if need_input:
-            grad_input = _conv2d_sized(grad_output, weight.conj(), input.shape[2:], stride, padding, dilation, groups)
+            kernel = with_format_strides(weight.conj(), conv_memory_format(input, weight, slow))
+            grad_input = _conv2d_sized(grad_output, kernel, input.shape[2:], stride, padding, dilation, groups)
         if need_weight:
             grad_weight = Conv2dWeightFunction.apply(
                 grad_output, input.conj(), weight.shape, stride, padding, dilation, groups

@@ -36,6 +36,7 @@ __all__ = [
     "output_padding_is_big",
     "dense_strides",
     "in_memory_format",
+    "with_format_strides",
     "conv_grads_in_memory_format",
 ]
 
@@ -115,6 +116,22 @@ def in_memory_format(tensor: Tensor, memory_format: torch.memory_format) -> Tens
     if tensor.stride() == dense_strides(tensor.shape, memory_format):
         return tensor
     return tensor.clone(memory_format=memory_format)
+
+
+def with_format_strides(tensor: Tensor, memory_format: torch.memory_format) -> Tensor:
+    """``tensor`` viewed with the strides of a fresh tensor in channels_last
+    ``memory_format`` when its elements already lie in that order (only the
+    strides of size-1 dimensions differ, as a 1x1 weight's do): a view the
+    kernels read the format off (:func:`memory_format_of`). A backward's
+    incoming gradient may suggest no format (the gradient of a sum is
+    expanded, every stride 0), so its kernels learn the format of the
+    gradients torch gives from the weight. Otherwise ``tensor`` itself."""
+    if memory_format != torch.channels_last or tensor.dim() != 4:
+        return tensor
+    if not tensor.is_contiguous(memory_format=memory_format):
+        return tensor
+    strides = dense_strides(tensor.shape, memory_format)
+    return tensor if tensor.stride() == strides else tensor.as_strided(tensor.shape, strides, tensor.storage_offset())
 
 
 def conv_grads_in_memory_format(

@@ -171,15 +171,15 @@ struct Conv2d : torch::autograd::Function<Conv2d> {
     const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
     const auto [stride, padding, dilation, groups, has_bias, slow] = saved_conv(ctx);
     at::Tensor grad_input, grad_weight, grad_bias;
+    const at::MemoryFormat format = conv_memory_format(input, weight);
     if (ctx->needs_input_grad(0)) {
-      grad_input = conv_transpose2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation,
-                                          groups);
+      grad_input = conv_transpose2d_sized(grad_output, with_format_strides(weight, format), input.sizes().slice(2),
+                                          stride, padding, dilation, groups);
     }
     if (ctx->needs_input_grad(1)) {
       grad_weight = calls::conv2d_weight(input, grad_output, weight.sizes(), stride, padding, dilation, groups);
     }
     if (has_bias && ctx->needs_input_grad(2)) grad_bias = bias_grad(grad_output);
-    const at::MemoryFormat format = conv_memory_format(input, weight);
     const bool native = torch_keeps_weight_layout(input, weight, stride, dilation, groups, false, false);
     return {in_memory_format(grad_input, format), weight_grad_in_memory_format(grad_weight, weight, format, native),
             grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -210,7 +210,8 @@ struct ConvTranspose2d : torch::autograd::Function<ConvTranspose2d> {
         both && format == at::MemoryFormat::ChannelsLast ? grads[0].contiguous(format) : grads[0];
     at::Tensor grad_input, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
-      grad_input = conv2d_sized(grad_output, weight, input.sizes().slice(2), stride, padding, dilation, groups);
+      grad_input = conv2d_sized(grad_output, with_format_strides(weight, format), input.sizes().slice(2), stride,
+                                padding, dilation, groups);
     }
     if (ctx->needs_input_grad(1)) {
       grad_weight = calls::conv2d_weight(grad_output, input, weight.sizes(), stride, padding, dilation, groups);

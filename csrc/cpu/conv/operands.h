@@ -150,6 +150,8 @@ struct WindowsOperand {
         operand_t* out = dst + c * ld_dst + (y - y0) * windows_w;
         if (sw == 1) {
           convert(src, out, windows_w);
+        } else if (sw == 0) {  // expanded along the row (the gradient of a sum)
+          std::fill_n(out, windows_w, static_cast<operand_t>(*src));
         } else {
           for (int64_t x = 0; x < windows_w; ++x) out[x] = static_cast<operand_t>(src[x * sw]);
         }
@@ -179,6 +181,8 @@ struct WindowsOperand {
         operand_t* out = dst + ((y - y0) * windows_w + x) * channels;
         if (sc == 1) {
           convert(src, out, channels);
+        } else if (sc == 0) {  // expanded across channels (the gradient of a sum)
+          std::fill_n(out + done, channels - done, static_cast<operand_t>(*src));
         } else {
           for (int64_t c = done; c < channels; ++c) out[c] = static_cast<operand_t>(src[c * sc]);
         }
