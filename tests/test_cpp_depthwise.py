@@ -35,6 +35,14 @@ SHAPES = [
     (2, 1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),  # one pixel
     (3, 1, (3, 3), (13, 10), (2, 2), (1, 1), (1, 1)),  # strided: rows of taps
     (2, 2, (3, 2), (11, 9), (1, 2), (1, 1), (1, 0)),  # stride in one direction only
+    # Enough channels for whole vectors and rows for whole tiles of pixels
+    # (channels_last: depthwise_nhwc.h's tiles, a row's inner pixels
+    # several at a time, its ends and the last channels one at a time):
+    (21, 1, (3, 3), (6, 19), (1, 1), (1, 1), (1, 1)),  # a 3-tap row tile, channels past the last vector
+    (40, 1, (5, 5), (9, 21), (1, 1), (1, 1), (2, 2)),  # a 5-tap row tile
+    (32, 1, (3, 3), (8, 23), (1, 1), (2, 2), (2, 2)),  # dilated: taps one by one
+    (24, 1, (3, 3), (9, 30), (2, 2), (1, 1), (1, 1)),  # strided
+    (16, 1, (7, 7), (9, 26), (1, 1), (1, 1), (3, 3)),  # a 7-tap row: taps one by one
 ]
 
 
@@ -98,16 +106,23 @@ def test_conv_transpose2d_depthwise(shape, output_padding, memory_format):
     assert y.stride() == expected.stride()
 
 
-def test_depthwise_paths_agree_with_torch_on_a_grid_of_small_shapes():
+@pytest.mark.parametrize(
+    "channels, width, memory_format",
+    [(4, 5, torch.contiguous_format), (21, 13, torch.channels_last)],
+    ids=["4x6x5", "21x6x13-channels_last"],
+)
+def test_depthwise_paths_agree_with_torch_on_a_grid_of_small_shapes(channels, width, memory_format):
     """Every combination of small kernel, stride, dilation and padding on a
-    4-channel 6x5 image (float64, forward and all gradients)."""
+    6-row image (float64, forward and all gradients)."""
     torch.manual_seed(0)
-    x = torch.randn(1, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, channels, 6, width, dtype=torch.float64).contiguous(memory_format=memory_format)
+    x.requires_grad_()
     for kh, kw, s, d, ph, pw in itertools.product((1, 2, 3), (1, 3), (1, 2), (1, 2), (0, 1, 2), (0, 2)):
-        w = torch.randn(4, 1, kh, kw, dtype=torch.float64, requires_grad=True)
-        if 6 + 2 * ph < d * (kh - 1) + 1 or 5 + 2 * pw < d * (kw - 1) + 1:
+        w = torch.randn(channels, 1, kh, kw, dtype=torch.float64).contiguous(memory_format=memory_format)
+        w.requires_grad_()
+        if 6 + 2 * ph < d * (kh - 1) + 1 or width + 2 * pw < d * (kw - 1) + 1:
             continue
-        args = (s, (ph, pw), d, 4)
+        args = (s, (ph, pw), d, channels)
         expected = F.conv2d(x, w, None, *args)
         probe = torch.randn(expected.shape, dtype=torch.float64)
         with torchconv.backends.use("cpp"):

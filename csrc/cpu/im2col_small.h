@@ -110,8 +110,10 @@ class SmallPlaneColumns {
   }
 
  private:
+#if TORCHCONV_STORE16
   // The first n of a vector's kLanes lanes (lanes_mask, precision.h).
   static Mask lanes_of(int64_t n) { return static_cast<Mask>(lanes_mask(n)); }
+#endif
 
   int64_t plane_size_, positions_, taps_;
   std::vector<std::array<Index, kLanes>> indices_;  // per tap, kVectors vectors of window positions
