@@ -34,7 +34,8 @@ CONV_SHAPES = [
     (2, 16, 64, (10, 28), 3, 1, 1, 2),  # groups
     (2, 32, 32, (12, 28), (3, 1), (1, 0), 1, 1),  # a 3x1 window; 32-channel input gradient
     (1, 32, 32, (13, 30), 3, 1, 1, 1),  # batch 1
-    (1, 128, 96, (6, 28), 3, 1, 1, 1),  # the most channels the channels_last rule takes, the longest reduction
+    (1, 128, 96, (6, 28), 3, 1, 1, 1),  # the most channels the channels_last rule takes
+    (1, 64, 32, (6, 28), 5, 2, 1, 1),  # a 5x5 window over 64 channels: a reduction of 1600
     (2, 18, 64, (12, 30), 3, 1, 1, 2),  # an odd number of input channels per group (a bfloat16 pair short of one)
 ]
 # conv2d at stride 2, the same fields
@@ -122,8 +123,9 @@ def test_tiled_in_other_dtypes(dtype, memory_format):
     _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
     tensors, kwargs = _conv_inputs(CONV_SHAPES[-1])
     _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
-    tensors, kwargs = _conv_inputs(CONV_SHAPES[-2])
-    _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
+    for shape in CONV_SHAPES[-3:-1]:  # the most channels in channels_last, a reduction of 1600
+        tensors, kwargs = _conv_inputs(shape)
+        _check(torchconv.conv2d, F.conv2d, tensors, kwargs, dtype, memory_format)
     tensors, kwargs = _conv_t_inputs(CONV_T_SHAPES[2])
     _check(torchconv.conv_transpose2d, F.conv_transpose2d, tensors, kwargs, dtype, memory_format)
     tensors, kwargs = _conv_inputs(STRIDED_SHAPES[1])

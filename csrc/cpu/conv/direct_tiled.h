@@ -321,7 +321,7 @@ constexpr std::array<TiledStep<acc>, sizeof...(k)> tiled_steps(std::integer_sequ
 constexpr int64_t kMaxTiledStride = 2;
 
 // The bounds of uses_tiled_kernel's rule.
-constexpr int64_t kMinTiledReduction = 64, kMaxTiledReduction = 1152, kMaxTiledWeightBytes = int64_t(576) << 10;
+constexpr int64_t kMinTiledReduction = 64, kMaxTiledReduction = 2304, kMaxTiledWeightBytes = int64_t(576) << 10;
 constexpr int64_t kMaxTiledStridedWeightBytes = int64_t(192) << 10;
 constexpr int64_t kMaxTiledChannelsLast = 128, kMinTiledChannelsLastWidth = 28;
 
@@ -475,9 +475,10 @@ inline PaddedPlanes conv_transpose2d_planes(const ConvShape& s) {
 // or 2, the same along both axes), and for conv_transpose2d a padding no wider than the window's
 // reach: a wider one would crop its padded input), with whole tiles of
 // result channels, reductions neither too short for a tile's stores and
-// padding to pay off nor too long (the group's packed weight, which every
-// tile reads, within L2: 576 KiB is 128 channels x 1152; at stride 2,
-// whose band of source rows is twice as tall, a third of that), and in
+// padding to pay off nor too long (at most 256 channels x 3 x 3, and the
+// group's packed weight, which every tile reads, within L2: 576 KiB is 64
+// channels x 2304; at stride 2, whose band of source rows is twice as
+// tall, a third of that), and in
 // channels_last, where the padding also transposes the source, only
 // windows of more than one tap (the NHWC GEMM reads a 1x1 window's
 // columns in place) and small channel counts over wide rows. The bounds come from timing the tiles
