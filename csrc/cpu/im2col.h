@@ -239,5 +239,43 @@ void col2im_nhwc(const scalar_t* columns, int64_t channels, int64_t channel_begi
   }
 }
 
+// Whether no two window taps read the same plane pixel along either axis
+// (the window's reach within its stride, as a 1x1 or 2x2 window at stride
+// 2): then col2im gives every plane pixel at most one value.
+inline bool taps_disjoint(const Window& w) {
+  return (w.kernel_h - 1) * w.dilation_h < w.stride_h && (w.kernel_w - 1) * w.dilation_w < w.stride_w;
+}
+
+// col2im_nhwc for disjoint taps (taps_disjoint): each column value plus its
+// channel's bias (null: none) rounded into its pixel, which takes no other
+// value, instead of added into a wider sum.
+template <typename acc, typename scalar_t>
+void col2im_nhwc_disjoint(const acc* columns, const acc* bias, int64_t channels, int64_t channel_begin,
+                          int64_t group_channels, int64_t plane_h, int64_t plane_w, int64_t windows_w,
+                          const Window& w, int64_t y_begin, int64_t y_end, acc* scratch, scalar_t* planes) {
+  const int64_t cg = group_channels, tap_row = w.kernel_w * cg, depth = w.kernel_h * tap_row;
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    for (int64_t x = 0; x < windows_w; ++x) {
+      const acc* col = columns + ((y - y_begin) * windows_w + x) * depth;
+      const int64_t ix0 = x * w.stride_w - w.pad_w;
+      for (int64_t i = 0; i < w.kernel_h; ++i) {
+        const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+        if (iy < 0 || iy >= plane_h) continue;
+        scalar_t* pixels = planes + iy * plane_w * channels + channel_begin;
+        for (int64_t j = 0; j < w.kernel_w; ++j) {
+          const int64_t ix = ix0 + j * w.dilation_w;
+          if (ix < 0 || ix >= plane_w) continue;
+          const acc* in = col + i * tap_row + j * cg;
+          if (bias != nullptr) {
+            for (int64_t c = 0; c < cg; ++c) scratch[c] = in[c] + bias[channel_begin + c];
+            in = scratch;
+          }
+          convert(in, pixels + ix * channels, cg);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace cpu
 }  // namespace torchconv

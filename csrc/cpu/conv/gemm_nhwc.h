@@ -98,12 +98,19 @@ void conv_transpose2d_nhwc_kernel(const ConvShape& s, const WindowsOperand<scala
       ((pointwise ? 0 : depth) * int64_t(sizeof(acc)) + copied * int64_t(sizeof(operand_t))) * ww;
   const Blocks blocks = make_blocks(s, row_bytes, pointwise ? 1 : disjoint_rows(s.window));
   const int64_t width = blocks.rows * blocks.samples * ww;
-  PlaneAccumulator<scalar_t> out_planes(output, !pointwise);
+  // A half output of disjoint taps takes each value rounded straight from
+  // the columns (col2im_nhwc_disjoint): no float32 copy of the whole output.
+  const bool rounded_in_place = is_widened<scalar_t> && !pointwise && taps_disjoint(s.window);
+  if (rounded_in_place) fill_with_bias(output, bias);
+  PlaneAccumulator<scalar_t> out_planes(output, !pointwise, !rounded_in_place);
   const int64_t column_size = pointwise ? 0 : depth * width;
   const int64_t x_size = scratch_elements<acc, operand_t>(copied * width);
-  for_each_block<acc>(s, blocks, !pointwise, column_size + x_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
+  const int64_t bias_size = rounded_in_place && bias != nullptr ? cout : 0;
+  for_each_block<acc>(s, blocks, !pointwise, column_size + x_size + bias_size,
+                      [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t pixels = (y1 - y0) * ww, first = y0 * ww;
     operand_t* x_buffer = reinterpret_cast<operand_t*>(buffer + column_size);
+    acc* bias_scratch = buffer + column_size + x_size;
     const operand_t* x = x_buffer;
     if (input.dense) {
       x = reinterpret_cast<const operand_t*>(input.data) + (n * s.windows_size() + first) * cin;
@@ -119,7 +126,13 @@ void conv_transpose2d_nhwc_kernel(const ConvShape& s, const WindowsOperand<scala
       operand_gemm<scalar_t>(false, false, pixels, depth, cig, 1, x + g * cig, std::max<int64_t>(cin, 1),
                              weight + g * cig * depth, std::max<int64_t>(depth, 1), 0, columns,
                              std::max<int64_t>(ld_columns, 1));
-      if (!pointwise) {
+      if (rounded_in_place) {
+        scalar_t* planes = output.data_ptr<scalar_t>();
+        for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
+          col2im_nhwc_disjoint(columns + before * ww * depth, bias, cout, g * cog, cog, s.plane_h, s.plane_w, ww,
+                               s.window, ya, yb, bias_scratch, planes + m * s.plane_sample());
+        });
+      } else if (!pointwise) {
         for_each_sample(s, n, y0, y1, [&](int64_t m, int64_t ya, int64_t yb, int64_t before) {
           col2im_nhwc(columns + before * ww * depth, cout, g * cog, cog, s.plane_h, s.plane_w, ww, s.window, ya, yb,
                       out_planes.data + m * s.plane_sample());
@@ -127,6 +140,7 @@ void conv_transpose2d_nhwc_kernel(const ConvShape& s, const WindowsOperand<scala
       }
     }
   });
+  if (rounded_in_place) return;
   if (bias != nullptr) {
     at::parallel_for(0, s.batch, 1, [&](int64_t b, int64_t e) {
       for (int64_t n = b; n < e; ++n) {

@@ -93,6 +93,18 @@ void add_bias_pixels(T* out, const T* bias, int64_t channels, int64_t pixels) {
   }
 }
 
+// Every value of `out` its channel's bias (undefined or null: zero),
+// rounded to out's dtype; `out` is a fresh tensor, either memory format.
+template <typename acc>
+void fill_with_bias(at::Tensor& out, const acc* bias) {
+  if (bias == nullptr) {
+    out.zero_();
+    return;
+  }
+  const at::Tensor b = at::from_blob(const_cast<acc*>(bias), {out.size(1)}, out.options().dtype(c10::CppTypeToScalarType<acc>::value));
+  out.copy_(b.view({1, out.size(1), 1, 1}).expand(out.sizes()));
+}
+
 // A transposed convolution's whole output (its planes, shape.h) as float32
 // for a half dtype (its blocks add into overlapping pixels, possibly from
 // two threads), rounded into the output at the end; the output itself for
@@ -100,8 +112,10 @@ void add_bias_pixels(T* out, const T* bias, int64_t channels, int64_t pixels) {
 template <typename scalar_t>
 struct PlaneAccumulator {
   at::Tensor storage;
-  acc_t<scalar_t>* data;
-  PlaneAccumulator(at::Tensor& out, bool zeroed) {
+  acc_t<scalar_t>* data = nullptr;
+  // `used` false: the kernel writes the output itself, and nothing is allocated.
+  PlaneAccumulator(at::Tensor& out, bool zeroed, bool used = true) {
+    if (!used) return;
     if constexpr (is_widened<scalar_t>) {
       storage = zeroed ? at::zeros(out.numel(), out.options().dtype(at::kFloat))
                        : at::empty(out.numel(), out.options().dtype(at::kFloat));
