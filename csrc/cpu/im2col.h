@@ -246,6 +246,33 @@ inline bool taps_disjoint(const Window& w) {
   return (w.kernel_h - 1) * w.dilation_h < w.stride_h && (w.kernel_w - 1) * w.dilation_w < w.stride_w;
 }
 
+// col2im for disjoint taps (taps_disjoint): each column value plus `bias`
+// rounded into its pixel of the plane(s), which takes no other value.
+template <typename acc, typename scalar_t>
+void col2im_disjoint(const acc* columns, int64_t ld_columns, int64_t pixel_stride, int64_t channels, acc bias,
+                     int64_t plane_h, int64_t plane_w, int64_t windows_w, const Window& w, int64_t y_begin,
+                     int64_t y_end, scalar_t* planes) {
+  const int64_t ps = pixel_stride;
+  for (int64_t c = 0; c < channels; ++c) {
+    scalar_t* plane = planes + c * plane_h * plane_w;
+    for (int64_t i = 0; i < w.kernel_h; ++i) {
+      for (int64_t j = 0; j < w.kernel_w; ++j) {
+        const acc* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * ld_columns;
+        const int64_t offset_w = j * w.dilation_w - w.pad_w;
+        int64_t x_begin, x_end;
+        inside_range(windows_w, w.stride_w, offset_w, plane_w, &x_begin, &x_end);
+        for (int64_t y = y_begin; y < y_end; ++y) {
+          const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+          if (iy < 0 || iy >= plane_h) continue;
+          const acc* in = row + (y - y_begin) * windows_w * ps;
+          scalar_t* out = plane + iy * plane_w + offset_w;
+          for (int64_t x = x_begin; x < x_end; ++x) out[x * w.stride_w] = static_cast<scalar_t>(in[x * ps] + bias);
+        }
+      }
+    }
+  }
+}
+
 // col2im_nhwc for disjoint taps (taps_disjoint): each column value plus its
 // channel's bias (null: none) rounded into its pixel, which takes no other
 // value, instead of added into a wider sum.

@@ -14,7 +14,8 @@
 // batch or plane size and a single sample still uses every thread.
 // float16 and bfloat16 sum in float32 (precision.h), and each result is
 // rounded once into the output (a transposed convolution accumulates its
-// whole output in float32 first); the GEMM's operands are widened to
+// whole output in float32 first, unless its taps never meet on a pixel:
+// taps_disjoint, im2col.h); the GEMM's operands are widened to
 // float32 as they are copied, or stay bfloat16 where the capability level's
 // GEMM multiplies bfloat16 (operands.h, gemm.h).
 //

@@ -159,7 +159,14 @@ void conv_transpose2d_kernel(const ConvShape& s, const WindowsOperand<scalar_t, 
                              (x_copied ? s.windows_channels * int64_t(sizeof(operand_t)) : 0)) * ww;
   const Blocks blocks = make_blocks(s, row_bytes, via_columns ? disjoint_rows(s.window) : 1);
   const int64_t width = blocks.rows * blocks.samples * ww;
-  PlaneAccumulator<scalar_t> out_planes(output, via_columns);
+  // A half output of a 1x1 window's disjoint taps takes each value rounded
+  // straight from the columns (col2im_disjoint): no float32 copy of the
+  // whole output. A 2x2 window's taps interleave along the rows, whose
+  // strided scalar stores measured slower than the float32 copy.
+  const bool rounded_in_place = is_widened<scalar_t> && via_columns && taps_disjoint(s.window) &&
+                                s.window.kernel_h * s.window.kernel_w == 1;
+  if (rounded_in_place) fill_with_bias(output, bias);
+  PlaneAccumulator<scalar_t> out_planes(output, via_columns, !rounded_in_place);
   // Per thread: the block's columns, then its copy of the input (in the operand type).
   const int64_t column_size = via_columns ? rows * width : 0;
   const int64_t x_size = scratch_elements<acc, operand_t>(x_copied ? s.windows_channels * width : 0);
@@ -202,12 +209,18 @@ void conv_transpose2d_kernel(const ConvShape& s, const WindowsOperand<scalar_t, 
       const int64_t elements = taps * std::min(y1 - y0, s.windows_h) * ww;  // per (sample, channel)
       for_each_sample_channel(s, n, y0, y1, s.plane_group(), elements, [&](int64_t m, int64_t ya, int64_t yb,
                                                                             int64_t before, int64_t c) {
-        acc* plane = out_planes.data + m * s.plane_sample() + (g * s.plane_group() + c) * s.plane_size();
-        col2im(buffer + c * taps * ld_rows + before * ww * ld_pixels, ld_rows, ld_pixels, 1, s.plane_h, s.plane_w,
-               ww, s.window, ya, yb, plane);
+        const int64_t channel = g * s.plane_group() + c, at = m * s.plane_sample() + channel * s.plane_size();
+        const acc* columns = buffer + c * taps * ld_rows + before * ww * ld_pixels;
+        if (rounded_in_place) {
+          col2im_disjoint(columns, ld_rows, ld_pixels, 1, bias != nullptr ? bias[channel] : acc(0), s.plane_h,
+                          s.plane_w, ww, s.window, ya, yb, output.data_ptr<scalar_t>() + at);
+        } else {
+          col2im(columns, ld_rows, ld_pixels, 1, s.plane_h, s.plane_w, ww, s.window, ya, yb, out_planes.data + at);
+        }
       });
     }
   });
+  if (rounded_in_place) return;
   if (bias != nullptr) {
     at::parallel_for(0, s.batch, 1, [&](int64_t b, int64_t e) {
       for (int64_t n = b; n < e; ++n)
