@@ -132,6 +132,31 @@ void im2col(const plane_t* planes, int64_t channels, int64_t plane_h, int64_t pl
   }
 }
 
+// Calls row(in, out, x_begin, x_end) for every column row piece of
+// col2im below: window positions x in [x_begin, x_end) of in[x *
+// pixel_stride] go to out[x * stride_w] of the plane.
+template <typename column_t, typename plane_t, typename Row>
+void for_each_col2im_row(const column_t* columns, int64_t ld_columns, int64_t pixel_stride, int64_t channels,
+                         int64_t plane_h, int64_t plane_w, int64_t windows_w, const Window& w, int64_t y_begin,
+                         int64_t y_end, plane_t* planes, const Row& row) {
+  for (int64_t c = 0; c < channels; ++c) {
+    plane_t* plane = planes + c * plane_h * plane_w;
+    for (int64_t i = 0; i < w.kernel_h; ++i) {
+      for (int64_t j = 0; j < w.kernel_w; ++j) {
+        const column_t* tap_row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * ld_columns;
+        const int64_t offset_w = j * w.dilation_w - w.pad_w;
+        int64_t x_begin, x_end;
+        inside_range(windows_w, w.stride_w, offset_w, plane_w, &x_begin, &x_end);
+        for (int64_t y = y_begin; y < y_end; ++y) {
+          const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+          if (iy < 0 || iy >= plane_h) continue;
+          row(tap_row + (y - y_begin) * windows_w * pixel_stride, plane + iy * plane_w + offset_w, x_begin, x_end);
+        }
+      }
+    }
+  }
+}
+
 // The adjoint of im2col over the same windows rows: adds every column entry
 // onto the pixel it was read from. Entry (r, p) of the column matrix (row r,
 // window position p of the block) is columns[r * ld_columns + p *
@@ -141,29 +166,15 @@ void im2col(const plane_t* planes, int64_t channels, int64_t plane_h, int64_t pl
 template <typename scalar_t>
 void col2im(const scalar_t* columns, int64_t ld_columns, int64_t pixel_stride, int64_t channels, int64_t plane_h,
             int64_t plane_w, int64_t windows_w, const Window& w, int64_t y_begin, int64_t y_end, scalar_t* planes) {
-  const int64_t ps = pixel_stride;
-  for (int64_t c = 0; c < channels; ++c) {
-    scalar_t* plane = planes + c * plane_h * plane_w;
-    for (int64_t i = 0; i < w.kernel_h; ++i) {
-      for (int64_t j = 0; j < w.kernel_w; ++j) {
-        const scalar_t* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * ld_columns;
-        const int64_t offset_w = j * w.dilation_w - w.pad_w;
-        int64_t x_begin, x_end;
-        inside_range(windows_w, w.stride_w, offset_w, plane_w, &x_begin, &x_end);
-        for (int64_t y = y_begin; y < y_end; ++y) {
-          const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-          if (iy < 0 || iy >= plane_h) continue;
-          const scalar_t* in = row + (y - y_begin) * windows_w * ps;
-          scalar_t* out = plane + iy * plane_w + offset_w;
-          if (ps == 1 && w.stride_w == 1) {
-            for (int64_t x = x_begin; x < x_end; ++x) out[x] += in[x];
-          } else {
-            for (int64_t x = x_begin; x < x_end; ++x) out[x * w.stride_w] += in[x * ps];
-          }
-        }
-      }
+  const int64_t ps = pixel_stride, sw = w.stride_w;
+  for_each_col2im_row(columns, ld_columns, ps, channels, plane_h, plane_w, windows_w, w, y_begin, y_end, planes,
+                      [&](const scalar_t* in, scalar_t* out, int64_t x_begin, int64_t x_end) {
+    if (ps == 1 && sw == 1) {
+      for (int64_t x = x_begin; x < x_end; ++x) out[x] += in[x];
+    } else {
+      for (int64_t x = x_begin; x < x_end; ++x) out[x * sw] += in[x * ps];
     }
-  }
+  });
 }
 
 // Channels_last (NHWC) planes: pixel (y, x) holds its `channels` values
@@ -213,30 +224,41 @@ void im2col_nhwc(const plane_t* planes, int64_t channels, int64_t channel_begin,
   }
 }
 
+// Calls tap(in, out) for every tap of col2im_nhwc below that lands on the
+// plane: the tap's group_channels column values and its pixel's channels
+// from channel_begin.
+template <typename column_t, typename plane_t, typename Tap>
+void for_each_col2im_nhwc_tap(const column_t* columns, int64_t channels, int64_t channel_begin,
+                              int64_t group_channels, int64_t plane_h, int64_t plane_w, int64_t windows_w,
+                              const Window& w, int64_t y_begin, int64_t y_end, plane_t* planes, const Tap& tap) {
+  const int64_t cg = group_channels, tap_row = w.kernel_w * cg, depth = w.kernel_h * tap_row;
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    for (int64_t x = 0; x < windows_w; ++x) {
+      const column_t* col = columns + ((y - y_begin) * windows_w + x) * depth;
+      const int64_t ix0 = x * w.stride_w - w.pad_w;
+      for (int64_t i = 0; i < w.kernel_h; ++i) {
+        const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
+        if (iy < 0 || iy >= plane_h) continue;
+        plane_t* pixels = planes + iy * plane_w * channels + channel_begin;
+        for (int64_t j = 0; j < w.kernel_w; ++j) {
+          const int64_t ix = ix0 + j * w.dilation_w;
+          if (ix < 0 || ix >= plane_w) continue;
+          tap(col + i * tap_row + j * cg, pixels + ix * channels);
+        }
+      }
+    }
+  }
+}
+
 // The adjoint of im2col_nhwc: adds each column row's taps onto their pixels.
 template <typename scalar_t>
 void col2im_nhwc(const scalar_t* columns, int64_t channels, int64_t channel_begin, int64_t group_channels,
                  int64_t plane_h, int64_t plane_w, int64_t windows_w, const Window& w, int64_t y_begin,
                  int64_t y_end, scalar_t* planes) {
-  const int64_t cg = group_channels, tap_row = w.kernel_w * cg, depth = w.kernel_h * tap_row;
-  for (int64_t y = y_begin; y < y_end; ++y) {
-    for (int64_t x = 0; x < windows_w; ++x) {
-      const scalar_t* col = columns + ((y - y_begin) * windows_w + x) * depth;
-      const int64_t ix0 = x * w.stride_w - w.pad_w;
-      for (int64_t i = 0; i < w.kernel_h; ++i) {
-        const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-        if (iy < 0 || iy >= plane_h) continue;
-        scalar_t* pixels = planes + iy * plane_w * channels + channel_begin;
-        for (int64_t j = 0; j < w.kernel_w; ++j) {
-          const int64_t ix = ix0 + j * w.dilation_w;
-          if (ix < 0 || ix >= plane_w) continue;
-          const scalar_t* in = col + i * tap_row + j * cg;
-          scalar_t* out = pixels + ix * channels;
-          for (int64_t c = 0; c < cg; ++c) out[c] += in[c];
-        }
-      }
-    }
-  }
+  for_each_col2im_nhwc_tap(columns, channels, channel_begin, group_channels, plane_h, plane_w, windows_w, w, y_begin,
+                           y_end, planes, [&](const scalar_t* in, scalar_t* out) {
+    for (int64_t c = 0; c < group_channels; ++c) out[c] += in[c];
+  });
 }
 
 // Whether no two window taps read the same plane pixel along either axis
@@ -252,56 +274,29 @@ template <typename acc, typename scalar_t>
 void col2im_disjoint(const acc* columns, int64_t ld_columns, int64_t pixel_stride, int64_t channels, acc bias,
                      int64_t plane_h, int64_t plane_w, int64_t windows_w, const Window& w, int64_t y_begin,
                      int64_t y_end, scalar_t* planes) {
-  const int64_t ps = pixel_stride;
-  for (int64_t c = 0; c < channels; ++c) {
-    scalar_t* plane = planes + c * plane_h * plane_w;
-    for (int64_t i = 0; i < w.kernel_h; ++i) {
-      for (int64_t j = 0; j < w.kernel_w; ++j) {
-        const acc* row = columns + ((c * w.kernel_h + i) * w.kernel_w + j) * ld_columns;
-        const int64_t offset_w = j * w.dilation_w - w.pad_w;
-        int64_t x_begin, x_end;
-        inside_range(windows_w, w.stride_w, offset_w, plane_w, &x_begin, &x_end);
-        for (int64_t y = y_begin; y < y_end; ++y) {
-          const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-          if (iy < 0 || iy >= plane_h) continue;
-          const acc* in = row + (y - y_begin) * windows_w * ps;
-          scalar_t* out = plane + iy * plane_w + offset_w;
-          for (int64_t x = x_begin; x < x_end; ++x) out[x * w.stride_w] = static_cast<scalar_t>(in[x * ps] + bias);
-        }
-      }
-    }
-  }
+  const int64_t ps = pixel_stride, sw = w.stride_w;
+  for_each_col2im_row(columns, ld_columns, ps, channels, plane_h, plane_w, windows_w, w, y_begin, y_end, planes,
+                      [&](const acc* in, scalar_t* out, int64_t x_begin, int64_t x_end) {
+    for (int64_t x = x_begin; x < x_end; ++x) out[x * sw] = static_cast<scalar_t>(in[x * ps] + bias);
+  });
 }
 
 // col2im_nhwc for disjoint taps (taps_disjoint): each column value plus its
 // channel's bias (null: none) rounded into its pixel, which takes no other
-// value, instead of added into a wider sum.
+// value, instead of added into a wider sum; `scratch` holds group_channels
+// values.
 template <typename acc, typename scalar_t>
 void col2im_nhwc_disjoint(const acc* columns, const acc* bias, int64_t channels, int64_t channel_begin,
                           int64_t group_channels, int64_t plane_h, int64_t plane_w, int64_t windows_w,
                           const Window& w, int64_t y_begin, int64_t y_end, acc* scratch, scalar_t* planes) {
-  const int64_t cg = group_channels, tap_row = w.kernel_w * cg, depth = w.kernel_h * tap_row;
-  for (int64_t y = y_begin; y < y_end; ++y) {
-    for (int64_t x = 0; x < windows_w; ++x) {
-      const acc* col = columns + ((y - y_begin) * windows_w + x) * depth;
-      const int64_t ix0 = x * w.stride_w - w.pad_w;
-      for (int64_t i = 0; i < w.kernel_h; ++i) {
-        const int64_t iy = y * w.stride_h - w.pad_h + i * w.dilation_h;
-        if (iy < 0 || iy >= plane_h) continue;
-        scalar_t* pixels = planes + iy * plane_w * channels + channel_begin;
-        for (int64_t j = 0; j < w.kernel_w; ++j) {
-          const int64_t ix = ix0 + j * w.dilation_w;
-          if (ix < 0 || ix >= plane_w) continue;
-          const acc* in = col + i * tap_row + j * cg;
-          if (bias != nullptr) {
-            for (int64_t c = 0; c < cg; ++c) scratch[c] = in[c] + bias[channel_begin + c];
-            in = scratch;
-          }
-          convert(in, pixels + ix * channels, cg);
-        }
-      }
+  for_each_col2im_nhwc_tap(columns, channels, channel_begin, group_channels, plane_h, plane_w, windows_w, w, y_begin,
+                           y_end, planes, [&](const acc* in, scalar_t* out) {
+    if (bias != nullptr) {
+      for (int64_t c = 0; c < group_channels; ++c) scratch[c] = in[c] + bias[channel_begin + c];
+      in = scratch;
     }
-  }
+    convert(in, out, group_channels);
+  });
 }
 
 }  // namespace cpu

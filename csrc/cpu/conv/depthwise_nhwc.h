@@ -166,6 +166,29 @@ inline V load_widened(const scalar_t* x) {
   return v;
 }
 
+// A tile's sums started at the bias (null: zero), a vector of channels
+// per entry of each pixel.
+template <typename V, int pixels, int vectors, typename acc>
+inline void start_sums(V (&sums)[pixels][vectors], const acc* bias) {
+  constexpr int lanes = sizeof(V) / sizeof(acc);
+  for (int v = 0; v < vectors; ++v) {
+    V b = broadcast<V>(acc(0));
+    if (bias != nullptr) std::memcpy(&b, bias + v * lanes, sizeof(V));
+    for (int m = 0; m < pixels; ++m) sums[m][v] = b;
+  }
+}
+
+// A tile's sums rounded into its pixels, `channels` apart.
+template <typename V, int pixels, int vectors, typename scalar_t>
+inline void store_sums(const V (&sums)[pixels][vectors], int64_t channels, scalar_t* out) {
+  using acc = acc_t<scalar_t>;
+  for (int m = 0; m < pixels; ++m) {
+    acc values[kDepthwiseLanes];
+    std::memcpy(values, sums[m], sizeof(values));
+    convert(values, out + m * channels, kDepthwiseLanes);
+  }
+}
+
 // `pixels` result pixels (pixel_step source values apart) of
 // kDepthwiseLanes channels: bias (or zero) plus sum over taps k of
 // weight[tap[k] * channels + c] * source[offset[k] + m * pixel_step + c],
@@ -176,11 +199,7 @@ inline void depthwise_tile(const scalar_t* source, int64_t pixel_step, const int
   using V = Vector<acc>;
   constexpr int lanes = sizeof(V) / sizeof(acc), vectors = kDepthwiseLanes / lanes;
   V sums[pixels][vectors];
-  for (int v = 0; v < vectors; ++v) {
-    V b = broadcast<V>(acc(0));
-    if (bias != nullptr) std::memcpy(&b, bias + v * lanes, sizeof(V));
-    for (int m = 0; m < pixels; ++m) sums[m][v] = b;
-  }
+  start_sums(sums, bias);
   for (int64_t k = 0; k < taps; ++k) {
     const acc* w = weight + tap[k] * channels;
     const scalar_t* x = source + offset[k];
@@ -192,11 +211,7 @@ inline void depthwise_tile(const scalar_t* source, int64_t pixel_step, const int
       }
     }
   }
-  for (int m = 0; m < pixels; ++m) {
-    acc row[kDepthwiseLanes];
-    std::memcpy(row, sums[m], sizeof(row));
-    convert(row, out + m * channels, kDepthwiseLanes);
-  }
+  store_sums(sums, channels, out);
 }
 
 // depthwise_tile's sums for a stride-1, dilation-1 window of kw taps per
@@ -210,11 +225,7 @@ inline void depthwise_row_tile(const scalar_t* source, const int64_t* offset, co
   using V = Vector<acc>;
   constexpr int lanes = sizeof(V) / sizeof(acc), vectors = kDepthwiseLanes / lanes;
   V sums[pixels][vectors];
-  for (int v = 0; v < vectors; ++v) {
-    V b = broadcast<V>(acc(0));
-    if (bias != nullptr) std::memcpy(&b, bias + v * lanes, sizeof(V));
-    for (int m = 0; m < pixels; ++m) sums[m][v] = b;
-  }
+  start_sums(sums, bias);
   for (int64_t k = 0; k < taps; k += kw) {
     const scalar_t* x = source + offset[k];
     for (int v = 0; v < vectors; ++v) {
@@ -227,11 +238,7 @@ inline void depthwise_row_tile(const scalar_t* source, const int64_t* offset, co
       }
     }
   }
-  for (int m = 0; m < pixels; ++m) {
-    acc values[kDepthwiseLanes];
-    std::memcpy(values, sums[m], sizeof(values));
-    convert(values, out + m * channels, kDepthwiseLanes);
-  }
+  store_sums(sums, channels, out);
 }
 
 // The same for one pixel's last `width` (< kDepthwiseLanes) channels.
