@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "../vectors.h"
 #include "direct.h"
-#include "direct_tiled.h"
 #include "operands.h"
 #include "shape.h"
 
@@ -132,11 +132,7 @@ struct TapAxis {
 // while every tap adds into them, each tap's weights loaded once for all
 // its pixels.
 constexpr int64_t kDepthwiseLanes = sizeof(Vector<float>) / sizeof(float);
-#if defined(__AVX512F__)
-constexpr int kDepthwisePixels = 8;
-#else
-constexpr int kDepthwisePixels = 4;  // AVX2's 16 registers
-#endif
+constexpr int kDepthwisePixels = kVectorBytes == 64 ? 8 : 4;  // AVX2 has 16 registers
 
 // A float32 vector's lanes as bfloat16 bits and as float32 bits.
 typedef uint16_t BFloat16Bits __attribute__((vector_size(kVectorBytes / 2)));
@@ -217,8 +213,9 @@ inline void depthwise_tile(const scalar_t* source, int64_t pixel_step, const int
 // depthwise_tile's sums for a stride-1, dilation-1 window of kw taps per
 // row whose every tap reads the source (the inner pixels of a row): taps k
 // come a row at a time, kw taps each, reading adjacent source pixels
-// (offset[k + j] = offset[k] + j * channels). A row's kw taps of `pixels` adjacent result pixels read
-// pixels + kw - 1 source pixels, each loaded once.
+// (offset[k + j] = offset[k] + j * channels). A row's kw taps of `pixels`
+// adjacent result pixels read pixels + kw - 1 source pixels, each loaded
+// once.
 template <int pixels, int kw, typename scalar_t, typename acc>
 inline void depthwise_row_tile(const scalar_t* source, const int64_t* offset, const int64_t* tap, int64_t taps,
                                const acc* weight, int64_t channels, const acc* bias, scalar_t* out) {
@@ -268,6 +265,7 @@ void depthwise_nhwc_gather(const TapAxis& rows, const TapAxis& cols, int64_t bat
   const int64_t reach = cols.base.front() - cols.base.back();
   const bool adjacent = cols.step == 1 && (cols.rising ? -reach : reach) == kw - 1;
   const int64_t adjacent_taps = adjacent ? kw : 0;
+  auto bias_at = [&](int64_t c) { return bias == nullptr ? nullptr : bias + c; };
   at::parallel_for(0, batch * out_h, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> offset(kh * kw), tap(kh * kw);
     // The taps of result pixel (y, x), as offsets from its first source
@@ -294,12 +292,12 @@ void depthwise_nhwc_gather(const TapAxis& rows, const TapAxis& cols, int64_t bat
         const scalar_t* first = sample + x * cols.step * channels;
         scalar_t* out = out_row + x * channels;
         for (int64_t c = 0; c < full; c += kDepthwiseLanes) {
-          depthwise_tile<1>(first + c, 0, offset.data(), tap.data(), taps, weight + c, channels,
-                            bias == nullptr ? nullptr : bias + c, out + c);
+          depthwise_tile<1>(first + c, 0, offset.data(), tap.data(), taps, weight + c, channels, bias_at(c),
+                            out + c);
         }
         if (full < channels) {
-          depthwise_tail(first + full, offset.data(), tap.data(), taps, weight + full, channels,
-                         bias == nullptr ? nullptr : bias + full, channels - full, out + full);
+          depthwise_tail(first + full, offset.data(), tap.data(), taps, weight + full, channels, bias_at(full),
+                         channels - full, out + full);
         }
       };
       for (int64_t x = 0; x < inner_first; ++x) single(x, taps_of(y, x));
@@ -312,7 +310,7 @@ void depthwise_nhwc_gather(const TapAxis& rows, const TapAxis& cols, int64_t bat
         const scalar_t* first = sample + x * pixel_step;
         scalar_t* out = out_row + x * channels;
         for (int64_t c = 0; c < full; c += kDepthwiseLanes) {
-          const acc_t<scalar_t>* b = bias == nullptr ? nullptr : bias + c;
+          const acc_t<scalar_t>* b = bias_at(c);
           if (adjacent_taps == 3) {
             depthwise_row_tile<kDepthwisePixels, 3>(first + c, offset.data(), tap.data(), taps, weight + c, channels,
                                                     b, out + c);
@@ -326,7 +324,7 @@ void depthwise_nhwc_gather(const TapAxis& rows, const TapAxis& cols, int64_t bat
         }
         for (int64_t m = 0; full < channels && m < kDepthwisePixels; ++m) {
           depthwise_tail(first + m * pixel_step + full, offset.data(), tap.data(), taps, weight + full, channels,
-                         bias == nullptr ? nullptr : bias + full, channels - full, out + m * channels + full);
+                         bias_at(full), channels - full, out + m * channels + full);
         }
       }
       for (; x < inner_last; ++x) single(x, taps);

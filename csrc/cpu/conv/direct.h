@@ -44,9 +44,10 @@ inline bool uses_direct_loops(const ConvShape& s) { return s.groups > 1 && s.pla
 // ("wide" windows, whose last Wp - windows_w columns are dropped when
 // written out and zero when read) then makes every tap one unit-stride
 // offset over the whole plane instead of windows_h short rows, and a block
-// of results sums all taps in registers (gather_taps, dot_taps): MobileNetV2's 7x7 and 4x4 planes have rows of 4 to
-// 7 pixels, on which per-row loops run far behind torch's
-// (benchmarks/bench_models.py's mobilenet_v2 rows).
+// of results sums all taps in registers (gather_taps, dot_taps):
+// MobileNetV2's 7x7 and 4x4 planes have rows of 4 to 7 pixels, on which
+// per-row loops run far behind torch's (benchmarks/bench_models.py's
+// mobilenet_v2 rows).
 
 inline bool unit_stride(const Window& w) { return w.stride_h == 1 && w.stride_w == 1; }
 
@@ -313,7 +314,7 @@ void conv_transpose2d_direct(const ConvShape& s, const scalar_t* input, const ac
         scratch<acc>(wide ? wide_windows.padded_size() + slack : widening_size<scalar_t>(s.plane_size()));
     auto windows_buffer =
         scratch<acc>(wide ? margin + wide_windows.padded_size() + slack : widening_size<scalar_t>(s.windows_size()));
-    if (wide) std::fill(windows_buffer.get(), windows_buffer.get() + margin + wide_windows.padded_size() + slack, acc(0));
+    if (wide) std::fill_n(windows_buffer.get(), margin + wide_windows.padded_size() + slack, acc(0));
     for (int64_t out_plane = begin; out_plane < end; ++out_plane) {
       const int64_t n = out_plane / s.plane_channels, g = out_plane % s.plane_channels;
       scalar_t* result = output + out_plane * s.plane_size();

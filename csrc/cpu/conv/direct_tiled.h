@@ -66,11 +66,7 @@ namespace conv {
 // kTilePixels pixels: 24 accumulators of the 32 AVX-512 registers, 12 of
 // AVX2's 16 (which must also hold a step's weight vectors).
 constexpr int kTileVectors = 2;
-#if defined(__AVX512F__)
-constexpr int kTilePixels = 12;
-#else
-constexpr int kTilePixels = 6;
-#endif
+constexpr int kTilePixels = kVectorBytes == 64 ? 12 : 6;
 
 template <typename T>
 constexpr int64_t tile_channels() {
@@ -425,13 +421,12 @@ inline PaddedPlanes conv_transpose2d_planes(const ConvShape& s) {
 // padding to pay off nor too long (at most 256 channels x 3 x 3, and the
 // group's packed weight, which every tile reads, within L2: 576 KiB is 64
 // channels x 2304; at stride 2, whose band of source rows is twice as
-// tall, a third of that), and in
-// channels_last, where the padding also transposes the source, only
-// windows of more than one tap (the NHWC GEMM reads a 1x1 window's
-// columns in place) and small channel counts over wide rows. The bounds come from timing the tiles
-// against the GEMM kernels shape by shape on the forward and transposed
-// computations alone (benchmarks/bench_ops.py; benchmarks/README.md, "Where
-// the time goes").
+// tall, a third of that), and in channels_last, where the padding also
+// transposes the source, only windows of more than one tap (the NHWC GEMM
+// reads a 1x1 window's columns in place) and small channel counts over
+// wide rows. The bounds come from timing the tiles against the GEMM kernels
+// shape by shape on the forward and transposed computations alone
+// (benchmarks/bench_ops.py; benchmarks/README.md, "Where the time goes").
 inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels_last, int64_t tile_pixels,
                               int64_t tile_channels) {
   const Window& w = s.window;

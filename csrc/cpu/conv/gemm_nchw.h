@@ -159,12 +159,12 @@ void conv_transpose2d_kernel(const ConvShape& s, const WindowsOperand<scalar_t, 
                              (x_copied ? s.windows_channels * int64_t(sizeof(operand_t)) : 0)) * ww;
   const Blocks blocks = make_blocks(s, row_bytes, via_columns ? disjoint_rows(s.window) : 1);
   const int64_t width = blocks.rows * blocks.samples * ww;
-  // A half output of a 1x1 window's disjoint taps takes each value rounded
-  // straight from the columns (col2im_disjoint): no float32 copy of the
-  // whole output. A 2x2 window's taps interleave along the rows, whose
-  // strided scalar stores measured slower than the float32 copy.
-  const bool rounded_in_place = is_widened<scalar_t> && via_columns && taps_disjoint(s.window) &&
-                                s.window.kernel_h * s.window.kernel_w == 1;
+  // A half output of a 1x1 window (whose taps are disjoint at any stride:
+  // taps_disjoint) takes each value rounded straight from the columns
+  // (col2im_disjoint): no float32 copy of the whole output. A 2x2 window's
+  // disjoint taps interleave along the rows, whose strided scalar stores
+  // measured slower than the float32 copy.
+  const bool rounded_in_place = is_widened<scalar_t> && via_columns && s.window.kernel_h * s.window.kernel_w == 1;
   if (rounded_in_place) fill_with_bias(output, bias);
   PlaneAccumulator<scalar_t> out_planes(output, via_columns, !rounded_in_place);
   // Per thread: the block's columns, then its copy of the input (in the operand type).

@@ -93,15 +93,16 @@ void add_bias_pixels(T* out, const T* bias, int64_t channels, int64_t pixels) {
   }
 }
 
-// Every value of `out` its channel's bias (undefined or null: zero),
-// rounded to out's dtype; `out` is a fresh tensor, either memory format.
+// Every value of `out` its channel's bias (null: zero), rounded to out's
+// dtype; `out` is a 4-d tensor in either memory format.
 template <typename acc>
 void fill_with_bias(at::Tensor& out, const acc* bias) {
   if (bias == nullptr) {
     out.zero_();
     return;
   }
-  const at::Tensor b = at::from_blob(const_cast<acc*>(bias), {out.size(1)}, out.options().dtype(c10::CppTypeToScalarType<acc>::value));
+  const auto options = out.options().dtype(c10::CppTypeToScalarType<acc>::value);
+  const at::Tensor b = at::from_blob(const_cast<acc*>(bias), {out.size(1)}, options);
   out.copy_(b.view({1, out.size(1), 1, 1}).expand(out.sizes()));
 }
 
