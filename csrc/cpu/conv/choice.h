@@ -26,6 +26,9 @@
 //   conv2d at stride 1 or 2, conv_transpose2d  Tiled           tiles of result channels x pixels summed in registers
 //     at stride 1, within uses_tiled_kernel's                  from padded rows: no column matrix, no padding columns
 //     bounds (direct_tiled.h)                                  (outside the bounds the GEMM kernels are faster)
+//   conv_transpose2d at stride >= 2, split    TiledPhases     each output phase (every stride-th pixel of every
+//     into stride-1 phases within the tiled                    stride-th row) sums its own taps in registers, no
+//     bounds (uses_tiled_phases)                               column matrix or col2im (direct_tiled_phases.h)
 //   conv2d_weight, contiguous, any stride,     Tiled           tiles of gradient channels x weight columns summed
 //     within uses_tiled_weight_kernel's bounds                 over the pixels from padded rows: no column matrix
 //     (direct_tiled_weight.h)                                  (channels_last: the NHWC GEMM reads it in place)
@@ -48,6 +51,7 @@
 #include "depthwise_nhwc.h"
 #include "direct.h"
 #include "direct_tiled.h"
+#include "direct_tiled_phases.h"
 #include "direct_tiled_weight.h"
 #include "shape.h"
 
@@ -55,7 +59,7 @@ namespace torchconv {
 namespace cpu {
 namespace conv {
 
-enum class ConvKernel { DepthwiseNHWC, Direct, Tiled, GemmNHWC, GemmNCHW };
+enum class ConvKernel { DepthwiseNHWC, Direct, Tiled, TiledPhases, GemmNHWC, GemmNCHW };
 
 enum class Computation { Conv2d, ConvTranspose2d, Conv2dWeight };
 
@@ -76,12 +80,43 @@ inline bool uses_tiles(Computation op, const ConvShape& s, bool to_channels_last
                            pairs ? kPairTilePixels : kTilePixels, pairs ? kPairTileChannels : tile_channels<float>());
 }
 
+// Whether conv_transpose2d of shape s runs as its stride-1 phases on the
+// tiled kernel (direct_tiled_phases.h): where it splits into them, every
+// phase's rows hold a tile, its phase of the most taps is one the tiled
+// kernel would run, and the GEMM kernels are slower. Timed shape by shape
+// against them: contiguous planes over at most kMaxPhasedSources input
+// channels per group (the GEMM reduces over those channels alone, and
+// col2im adds every tap's column); with float vectors only where every
+// phase has as many taps (kernels a multiple of the stride: the 1-tap
+// phases of a 3x3 window at stride 2 are slower than the GEMM's share);
+// channels_last only with the bfloat16 pair step.
+constexpr int64_t kMaxPhasedSources = 64;
+
+inline bool uses_tiled_phases(const ConvShape& s, bool to_channels_last, at::ScalarType dtype) {
+  const Window& w = s.window;
+  const bool pairs = dtype == at::kBFloat16 && gemm_reads_bfloat16();
+  if (to_channels_last ? !pairs : s.windows_group() > kMaxPhasedSources) return false;
+  if (!pairs && (w.kernel_h % w.stride_h != 0 || w.kernel_w % w.stride_w != 0)) return false;
+  const std::vector<TransposedPhase> phases = transposed_phases(s);
+  if (phases.empty()) return false;
+  const TransposedPhase* widest = &phases[0];
+  for (const TransposedPhase& phase : phases) {
+    if (phase.shape.plane_w < (pairs ? kPairTilePixels : kTilePixels)) return false;
+    const Window& pw = phase.shape.window;
+    if (pw.kernel_h * pw.kernel_w > widest->shape.window.kernel_h * widest->shape.window.kernel_w) widest = &phase;
+  }
+  return uses_tiles(Computation::ConvTranspose2d, widest->shape, to_channels_last, dtype);
+}
+
 // The kernel of computation `op` of shape `s` in dtype, whose result is
 // channels_last when `to_channels_last` (the table above).
 inline ConvKernel choose_kernel(Computation op, const ConvShape& s, bool to_channels_last, at::ScalarType dtype) {
   if (to_channels_last && is_depthwise(s)) return ConvKernel::DepthwiseNHWC;
   if (uses_direct_loops(s)) return ConvKernel::Direct;
   if (uses_tiles(op, s, to_channels_last, dtype)) return ConvKernel::Tiled;
+  if (op == Computation::ConvTranspose2d && uses_tiled_phases(s, to_channels_last, dtype)) {
+    return ConvKernel::TiledPhases;
+  }
   if (to_channels_last) return ConvKernel::GemmNHWC;
   return ConvKernel::GemmNCHW;
 }

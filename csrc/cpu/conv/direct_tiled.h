@@ -319,72 +319,132 @@ void store_tile_by_channel(const acc* tile, int64_t tile_channels, int64_t chann
     for (int64_t m = 0; m < count; ++m) out[r * out_size + m] = static_cast<scalar_t>(tile[m * tile_channels + r]);
 }
 
+// Where the tiled kernel's result pixel (y, x) lies in the result's planes
+// of plane_size pixels: at(y, x). The whole result is its own grid; one
+// phase of a strided transposed convolution (direct_tiled_phases.h) is
+// every stride-th pixel of every stride-th row.
+struct ResultGrid {
+  int64_t plane_size;
+  int64_t offset, row_step, col_step;
+
+  int64_t at(int64_t y, int64_t x) const { return offset + y * row_step + x * col_step; }
+  // Whether a raster run of pixels is a run of adjacent result pixels.
+  bool is_raster(int64_t out_w) const { return col_step == 1 && row_step == out_w; }
+};
+
+inline ResultGrid whole_result(const PaddedPlanes& g) { return ResultGrid{g.out_size(), 0, g.out_w, 1}; }
+
+// One tiled convolution over a batch's source planes: how they are padded,
+// where its results lie, and each group's packed weight (pack_tiled_weight
+// for TileOf<operand_t>) one after the other. A convolution is one part;
+// a strided transposed convolution's phases are one part each
+// (direct_tiled_phases.h).
+template <typename operand_t>
+struct TiledPart {
+  PaddedPlanes planes;
+  ResultGrid grid;
+  std::vector<operand_t> packed;
+};
+
 // The tiled convolution of a batch: source (batch, groups * sources, h, w)
 // with strides source_strides (any), result (batch, groups * channels,
-// out_h, out_w), contiguous, or channels_last when `channels_last`; packed holds each group's packed
-// weight (pack_tiled_weight for TileOf<operand_t>) one after the other;
-// bias (groups * channels values) may be null. Rows at least a tile wide:
-// g.out_w >= TileOf<operand_t>::pixels.
+// grid pixels), contiguous, or channels_last when `channels_last`, each
+// part's pixel (y, x) at part.grid.at(y, x); bias (groups * channels
+// values) may be null. Rows at least a tile wide: planes.out_w >=
+// TileOf<operand_t>::pixels. A task is one band of rows of every part, so
+// that the parts' results, which interleave, are written while in cache.
 template <typename scalar_t, typename operand_t>
-void tiled_conv(const PaddedPlanes& g, int64_t batch, int64_t groups, int64_t sources, int64_t channels,
-                bool channels_last, const scalar_t* source, const int64_t* source_strides,
-                const std::vector<operand_t>& packed, const acc_t<scalar_t>* bias, scalar_t* result) {
+void tiled_conv(const std::vector<TiledPart<operand_t>>& parts, int64_t batch, int64_t groups, int64_t sources,
+                int64_t channels, bool channels_last, const scalar_t* source, const int64_t* source_strides,
+                const acc_t<scalar_t>* bias, scalar_t* result) {
   using acc = acc_t<scalar_t>;
   using Tile = TileOf<operand_t>;
   constexpr bool pairs = Tile::lanes == 2;
-  TORCH_INTERNAL_ASSERT(g.out_w >= Tile::pixels, "tiled_conv: rows narrower than a tile");
   static constexpr std::array<TiledStep<acc>, kTilePixels> unit_steps =
       tiled_steps<acc, 1>(std::make_integer_sequence<int, kTilePixels>());
   static constexpr std::array<TiledStep<acc>, kTilePixels> double_steps =
       tiled_steps<acc, 2>(std::make_integer_sequence<int, kTilePixels>());
-  const int64_t stride_h = g.stride_h, stride_w = g.stride_w;
-  TORCH_INTERNAL_ASSERT(stride_w >= 1 && stride_w <= kMaxTiledStride && (!pairs || stride_w == 1),
-                        "tiled_conv: a window stride the steps are not compiled for");
-  const auto& steps = stride_w == 1 ? unit_steps : double_steps;
-  const int64_t out_size = g.out_size(), sets = (sources + Tile::lanes - 1) / Tile::lanes;
-  const int64_t gap = stride_h * g.padded_w - g.out_w * stride_w, tap_count = static_cast<int64_t>(g.taps.size());
+  const int64_t sets = (sources + Tile::lanes - 1) / Tile::lanes;
   const int64_t blocks = (channels + Tile::channels - 1) / Tile::channels;
-  const int64_t block_weight = sets * tap_count * Tile::channels * Tile::lanes;
   std::vector<acc> block_bias(groups * blocks * Tile::channels, acc(0));
   if (bias != nullptr) {
     for (int64_t gi = 0; gi < groups; ++gi)
       for (int64_t o = 0; o < channels; ++o) block_bias[gi * blocks * Tile::channels + o] = bias[gi * channels + o];
   }
-  // Bands of result rows (rows_per_band); the scratch stays small for any plane.
-  const int64_t row_bytes = sets * Tile::lanes * g.padded_w * static_cast<int64_t>(sizeof(operand_t));
-  const int64_t band = rows_per_band(g.out_h, row_bytes, g.reach_h + 1, stride_h, batch * groups);
-  const int64_t bands = ceil_div(g.out_h, band), result_channels = groups * channels;
+  // Bands of result rows (rows_per_band), as many rows of every part; the
+  // scratch stays small for any plane.
+  int64_t out_h = 0, padded_w = 0, reach_h = 0, stride_h = 1;
+  for (const TiledPart<operand_t>& part : parts) {
+    const PaddedPlanes& g = part.planes;
+    TORCH_INTERNAL_ASSERT(g.out_w >= Tile::pixels, "tiled_conv: rows narrower than a tile");
+    TORCH_INTERNAL_ASSERT(g.stride_w >= 1 && g.stride_w <= kMaxTiledStride && (!pairs || g.stride_w == 1),
+                          "tiled_conv: a window stride the steps are not compiled for");
+    out_h = std::max(out_h, g.out_h);
+    padded_w = std::max(padded_w, g.padded_w);
+    reach_h = std::max(reach_h, g.reach_h);
+    stride_h = std::max(stride_h, g.stride_h);
+  }
+  const int64_t row_bytes = sets * Tile::lanes * padded_w * static_cast<int64_t>(sizeof(operand_t));
+  const int64_t band = rows_per_band(out_h, row_bytes, reach_h + 1, stride_h, batch * groups);
+  const int64_t bands = ceil_div(out_h, band), result_channels = groups * channels;
+  int64_t scratch = 0;
+  for (const TiledPart<operand_t>& part : parts) scratch = std::max(scratch, part.planes.band_stride(band));
   at::parallel_for(0, batch * groups * bands, 1, [&](int64_t begin, int64_t end) {
-    std::vector<operand_t> padded(sets * Tile::lanes * g.band_stride(band));
+    std::vector<operand_t> padded(sets * Tile::lanes * scratch);
     alignas(64) acc tile[Tile::channels * Tile::pixels];
+    scalar_t rounded[Tile::channels * Tile::pixels];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bi = task % bands, gi = task / bands % groups, n = task / (bands * groups);
-      const int64_t y0 = bi * band, rows = std::min(band, g.out_h - y0), stride = g.band_stride(rows);
-      g.pad_band<Tile::lanes>(source + n * source_strides[0] + gi * sources * source_strides[1], sources,
-                              source_strides + 1, y0 * stride_h, rows, padded.data());
-      scalar_t* out = result + n * result_channels * out_size;
-      const int64_t band_pixels = rows * g.out_w;
-      for (int64_t q = 0; q < band_pixels; q += Tile::pixels) {
-        const int64_t y = q / g.out_w, x = q % g.out_w, at = y0 * g.out_w + q;
-        const int64_t first_row = std::min<int64_t>(Tile::pixels, g.out_w - x);
-        const int64_t count = std::min<int64_t>(Tile::pixels, band_pixels - q);
-        const operand_t* origin = padded.data() + (y * stride_h * g.padded_w + x * stride_w) * Tile::lanes;
-        for (int64_t b = 0; b < blocks; ++b) {
-          const operand_t* weight = packed.data() + (gi * blocks + b) * block_weight;
-          const acc* tile_bias = block_bias.data() + (gi * blocks + b) * Tile::channels;
-          if constexpr (pairs) {
-            pair_step_for(first_row)(origin, gap, stride, sets, g.taps.data(), tap_count, weight, tile_bias, tile);
-          } else {
-            steps[first_row - 1](origin, gap, stride, sources, g.taps.data(), tap_count, weight, tile_bias, tile);
-          }
-          const int64_t first_channel = gi * channels + b * Tile::channels;
-          const int64_t rows_of_tile = std::min<int64_t>(Tile::channels, channels - b * Tile::channels);
-          if (channels_last) {
-            for (int64_t m = 0; m < count; ++m)
-              convert(tile + m * Tile::channels, out + (at + m) * result_channels + first_channel, rows_of_tile);
-          } else {
-            store_tile_by_channel(tile, Tile::channels, rows_of_tile, count, out + first_channel * out_size + at,
-                                  out_size);
+      scalar_t* out = result + n * result_channels * parts[0].grid.plane_size;
+      for (const TiledPart<operand_t>& part : parts) {
+        const PaddedPlanes& g = part.planes;
+        const ResultGrid& grid = part.grid;
+        const int64_t y0 = bi * band;
+        if (y0 >= g.out_h) continue;
+        const int64_t rows = std::min(band, g.out_h - y0), stride = g.band_stride(rows);
+        const int64_t out_size = grid.plane_size, tap_count = static_cast<int64_t>(g.taps.size());
+        const int64_t gap = g.stride_h * g.padded_w - g.out_w * g.stride_w;
+        const int64_t block_weight = sets * tap_count * Tile::channels * Tile::lanes;
+        const bool raster = grid.is_raster(g.out_w);
+        const auto& steps = g.stride_w == 1 ? unit_steps : double_steps;
+        g.pad_band<Tile::lanes>(source + n * source_strides[0] + gi * sources * source_strides[1], sources,
+                                source_strides + 1, y0 * g.stride_h, rows, padded.data());
+        const int64_t band_pixels = rows * g.out_w;
+        for (int64_t q = 0; q < band_pixels; q += Tile::pixels) {
+          const int64_t y = q / g.out_w, x = q % g.out_w;
+          const int64_t first_row = std::min<int64_t>(Tile::pixels, g.out_w - x);
+          const int64_t count = std::min<int64_t>(Tile::pixels, band_pixels - q);
+          // Tile pixel m's result pixel.
+          auto pixel_at = [&](int64_t m) {
+            return m < first_row ? grid.at(y0 + y, x + m) : grid.at(y0 + y + 1, m - first_row);
+          };
+          const operand_t* origin = padded.data() + (y * g.stride_h * g.padded_w + x * g.stride_w) * Tile::lanes;
+          for (int64_t b = 0; b < blocks; ++b) {
+            const operand_t* weight = part.packed.data() + (gi * blocks + b) * block_weight;
+            const acc* tile_bias = block_bias.data() + (gi * blocks + b) * Tile::channels;
+            if constexpr (pairs) {
+              pair_step_for(first_row)(origin, gap, stride, sets, g.taps.data(), tap_count, weight, tile_bias, tile);
+            } else {
+              steps[first_row - 1](origin, gap, stride, sources, g.taps.data(), tap_count, weight, tile_bias, tile);
+            }
+            const int64_t first_channel = gi * channels + b * Tile::channels;
+            const int64_t rows_of_tile = std::min<int64_t>(Tile::channels, channels - b * Tile::channels);
+            if (channels_last) {
+              for (int64_t m = 0; m < count; ++m)
+                convert(tile + m * Tile::channels, out + pixel_at(m) * result_channels + first_channel, rows_of_tile);
+            } else if (raster) {
+              store_tile_by_channel(tile, Tile::channels, rows_of_tile, count,
+                                    out + first_channel * out_size + pixel_at(0), out_size);
+            } else {
+              // Rounded as rows of channels first (as a raster tile is), then
+              // placed value by value.
+              store_tile_by_channel(tile, Tile::channels, rows_of_tile, count, rounded, Tile::pixels);
+              scalar_t* planes_out = out + first_channel * out_size;
+              for (int64_t m = 0; m < count; ++m) {
+                const int64_t p = pixel_at(m);
+                for (int64_t r = 0; r < rows_of_tile; ++r) planes_out[r * out_size + p] = rounded[r * Tile::pixels + m];
+              }
+            }
           }
         }
       }
@@ -450,40 +510,63 @@ inline bool uses_tiled_kernel(const ConvShape& s, bool transposed, bool channels
   return true;
 }
 
+// One part of a tiled convolution of shape s (the whole of it, or a phase):
+// the planes, where its results lie, and its weight (windows_channels,
+// plane_group, kh, kw), contiguous: weight(o, c, tap) of result channel o
+// and source channel c is conv2d's [o][c], conv_transpose2d's [c][o] at
+// the flipped tap.
+struct TiledPlan {
+  PaddedPlanes planes;
+  ResultGrid grid;
+  at::Tensor weight;
+};
+
 // conv2d (`transposed` false) or conv_transpose2d of shape s by the tiled
-// kernel (uses_tiled_kernel holds), its result `out_sizes`, channels_last
-// when `to_channels_last`. The input is read through its strides, so an
+// kernel, its parts `plans`, into `out` (contiguous, or channels_last when
+// `to_channels_last`). The input is read through its strides, so an
 // expanded gradient is not materialised; bias is in the accumulation type
-// or undefined. Both weights are (windows_channels, plane_group, kh, kw):
-// weight(o, c, tap) of result channel o and source channel c is conv2d's
-// [o][c], conv_transpose2d's [c][o] at the flipped tap.
+// or undefined.
 template <bool transposed>
-at::Tensor tiled_convolution(const ConvShape& s, const at::Tensor& input, const at::Tensor& weight,
-                             const at::Tensor& bias, at::IntArrayRef out_sizes, bool to_channels_last) {
+void tiled_convolution_into(const ConvShape& s, const std::vector<TiledPlan>& plans, const at::Tensor& input,
+                            const at::Tensor& bias, bool to_channels_last, at::Tensor& out) {
   constexpr const char* op_name = transposed ? "torchconv_cpp::conv_transpose2d" : "torchconv_cpp::conv2d";
-  const int64_t taps = s.window.kernel_h * s.window.kernel_w;
   const int64_t sources = transposed ? s.windows_group() : s.plane_group();
   const int64_t channels = transposed ? s.plane_group() : s.windows_group();
-  const int64_t stride_o = transposed ? taps : sources * taps, stride_c = transposed ? channels * taps : taps;
-  const PaddedPlanes planes = transposed ? conv_transpose2d_planes(s) : conv2d_planes(s);
-  const at::Tensor w = weight.contiguous();
-  at::Tensor out = to_channels_last ? empty_channels_last(out_sizes, input) : at::empty(out_sizes, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), op_name, [&] {
     using acc = acc_t<scalar_t>;
     with_gemm_operand<scalar_t>([&](auto operand) {
       using operand_t = decltype(operand);
       using Tile = TileOf<operand_t>;
-      const int64_t group_size = tiled_weight_size(Tile::channels, channels, sources, taps, Tile::lanes);
-      std::vector<operand_t> packed(s.groups * group_size, operand_t(0));
-      for (int64_t g = 0; g < s.groups; ++g) {
-        pack_tiled_weight<Tile::lanes>(w.data_ptr<scalar_t>() + g * channels * sources * taps, Tile::channels,
-                                       channels, sources, taps, stride_o, stride_c, transposed,
-                                       packed.data() + g * group_size);
+      std::vector<TiledPart<operand_t>> parts;
+      for (const TiledPlan& plan : plans) {
+        TORCH_INTERNAL_ASSERT(plan.weight.is_contiguous(), "tiled_convolution_into: a weight read through its strides");
+        const int64_t taps = static_cast<int64_t>(plan.planes.taps.size());
+        const int64_t stride_o = transposed ? taps : sources * taps, stride_c = transposed ? channels * taps : taps;
+        const int64_t group_size = tiled_weight_size(Tile::channels, channels, sources, taps, Tile::lanes);
+        TiledPart<operand_t> part{plan.planes, plan.grid, std::vector<operand_t>(s.groups * group_size, operand_t(0))};
+        for (int64_t g = 0; g < s.groups; ++g) {
+          pack_tiled_weight<Tile::lanes>(plan.weight.data_ptr<scalar_t>() + g * channels * sources * taps,
+                                         Tile::channels, channels, sources, taps, stride_o, stride_c, transposed,
+                                         part.packed.data() + g * group_size);
+        }
+        parts.push_back(std::move(part));
       }
-      tiled_conv(planes, s.batch, s.groups, sources, channels, to_channels_last, input.data_ptr<scalar_t>(),
-                 input.strides().data(), packed, data_or_null<acc>(bias), out.data_ptr<scalar_t>());
+      tiled_conv(parts, s.batch, s.groups, sources, channels, to_channels_last, input.data_ptr<scalar_t>(),
+                 input.strides().data(), data_or_null<acc>(bias), out.data_ptr<scalar_t>());
     });
   });
+}
+
+// conv2d (`transposed` false) or conv_transpose2d of shape s by the tiled
+// kernel (uses_tiled_kernel holds), its result `out_sizes`, channels_last
+// when `to_channels_last`.
+template <bool transposed>
+at::Tensor tiled_convolution(const ConvShape& s, const at::Tensor& input, const at::Tensor& weight,
+                             const at::Tensor& bias, at::IntArrayRef out_sizes, bool to_channels_last) {
+  const PaddedPlanes planes = transposed ? conv_transpose2d_planes(s) : conv2d_planes(s);
+  at::Tensor out = to_channels_last ? empty_channels_last(out_sizes, input) : at::empty(out_sizes, input.options());
+  tiled_convolution_into<transposed>(s, {TiledPlan{planes, whole_result(planes), weight.contiguous()}}, input, bias,
+                                     to_channels_last, out);
   return out;
 }
 
