@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <memory>
+#include <type_traits>
 
 #include "../gemm.h"
 #include "../capability.h"
 #include "../im2col.h"
+#include "../im2col_gather.h"
 #include "../im2col_small.h"
 #include "blocks.h"
 #include "operands.h"
@@ -37,31 +39,54 @@ namespace conv {
 
 constexpr int64_t kMaxTransposedPositions = 64;
 
-// The permute im2col (im2col_small.h) of shape s's whole planes where it
-// applies: planes of the operand type, not pointwise, small enough, at a
-// level with AVX-512; else null. Built once per call of a kernel.
-template <typename scalar_t, typename operand_t>
-std::unique_ptr<SmallPlaneColumns<operand_t>> small_plane_columns(const ConvShape& s) {
-  if constexpr (!converts<scalar_t, operand_t>) {
-    if (!s.is_pointwise() && capability() >= Capability::AVX512 &&
-        SmallPlaneColumns<operand_t>::fits(s.plane_h, s.plane_w, s.windows_h, s.windows_w)) {
-      return std::make_unique<SmallPlaneColumns<operand_t>>(s.window, s.plane_h, s.plane_w, s.windows_h,
-                                                             s.windows_w);
+// The im2col of whole planes for shape s, where one applies at a level with
+// AVX-512 to planes of the operand type that are not pointwise: the
+// register permutes of im2col_small.h for planes of at most 64 values, else
+// for float32 the gathers of im2col_gather.h where im2col.h would copy
+// short rows (any window stride but 1, or windows rows narrower than the
+// plane's). Neither: im2col.h, a windows row at a time. Built once per call
+// of a kernel.
+template <typename operand_t>
+struct WholePlaneColumns {
+  std::unique_ptr<SmallPlaneColumns<operand_t>> small;
+  std::unique_ptr<GatheredColumns> gathered;
+
+  bool applies() const { return small != nullptr || gathered != nullptr; }
+  void columns(const operand_t* plane, operand_t* rows, int64_t ld) const {
+    if (small != nullptr) {
+      small->columns(plane, rows, ld);
+    } else if constexpr (std::is_same<operand_t, float>::value) {
+      gathered->columns(plane, rows, ld);
     }
   }
-  return nullptr;
+};
+
+template <typename scalar_t, typename operand_t>
+WholePlaneColumns<operand_t> whole_plane_columns(const ConvShape& s) {
+  WholePlaneColumns<operand_t> whole;
+  if constexpr (!converts<scalar_t, operand_t>) {
+    if (s.is_pointwise() || capability() < Capability::AVX512) return whole;
+    const Window& w = s.window;
+    if (SmallPlaneColumns<operand_t>::fits(s.plane_h, s.plane_w, s.windows_h, s.windows_w)) {
+      whole.small = std::make_unique<SmallPlaneColumns<operand_t>>(w, s.plane_h, s.plane_w, s.windows_h, s.windows_w);
+    } else if (std::is_same<operand_t, float>::value && (w.stride_w != 1 || s.windows_w != s.plane_w) &&
+               GatheredColumns::fits(s.plane_h, s.plane_w, s.windows_h, s.windows_w)) {
+      whole.gathered = std::make_unique<GatheredColumns>(w, s.plane_h, s.plane_w, s.windows_h, s.windows_w);
+    }
+  }
+  return whole;
 }
 
 // Group g's column matrix of the block of windows rows [y0, y1) from sample
 // n, with its row stride in *ld: in place when `in_place` (a pointwise block
 // of one sample whose planes are of the operand type is its own column
 // matrix, rows a plane apart), else built into `buffer` (rows ld_buffer
-// apart; several samples side by side when folded): im2col (by `small`'s
-// permutes for whole planes where small_plane_columns gave one), or for a
+// apart; several samples side by side when folded): im2col (by `whole`'s
+// whole planes where whole_plane_columns gave a way), or for a
 // pointwise convolution the planes copied (converted to the operand type).
 template <typename scalar_t, typename operand_t>
 const operand_t* group_columns(const ConvShape& s, const scalar_t* input, int64_t g, int64_t n, int64_t y0,
-                               int64_t y1, bool in_place, const SmallPlaneColumns<operand_t>* small,
+                               int64_t y1, bool in_place, const WholePlaneColumns<operand_t>& whole,
                                operand_t* buffer, int64_t ld_buffer, int64_t* ld) {
   const int64_t ww = s.windows_w, taps = s.window.kernel_h * s.window.kernel_w;
   if constexpr (!converts<scalar_t, operand_t>) {
@@ -77,8 +102,8 @@ const operand_t* group_columns(const ConvShape& s, const scalar_t* input, int64_
     operand_t* rows = buffer + c * taps * ld_buffer + before * ww;
     if (s.is_pointwise()) {
       convert(plane + ya * ww, rows, (yb - ya) * ww);
-    } else if (small != nullptr && ya == 0 && yb == s.windows_h) {
-      if constexpr (!converts<scalar_t, operand_t>) small->columns(plane, rows, ld_buffer);
+    } else if (whole.applies() && ya == 0 && yb == s.windows_h) {
+      if constexpr (!converts<scalar_t, operand_t>) whole.columns(plane, rows, ld_buffer);
     } else {
       im2col(plane, 1, s.plane_h, s.plane_w, ww, s.window, ya, yb, rows, ld_buffer);
     }
@@ -107,7 +132,7 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
   // Per thread: the block's columns, then (half dtypes, folded samples) its float32 output.
   const int64_t column_size = scratch_elements<acc, operand_t>(columns_needed ? rows * width : 0);
   const int64_t out_size = out_in_scratch ? s.windows_channels * width : 0;
-  const auto small = small_plane_columns<scalar_t, operand_t>(s);
+  const auto whole = whole_plane_columns<scalar_t, operand_t>(s);
   for_each_block<acc>(s, blocks, false, column_size + out_size, [&](int64_t n, int64_t y0, int64_t y1, acc* buffer) {
     const int64_t cols = (y1 - y0) * ww;
     operand_t* column_buffer = reinterpret_cast<operand_t*>(buffer);
@@ -122,7 +147,7 @@ void conv2d_kernel(const ConvShape& s, const scalar_t* input, const operand_t* w
     for (int64_t g = 0; g < s.groups; ++g) {
       int64_t ld_columns = 0;
       const operand_t* columns =
-          group_columns(s, input, g, n, y0, y1, !columns_needed, small.get(), column_buffer, cols, &ld_columns);
+          group_columns(s, input, g, n, y0, y1, !columns_needed, whole, column_buffer, cols, &ld_columns);
       const operand_t* group_weight = weight + g * s.windows_group() * rows;
       operand_gemm<scalar_t>(false, false, s.windows_group(), cols, rows, 1, group_weight, std::max<int64_t>(rows, 1),
                              columns, std::max<int64_t>(ld_columns, 1), 0, out + g * s.windows_group() * ld_out,
@@ -251,7 +276,7 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input,
   // Per thread: the block's columns, then its copy of grad_output (both in the operand type).
   const int64_t column_size = columns_needed ? rows * width : 0;
   const int64_t dy_size = dy_copied ? s.windows_channels * width : 0;
-  const auto small = small_plane_columns<scalar_t, operand_t>(s);
+  const auto whole = whole_plane_columns<scalar_t, operand_t>(s);
   for_each_block<operand_t>(s, blocks, false, column_size + dy_size,
                             [&](int64_t n, int64_t y0, int64_t y1, operand_t* buffer) {
     const int64_t cols = (y1 - y0) * ww;
@@ -268,7 +293,7 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input,
     }
     for (int64_t g = 0; g < s.groups; ++g) {
       int64_t ld_columns = 0;
-      const operand_t* columns = group_columns(s, input, g, n, y0, y1, !columns_needed, small.get(), buffer, cols,
+      const operand_t* columns = group_columns(s, input, g, n, y0, y1, !columns_needed, whole, buffer, cols,
                                                  &ld_columns);
       operand_gemm<scalar_t>(false, true, s.windows_group(), rows, cols, 1, dy + g * s.windows_group() * ld_dy,
                              std::max<int64_t>(ld_dy, 1), columns, std::max<int64_t>(ld_columns, 1), 1,
