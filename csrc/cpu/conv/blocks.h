@@ -32,6 +32,13 @@ namespace conv {
 // image conv case of benchmarks/bench_ops.py (benchmarks/README.md).
 constexpr int64_t kColumnBlockBytes = int64_t(2) << 20;
 
+// The channels_last weight gradient's blocks of rows aim at a quarter of
+// that: its GEMM packs a block's columns as the reduction, and a half-L2
+// block is still cached when it does (timed on ResNet 3x3 layers,
+// benchmarks/README.md). Folded samples keep kColumnBlockBytes, which
+// holds more of them.
+constexpr int64_t kNhwcWeightBlockBytes = int64_t(512) << 10;
+
 struct Blocks {
   int64_t rows;   // windows rows per block; the last block may have fewer
   int64_t count;  // blocks per sample
@@ -50,18 +57,19 @@ constexpr int64_t kFoldPixels = 128;
 inline bool folds_samples(const ConvShape& s) { return s.batch > 1 && s.windows_size() < kFoldPixels; }
 
 // Blocks of at least min_rows windows rows whose scratch is about
-// kColumnBlockBytes (row_bytes per windows row), or of whole samples
+// block_bytes (row_bytes per windows row), or of whole samples
 // (folds_samples). With fewer samples than threads, a sample is cut into a
 // multiple of the threads-per-sample so that every thread gets the same
 // number of blocks.
-inline Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_rows) {
+inline Blocks make_blocks(const ConvShape& s, int64_t row_bytes, int64_t min_rows,
+                          int64_t block_bytes = kColumnBlockBytes) {
   const int64_t windows_h = std::max<int64_t>(s.windows_h, 1);
   min_rows = std::min(std::max<int64_t>(min_rows, 1), windows_h);
-  int64_t rows = row_bytes > 0 ? kColumnBlockBytes / row_bytes : windows_h;
+  int64_t rows = row_bytes > 0 ? block_bytes / row_bytes : windows_h;
   rows = std::min(std::max(rows, min_rows), windows_h);
   const int64_t threads = at::get_num_threads();
   const int64_t sample_bytes = std::max<int64_t>(row_bytes * windows_h, 1);
-  const int64_t most = std::min(s.batch, kColumnBlockBytes / sample_bytes);  // samples within the budget
+  const int64_t most = std::min(s.batch, block_bytes / sample_bytes);  // samples within the budget
   if (folds_samples(s) && rows == windows_h && most > 1) {
     // Whole samples per block: enough for kFoldPixels, within the scratch
     // budget. With more blocks than threads, a multiple of the threads
