@@ -33,6 +33,8 @@
 //     within uses_tiled_weight_kernel's bounds                 over the pixels from padded rows: no column matrix
 //     (direct_tiled_weight.h)                                  (channels_last: the NHWC GEMM reads it in place)
 //   channels_last                              GemmNHWC        NHWC read in place, one GEMM per block of windows rows
+//   conv_transpose2d at stride 1, contiguous,  FlippedGemmNCHW conv2d's GEMM kernel on the input with the flipped
+//     runs_as_flipped_conv2d                                   weight: im2col of the input instead of col2im
 //   everything else                            GemmNCHW        one GEMM per block of windows rows, planes in place
 //
 // The first match wins. The tiled kernels' bounds come from timing them
@@ -59,7 +61,7 @@ namespace torchconv {
 namespace cpu {
 namespace conv {
 
-enum class ConvKernel { DepthwiseNHWC, Direct, Tiled, TiledPhases, GemmNHWC, GemmNCHW };
+enum class ConvKernel { DepthwiseNHWC, Direct, Tiled, TiledPhases, GemmNHWC, FlippedGemmNCHW, GemmNCHW };
 
 enum class Computation { Conv2d, ConvTranspose2d, Conv2dWeight };
 
@@ -108,6 +110,27 @@ inline bool uses_tiled_phases(const ConvShape& s, bool to_channels_last, at::Sca
   return uses_tiles(Computation::ConvTranspose2d, widest->shape, to_channels_last, dtype);
 }
 
+// Whether conv_transpose2d of shape s runs as conv2d's NCHW GEMM kernel on
+// its input with the weight flipped and its channel axes swapped: at
+// stride 1 without output padding, where that conv2d's padding
+// (dilation * (kernel - 1) - pad) is not negative and the window is not
+// 1x1 (a pointwise transposed convolution needs no col2im). Its columns
+// are im2col's of the input (the small-plane permutes included), where the
+// transposed GEMM's are scattered back by col2im a windows row at a time.
+// Timed against it: faster from kMinFlippedPixels input pixels (batch x
+// plane) up; below, copying the flipped weight costs more than col2im
+// (a ResNet 7x7 stage's input gradient at batch 2: 1.5x slower), and the
+// NHWC GEMM's col2im adds whole runs of channels and stays faster.
+constexpr int64_t kMinFlippedPixels = 384;
+
+inline bool runs_as_flipped_conv2d(const ConvShape& s) {
+  const Window& w = s.window;
+  const int64_t reach_h = w.dilation_h * (w.kernel_h - 1), reach_w = w.dilation_w * (w.kernel_w - 1);
+  return w.stride_h == 1 && w.stride_w == 1 && w.kernel_h * w.kernel_w > 1 && w.pad_h <= reach_h &&
+         w.pad_w <= reach_w && s.plane_h == s.windows_h + reach_h - 2 * w.pad_h &&
+         s.plane_w == s.windows_w + reach_w - 2 * w.pad_w && s.batch * s.windows_size() >= kMinFlippedPixels;
+}
+
 // The kernel of computation `op` of shape `s` in dtype, whose result is
 // channels_last when `to_channels_last` (the table above).
 inline ConvKernel choose_kernel(Computation op, const ConvShape& s, bool to_channels_last, at::ScalarType dtype) {
@@ -118,6 +141,7 @@ inline ConvKernel choose_kernel(Computation op, const ConvShape& s, bool to_chan
     return ConvKernel::TiledPhases;
   }
   if (to_channels_last) return ConvKernel::GemmNHWC;
+  if (op == Computation::ConvTranspose2d && runs_as_flipped_conv2d(s)) return ConvKernel::FlippedGemmNCHW;
   return ConvKernel::GemmNCHW;
 }
 

@@ -58,6 +58,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const c10::
       return out;
     }
     case ConvKernel::TiledPhases:  // conv_transpose2d's only
+    case ConvKernel::FlippedGemmNCHW:
     case ConvKernel::Direct:
     case ConvKernel::GemmNCHW:
       break;

@@ -61,6 +61,7 @@ at::Tensor conv2d_weight(const at::Tensor& input, const at::Tensor& grad_output,
       return in_memory_format(grad_weight, format);
     }
     case ConvKernel::TiledPhases:  // conv_transpose2d's only
+    case ConvKernel::FlippedGemmNCHW:
     case ConvKernel::Direct:
     case ConvKernel::GemmNCHW:
       break;

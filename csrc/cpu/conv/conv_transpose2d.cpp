@@ -19,6 +19,26 @@ namespace cpu {
 namespace conv {
 namespace {
 
+// conv2d whose output is conv_transpose2d's of shape s (runs_as_flipped_conv2d):
+// the same input as its plane side, padded by dilation * (kernel - 1) - pad.
+ConvShape flipped_conv2d(const ConvShape& s) {
+  const Window& w = s.window;
+  const Window window{w.kernel_h, w.kernel_w, 1, 1, w.dilation_h * (w.kernel_h - 1) - w.pad_h,
+                      w.dilation_w * (w.kernel_w - 1) - w.pad_w, w.dilation_h, w.dilation_w};
+  return ConvShape{s.batch,          s.groups,  s.windows_channels, s.windows_h, s.windows_w,
+                   s.plane_channels, s.plane_h, s.plane_w,          window};
+}
+
+// Its weight: conv_transpose2d's (in, out / groups, kh, kw) with its two
+// channel axes swapped per group and its taps flipped, (out, in / groups, kh, kw).
+at::Tensor flipped_weight(const at::Tensor& weight, int64_t groups) {
+  const int64_t in_group = weight.size(0) / groups, out_group = weight.size(1), kh = weight.size(2), kw = weight.size(3);
+  return weight.view({groups, in_group, out_group, kh, kw})
+      .transpose(1, 2)
+      .flip({3, 4})
+      .reshape({groups * out_group, in_group, kh, kw});
+}
+
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
                             int64_t groups, at::IntArrayRef dilation) {
@@ -63,10 +83,11 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
       return out;
     }
     case ConvKernel::Direct:
+    case ConvKernel::FlippedGemmNCHW:
     case ConvKernel::GemmNCHW:
       break;
   }
-  // Direct and GemmNCHW read and write contiguous tensors.
+  // Direct, FlippedGemmNCHW and GemmNCHW read and write contiguous tensors.
   at::Tensor out = at::empty(out_sizes, input.options());
   TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {
     using acc = acc_t<scalar_t>;
@@ -78,6 +99,12 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
     }
     with_gemm_operand<scalar_t>([&](auto operand) {
       using operand_t = decltype(operand);
+      if (kernel == ConvKernel::FlippedGemmNCHW) {
+        const at::Tensor x = input.contiguous(), w = gemm_weight<operand_t>(flipped_weight(weight, groups), false);
+        conv2d_kernel<scalar_t>(flipped_conv2d(s), x.data_ptr<scalar_t>(), w.data_ptr<operand_t>(),
+                                data_or_null<acc>(b), out.data_ptr<scalar_t>());
+        return;
+      }
       const at::Tensor w = gemm_weight<operand_t>(weight, false);
       conv_transpose2d_kernel<scalar_t>(s, WindowsOperand<scalar_t, operand_t>(input, false), w.data_ptr<operand_t>(),
                                         data_or_null<acc>(b), out);
