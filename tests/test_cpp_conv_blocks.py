@@ -141,6 +141,24 @@ def test_weight_gradient_is_deterministic(threads):
         assert torch.equal(torch.ops.torchconv_cpp.conv2d_weight(x, dy, [32, 64, 3, 3], [1, 1], [1, 1], [1, 1], 1), first)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("batch", [2, 64], ids=["one-block", "blocks"])
+def test_weight_gradient_summed_in_turn(layout, batch, threads):
+    """A weight gradient at least 2048 times its reduction (256 x 2304 values
+    over batch x 4 window positions) runs its blocks in turn into one sum,
+    each GEMM on the threads: in one block, or in several of folded samples
+    added one after the other; the same bits every time."""
+    x = _leaf((batch, 256, 2, 2), torch.float64, layout)
+    dy = _leaf((batch, 256, 2, 2), torch.float64, layout)
+    args = ([256, 256, 3, 3], [1, 1], [1, 1], [1, 1], 1)
+    got = torch.ops.torchconv_cpp.conv2d_weight(x, dy, *args)
+    assert_close_to_torch(got, torch.nn.grad.conv2d_weight(x, [256, 256, 3, 3], dy, padding=1),
+                          check_memory_format=False, check_strides=False)
+    for _ in range(2):
+        assert torch.equal(torch.ops.torchconv_cpp.conv2d_weight(x.float(), dy.float(), *args),
+                           torch.ops.torchconv_cpp.conv2d_weight(x.float(), dy.float(), *args))
+
+
 def test_channels_last_operands_are_not_copied_to_contiguous():
     """The channels_last kernels return channels_last results straight away
     (torch.ops.torchconv_cpp, below the Python layer that would fix a layout)."""

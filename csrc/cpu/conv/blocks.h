@@ -43,6 +43,7 @@ struct Blocks {
   int64_t rows;   // windows rows per block; the last block may have fewer
   int64_t count;  // blocks per sample
   int64_t samples = 1;  // > 1: a block is this many whole samples (folds_samples)
+  bool in_turn = false;  // run one after the other whatever their count (runs_in_turn)
 };
 
 // GEMM width (window positions) below which the GEMM kernels fold several
@@ -149,7 +150,19 @@ class ScratchLease {
 inline bool runs_in_turn(const ConvShape& s, const Blocks& blocks) {
   const int64_t threads = at::get_num_threads();
   const int64_t tasks = blocks.samples > 1 ? blocks.count : s.batch * blocks.count;
-  return tasks < threads || threads == 1;
+  return blocks.in_turn || tasks < threads || threads == 1;
+}
+
+// Whether a weight gradient of `numel` elements runs its blocks in turn
+// (Blocks::in_turn), each GEMM using the threads, into one sum: where the
+// gradient is at least kMinInTurnGradient times its reduction (batch x
+// window positions), one partial per thread costs more in zeroing, GEMM
+// passes over it and the final sum than the threaded GEMMs lose (timed:
+// benchmarks/README.md).
+constexpr int64_t kMinInTurnGradient = 2048;
+
+inline bool sums_weight_in_turn(const ConvShape& s, int64_t numel) {
+  return numel >= kMinInTurnGradient * std::max<int64_t>(s.batch * s.windows_size(), 1);
 }
 
 // The number of threads that may run blocks, each with its partial weight

@@ -270,7 +270,8 @@ void conv2d_weight_kernel(const ConvShape& s, const scalar_t* input,
   const bool dy_copied = !grad_output.dense || folding;
   const int64_t row_bytes =
       ((columns_needed ? rows : 0) + (dy_copied ? s.windows_channels : 0)) * ww * int64_t(sizeof(operand_t));
-  const Blocks blocks = make_blocks(s, row_bytes, 1);
+  Blocks blocks = make_blocks(s, row_bytes, 1);
+  blocks.in_turn = sums_weight_in_turn(s, s.windows_channels * rows);
   const int64_t width = blocks.rows * blocks.samples * ww;
   WeightSums<acc> sums(s.windows_channels * rows, partial_sums(s, blocks));
   // Per thread: the block's columns, then its copy of grad_output (both in the operand type).

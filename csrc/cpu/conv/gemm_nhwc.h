@@ -162,7 +162,8 @@ void conv2d_weight_nhwc_kernel(const ConvShape& s, const scalar_t* input,
   const int64_t column_row = pointwise ? cin : depth;
   const int64_t copied = grad_output.dense ? 0 : cout;
   const int64_t row_bytes = ((columns_needed ? column_row : 0) + copied) * ww * int64_t(sizeof(operand_t));
-  const Blocks blocks = make_blocks(s, row_bytes, 1, folds_samples(s) ? kColumnBlockBytes : kNhwcWeightBlockBytes);
+  Blocks blocks = make_blocks(s, row_bytes, 1, folds_samples(s) ? kColumnBlockBytes : kNhwcWeightBlockBytes);
+  blocks.in_turn = sums_weight_in_turn(s, cout * depth);
   const int64_t width = blocks.rows * blocks.samples * ww;
   WeightSums<acc> sums(cout * depth, partial_sums(s, blocks));
   const int64_t column_size = columns_needed ? column_row * width : 0;
