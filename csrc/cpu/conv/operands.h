@@ -219,13 +219,19 @@ struct WeightSums {
   std::vector<acc> sums;
   WeightSums(int64_t numel, int64_t partials) : numel(numel), partials(partials), sums(partials * numel, acc(0)) {}
   acc* mine() { return partials == 1 ? sums.data() : sums.data() + at::get_thread_num() * numel; }
+  // The partials added in thread order and rounded into out, ranges of the
+  // gradient in parallel (each value's sum in the same order whatever the split).
   template <typename scalar_t>
   void total_into(scalar_t* out) {
-    for (int64_t t = 1; t < partials; ++t) {
-      const acc* part = sums.data() + t * numel;
-      for (int64_t i = 0; i < numel; ++i) sums[i] += part[i];
-    }
-    convert(sums.data(), out, numel);
+    constexpr int64_t kGrain = int64_t(1) << 14;
+    at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
+      acc* total = sums.data();
+      for (int64_t t = 1; t < partials; ++t) {
+        const acc* part = sums.data() + t * numel;
+        for (int64_t i = begin; i < end; ++i) total[i] += part[i];
+      }
+      convert(total + begin, out + begin, end - begin);
+    });
   }
 };
 
