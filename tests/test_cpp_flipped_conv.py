@@ -5,9 +5,11 @@ A stride-1 transposed convolution without output padding is conv2d of its
 input with the weight's taps flipped and its channel axes swapped per
 group, padded by dilation * (kernel - 1) - padding. Contiguous layers the
 tiled kernel does not take (result channels not a multiple of 32, or a
-weight past its bound) run so from 384 input pixels (batch x plane) up.
+weight past its bound) run so from 384 input pixels (batch x plane) up, on
+input planes of at most 64 pixels with 24 result channels per group or
+more, and on larger planes with 256 or more.
 The shapes here fall under the rule: 7 x 7 planes (a ResNet stage's input
-gradient), groups, dilation with a padding that leaves the conv2d one row,
+gradient), a 14 x 14 plane of 264 result channels, groups, dilation with a padding that leaves the conv2d one row,
 no padding (the output grows by the window), a 5 x 5 window, a 3 x 1
 window with padding along one axis; and around it, a padding past the
 window's reach and an output padding (the transposed GEMM kernel), each with
@@ -33,7 +35,8 @@ FLIPPED_SHAPES = [
     (8, 48, 24, (7, 7), 3, 1, 1, 1, 0),
     (8, 32, 48, (7, 7), 3, 1, 1, 2, 0),  # groups
     (8, 16, 24, (8, 7), 3, 2, 2, 1, 0),  # dilation 2, padding 2: the conv2d pads by 2
-    (4, 16, 24, (10, 12), 3, 0, 1, 1, 0),  # no padding: the conv2d pads by 2
+    (12, 16, 24, (6, 6), 3, 0, 1, 1, 0),  # no padding: the conv2d pads by 2
+    (2, 16, 264, (14, 14), 3, 1, 1, 1, 0),  # a larger plane, 264 result channels (outside the tiled rule)
     (8, 16, 24, (7, 7), 5, 2, 1, 1, 0),  # 5x5
     (8, 16, 24, (7, 9), (3, 1), (1, 0), 1, 1, 0),  # 3x1, padding along one axis
     (8, 16, 24, (7, 7), 3, 3, 1, 1, 0),  # padding past the reach: the transposed GEMM kernel

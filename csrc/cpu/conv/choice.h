@@ -118,17 +118,25 @@ inline bool uses_tiled_phases(const ConvShape& s, bool to_channels_last, at::Sca
 // are im2col's of the input (the small-plane permutes included), where the
 // transposed GEMM's are scattered back by col2im a windows row at a time.
 // Timed against it: faster from kMinFlippedPixels input pixels (batch x
-// plane) up; below, copying the flipped weight costs more than col2im
-// (a ResNet 7x7 stage's input gradient at batch 2: 1.5x slower), and the
-// NHWC GEMM's col2im adds whole runs of channels and stays faster.
-constexpr int64_t kMinFlippedPixels = 384;
+// plane) up, on input planes of at most kMaxFlippedSmallPlane pixels
+// (7 x 7: col2im's rows of a few pixels) with at least kMinFlippedChannels
+// result channels per group, and on larger planes from
+// kMinFlippedWideChannels; with fewer result channels the conv2d's GEMM has
+// too few rows (an MNIST first layer's input gradient, 32 -> 1 channel:
+// 7x slower), with fewer pixels copying the flipped weight costs more than
+// col2im (a ResNet 7x7 stage's input gradient at batch 2: 1.5x slower),
+// and the NHWC GEMM's col2im adds whole runs of channels and stays faster.
+constexpr int64_t kMinFlippedPixels = 384, kMaxFlippedSmallPlane = 64;
+constexpr int64_t kMinFlippedChannels = 24, kMinFlippedWideChannels = 256;
 
 inline bool runs_as_flipped_conv2d(const ConvShape& s) {
   const Window& w = s.window;
   const int64_t reach_h = w.dilation_h * (w.kernel_h - 1), reach_w = w.dilation_w * (w.kernel_w - 1);
   return w.stride_h == 1 && w.stride_w == 1 && w.kernel_h * w.kernel_w > 1 && w.pad_h <= reach_h &&
          w.pad_w <= reach_w && s.plane_h == s.windows_h + reach_h - 2 * w.pad_h &&
-         s.plane_w == s.windows_w + reach_w - 2 * w.pad_w && s.batch * s.windows_size() >= kMinFlippedPixels;
+         s.plane_w == s.windows_w + reach_w - 2 * w.pad_w && s.batch * s.windows_size() >= kMinFlippedPixels &&
+         s.plane_group() >= kMinFlippedChannels &&
+         (s.windows_size() <= kMaxFlippedSmallPlane || s.plane_group() >= kMinFlippedWideChannels);
 }
 
 // The kernel of computation `op` of shape `s` in dtype, whose result is
