@@ -137,4 +137,23 @@ TORCHCONV_HOST_DEVICE inline index_t window_position_reading(index_t i, index_t 
   return shifted >= 0 && shifted % stride == 0 && shifted / stride < windows ? shifted / stride : index_t(-1);
 }
 
+// Calls fn(tap, position, pixel) for every tap (i * kernel_w + j) of window
+// w at each of the first `positions` window positions (rows of windows_w)
+// whose pixel lies in a plane_h x plane_w plane, pixel = iy * plane_w + ix:
+// the tables of the CPU's whole-plane im2col (cpu/im2col_small.h,
+// cpu/im2col_gather.h). Host only.
+template <typename Fn>
+inline void for_each_tap_in_plane(const Window& w, int64_t plane_h, int64_t plane_w, int64_t windows_w,
+                                  int64_t positions, const Fn& fn) {
+  for (int64_t i = 0; i < w.kernel_h; ++i) {
+    for (int64_t j = 0; j < w.kernel_w; ++j) {
+      for (int64_t p = 0; p < positions; ++p) {
+        const int64_t iy = p / windows_w * w.stride_h - w.pad_h + i * w.dilation_h;
+        const int64_t ix = p % windows_w * w.stride_w - w.pad_w + j * w.dilation_w;
+        if (iy >= 0 && iy < plane_h && ix >= 0 && ix < plane_w) fn(i * w.kernel_w + j, p, iy * plane_w + ix);
+      }
+    }
+  }
+}
+
 }  // namespace torchconv

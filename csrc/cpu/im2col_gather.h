@@ -39,18 +39,10 @@ class GatheredColumns {
         taps_(w.kernel_h * w.kernel_w) {
     offsets_.assign(taps_ * vectors_ * kLanes, 0);
     masks_.assign(taps_ * vectors_, 0);
-    for (int64_t i = 0; i < w.kernel_h; ++i) {
-      for (int64_t j = 0; j < w.kernel_w; ++j) {
-        const int64_t tap = i * w.kernel_w + j;
-        for (int64_t p = 0; p < positions_; ++p) {
-          const int64_t iy = p / windows_w * w.stride_h - w.pad_h + i * w.dilation_h;
-          const int64_t ix = p % windows_w * w.stride_w - w.pad_w + j * w.dilation_w;
-          if (iy < 0 || iy >= plane_h || ix < 0 || ix >= plane_w) continue;
-          offsets_[tap * vectors_ * kLanes + p] = static_cast<int32_t>(iy * plane_w + ix);
-          masks_[tap * vectors_ + p / kLanes] |= uint16_t(1) << (p % kLanes);
-        }
-      }
-    }
+    for_each_tap_in_plane(w, plane_h, plane_w, windows_w, positions_, [&](int64_t tap, int64_t p, int64_t pixel) {
+      offsets_[tap * vectors_ * kLanes + p] = static_cast<int32_t>(pixel);
+      masks_[tap * vectors_ + p / kLanes] |= uint16_t(1) << (p % kLanes);
+    });
   }
 
   // The column matrix of one plane: row `tap` (kernel_h * kernel_w rows,

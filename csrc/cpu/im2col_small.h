@@ -48,19 +48,11 @@ class SmallPlaneColumns {
       : plane_size_(plane_h * plane_w), positions_(windows_h * windows_w), taps_(w.kernel_h * w.kernel_w) {
     indices_.assign(taps_ * kVectors, {});
     masks_.assign(taps_ * kVectors, 0);
-    for (int64_t i = 0; i < w.kernel_h; ++i) {
-      for (int64_t j = 0; j < w.kernel_w; ++j) {
-        const int64_t tap = i * w.kernel_w + j;
-        for (int64_t p = 0; p < positions_; ++p) {
-          const int64_t iy = p / windows_w * w.stride_h - w.pad_h + i * w.dilation_h;
-          const int64_t ix = p % windows_w * w.stride_w - w.pad_w + j * w.dilation_w;
-          if (iy < 0 || iy >= plane_h || ix < 0 || ix >= plane_w) continue;
-          const int64_t vector = tap * kVectors + p / kLanes, lane = p % kLanes;
-          indices_[vector][lane] = static_cast<Index>(iy * plane_w + ix);
-          masks_[vector] |= Mask(1) << lane;
-        }
-      }
-    }
+    for_each_tap_in_plane(w, plane_h, plane_w, windows_w, positions_, [&](int64_t tap, int64_t p, int64_t pixel) {
+      const int64_t vector = tap * kVectors + p / kLanes, lane = p % kLanes;
+      indices_[vector][lane] = static_cast<Index>(pixel);
+      masks_[vector] |= Mask(1) << lane;
+    });
   }
 
   // The column matrix of one plane: row `tap` (kernel_h * kernel_w rows,
