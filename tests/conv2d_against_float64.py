@@ -1,6 +1,7 @@
 """One check the C++ kernel tests share: ``torchconv.conv2d`` on the ``cpp``
 backend, forward and both gradients, against torch's float64 result rounded
-to the dtype (``torchconv.testing.assert_close_to_torch``)."""
+to the dtype (``torchconv.testing.assert_close_to_torch``); and the same
+for a shape given as one tuple, with its test id."""
 
 import torch
 import torch.nn.functional as F
@@ -23,3 +24,17 @@ def assert_conv2d_matches_float64(x, w, kwargs, dtype):
     expected_grads = torch.autograd.grad((expected * probe.double()).sum(), wide)
     for what, got, want in zip(("output", "grad input", "grad weight"), (y, *grads), (expected, *expected_grads)):
         assert_close_to_torch(got, want.to(dtype), check_memory_format=False, check_strides=False, msg=what)
+
+
+def conv2d_shape_id(shape):
+    """A test id for ``(batch, in, out, (h, w), (kh, kw), stride, padding, dilation, groups)``."""
+    n, cin, cout, size, k, s, p, d, g = shape
+    return f"n{n}-{cin}to{cout}-{size[0]}x{size[1]}-k{k[0]}x{k[1]}s{s}p{p}d{d}g{g}"
+
+
+def assert_conv2d_shape_matches_float64(shape, dtype):
+    """assert_conv2d_matches_float64 on random operands of ``shape`` (as conv2d_shape_id reads it)."""
+    n, cin, cout, size, k, s, p, d, g = shape
+    torch.manual_seed(0)
+    x, w = torch.randn(n, cin, *size), torch.randn(cout, cin // g, *k)
+    assert_conv2d_matches_float64(x, w, dict(stride=s, padding=p, dilation=d, groups=g), dtype)

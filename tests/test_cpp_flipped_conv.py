@@ -26,7 +26,7 @@ import torchconv
 from torchconv.testing import MEMORY_FORMATS
 
 from cpp_kernel_marks import CPP_KERNEL_MARKS
-from test_cpp_tiled import _check
+from test_cpp_tiled import _check, _conv_t_inputs, _ids
 
 pytestmark = CPP_KERNEL_MARKS
 
@@ -44,30 +44,17 @@ FLIPPED_SHAPES = [
 ]
 
 
-def _ids(shape):
-    return "-".join(str(v).replace(" ", "") for v in shape)
-
-
-def _inputs(shape):
-    n, cin, cout, size, k, p, d, g, op = shape
-    kernel = k if isinstance(k, tuple) else (k, k)
-    gen = torch.Generator().manual_seed(0)
-    tensors = (torch.randn(n, cin, *size, generator=gen), torch.randn(cin, cout // g, *kernel, generator=gen),
-               torch.randn(cout, generator=gen))
-    return tensors, dict(padding=p, dilation=d, groups=g, output_padding=op)
-
-
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=str)
 @pytest.mark.parametrize("shape", FLIPPED_SHAPES, ids=_ids)
 def test_conv_transpose2d_as_flipped_conv2d(threads, shape, memory_format):
-    tensors, kwargs = _inputs(shape)
+    tensors, kwargs = _conv_t_inputs(shape)
     _check(torchconv.conv_transpose2d, F.conv_transpose2d, tensors, kwargs, torch.float64, memory_format)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape", FLIPPED_SHAPES[:3], ids=_ids)
 def test_flipped_in_other_dtypes(shape, dtype):
-    tensors, kwargs = _inputs(shape)
+    tensors, kwargs = _conv_t_inputs(shape)
     _check(torchconv.conv_transpose2d, F.conv_transpose2d, tensors, kwargs, dtype, torch.contiguous_format)
 
 

@@ -89,8 +89,9 @@ def _conv_inputs(shape):
 
 def _conv_t_inputs(shape):
     n, cin, cout, size, k, p, d, g, op = shape
+    kernel = k if isinstance(k, tuple) else (k, k)
     gen = torch.Generator().manual_seed(0)
-    tensors = (torch.randn(n, cin, *size, generator=gen), torch.randn(cin, cout // g, k, k, generator=gen),
+    tensors = (torch.randn(n, cin, *size, generator=gen), torch.randn(cin, cout // g, *kernel, generator=gen),
                torch.randn(cout, generator=gen))
     return tensors, dict(padding=p, dilation=d, groups=g, output_padding=op)
 

@@ -25,7 +25,7 @@ import torchconv
 from torchconv.testing import MEMORY_FORMATS
 
 from cpp_kernel_marks import CPP_KERNEL_MARKS
-from test_cpp_tiled import _check
+from test_cpp_tiled import _check, _ids
 
 pytestmark = CPP_KERNEL_MARKS
 
@@ -49,10 +49,6 @@ STRIDED_CONV_SHAPES = [
     (2, 32, 16, (14, 26), 4, 1),
     (2, 64, 32, (8, 28), 4, 1),
 ]
-
-
-def _ids(shape):
-    return "-".join(str(v).replace(" ", "") for v in shape)
 
 
 def _conv_t_inputs(shape):

@@ -69,7 +69,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, c
     case ConvKernel::Tiled:
       return tiled_convolution<true>(s, input, weight, b, out_sizes, to_channels_last);
     case ConvKernel::TiledPhases:
-      return tiled_phases_conv_transpose2d(s, transposed_phases(s), input, weight, b, out_sizes, to_channels_last);
+      return tiled_phases_conv_transpose2d(s, input, weight, b, out_sizes, to_channels_last);
     case ConvKernel::GemmNHWC: {
       at::Tensor out = empty_channels_last(out_sizes, input);
       TORCHCONV_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchconv_cpp::conv_transpose2d", [&] {

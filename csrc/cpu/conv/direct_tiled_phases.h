@@ -27,10 +27,11 @@ namespace cpu {
 namespace conv {
 
 // One phase: its stride-1 transposed convolution (the plane side is the
-// phase's pixels), its sub-kernel's first taps, and where its pixels lie in
-// the whole output.
+// phase's pixels) and its padded input, its sub-kernel's first taps, and
+// where its pixels lie in the whole output.
 struct TransposedPhase {
   ConvShape shape;
+  PaddedPlanes planes;
   int64_t first_tap_h, first_tap_w;
   ResultGrid grid;
 };
@@ -67,27 +68,27 @@ inline std::vector<TransposedPhase> transposed_phases(const ConvShape& s) {
       const PaddedPlanes planes = conv_transpose2d_planes(phase);
       if (planes.top < 0 || planes.left < 0 || planes.padded_w < planes.left + planes.w) return {};
       const ResultGrid grid{s.plane_size(), r * s.plane_w + rb, w.stride_h * s.plane_w, w.stride_w};
-      phases.push_back(TransposedPhase{phase, rows.first_tap, cols.first_tap, grid});
+      phases.push_back(TransposedPhase{phase, planes, rows.first_tap, cols.first_tap, grid});
     }
   }
   return phases;
 }
 
 // conv_transpose2d of shape s by its phases (transposed_phases(s), each of
-// which uses the tiled kernel), its result `out_sizes`, channels_last when
-// `to_channels_last`; bias in the accumulation type or undefined.
-inline at::Tensor tiled_phases_conv_transpose2d(const ConvShape& s, const std::vector<TransposedPhase>& phases,
-                                                const at::Tensor& input, const at::Tensor& weight,
+// which uses the tiled kernel: uses_tiled_phases holds), its result
+// `out_sizes`, channels_last when `to_channels_last`; bias in the
+// accumulation type or undefined.
+inline at::Tensor tiled_phases_conv_transpose2d(const ConvShape& s, const at::Tensor& input, const at::Tensor& weight,
                                                 const at::Tensor& bias, at::IntArrayRef out_sizes,
                                                 bool to_channels_last) {
   at::Tensor out = to_channels_last ? empty_channels_last(out_sizes, input) : at::empty(out_sizes, input.options());
   const Window& w = s.window;
   std::vector<TiledPlan> plans;
-  for (const TransposedPhase& phase : phases) {
+  for (const TransposedPhase& phase : transposed_phases(s)) {
     at::Tensor sub_kernel = weight.slice(2, phase.first_tap_h, w.kernel_h, w.stride_h)
                                 .slice(3, phase.first_tap_w, w.kernel_w, w.stride_w)
                                 .contiguous();
-    plans.push_back(TiledPlan{conv_transpose2d_planes(phase.shape), phase.grid, std::move(sub_kernel)});
+    plans.push_back(TiledPlan{phase.planes, phase.grid, std::move(sub_kernel)});
   }
   tiled_convolution_into<true>(s, plans, input, bias, to_channels_last, out);
   return out;
